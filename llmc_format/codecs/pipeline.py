@@ -1,0 +1,92 @@
+"""Run a tensor through its codec pipeline, and back.
+
+Encoding: each array→array stage transforms the array and may emit side blobs; the final
+array→bytes stage emits the payload blobs. Every blob is tagged with the index of the
+stage that owns it. Decoding resolves the spec of every stage's input from the tensor's
+dtype/shape and the stored configs alone, then runs the stages backwards, each stage
+fetching only the blobs it needs for the requested rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec, Codec, Rows
+from llmc_format.codecs.registry import get_codec
+from llmc_format.errors import CodecError
+
+
+@dataclass
+class EncodedTensor:
+    blobs: list[tuple[int, bytes]]  # (stage, bytes)
+    pipeline: list[dict[str, Any]]  # stored configs, one per stage
+    info: list[dict[str, Any]] = field(default_factory=list)  # per stage
+
+
+def build(configs: Sequence[dict[str, Any]], where: str) -> list[Codec]:
+    """Instantiate and type-check a pipeline: array stages, then one bytes stage."""
+    if not configs:
+        raise CodecError(f"{where}: empty codec pipeline")
+    stages = [get_codec(c, where) for c in configs]
+    for s in stages[:-1]:
+        if not isinstance(s, ArrayArrayCodec):
+            raise CodecError(f"{where}: codec {s.codec_id!r} cannot precede another stage")
+    if not isinstance(stages[-1], ArrayBytesCodec):
+        raise CodecError(f"{where}: pipeline must end with an array-to-bytes codec, "
+                         f"not {stages[-1].codec_id!r}")
+    return stages
+
+
+def encode_tensor(array: np.ndarray, spec: ArraySpec, configs: Sequence[dict[str, Any]]) -> EncodedTensor:
+    spec.check(array, what="source")
+    stages = build(configs, f"tensor {spec.name!r}")
+    out = EncodedTensor([], [], [])
+    for i, stage in enumerate(stages):
+        enc = stage.encode(array, spec)
+        out.blobs.extend((i, b) for b in enc.blobs)
+        out.pipeline.append(enc.config)
+        out.info.append(enc.info)
+        if isinstance(stage, ArrayArrayCodec):
+            if enc.array is None:
+                raise CodecError(f"tensor {spec.name!r}: stage {stage.codec_id!r} returned no array")
+            spec = stage.resolve(spec)
+            array = spec.check(enc.array, what=f"{stage.codec_id} output")
+    return out
+
+
+def decode_tensor(
+    configs: Sequence[dict[str, Any]],
+    spec: ArraySpec,
+    blob_counts: Sequence[int],
+    fetch: Callable[[int, int], bytes],
+    rows: Rows | None = None,
+) -> np.ndarray:
+    """Decode ``spec``'s tensor (or its rows) from stored configs.
+
+    ``blob_counts[i]`` is how many blobs stage i owns; ``fetch(stage, i)`` returns the
+    verified bytes of that stage's i-th blob.
+    """
+    where = f"tensor {spec.name!r}"
+    stages = build(configs, where)
+    if rows is not None:
+        n = spec.shape[0] if spec.shape else 1
+        if not 0 <= rows[0] <= rows[1] <= n:
+            raise CodecError(f"{where}: rows {rows[0]}:{rows[1]} out of range 0:{n}")
+    specs = [spec]
+    for s in stages[:-1]:
+        specs.append(s.resolve(specs[-1]))  # type: ignore[attr-defined]
+    last = stages[-1]
+    assert isinstance(last, ArrayBytesCodec)
+    k = len(stages) - 1
+    array = last.decode(lambda i: fetch(k, i), blob_counts[k], specs[k], rows)
+    specs[k].check(array, rows)
+    for k in range(len(stages) - 2, -1, -1):
+        stage = stages[k]
+        assert isinstance(stage, ArrayArrayCodec)
+        array = stage.decode(array, lambda i, k=k: fetch(k, i), blob_counts[k], specs[k], rows)
+        specs[k].check(array, rows)
+    return array

@@ -1,0 +1,195 @@
+"""Streaming, atomic writer of .llmc files.
+
+Blobs are written as they come (bounded memory: only the index entries are kept), into
+a temporary file beside the destination; ``close()`` appends the index and footer,
+fsyncs and renames it over the destination in one step. A crash or an exception leaves
+the destination untouched (no file, or the previous file), never a partial archive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from llmc_format.container import layout
+from llmc_format.container.index import (
+    AttachmentEntry,
+    BlobRef,
+    Index,
+    PreviousIndex,
+    TensorEntry,
+)
+from llmc_format.errors import FormatError, LlmcError
+
+
+class Writer:
+    """Write one archive. Use as a context manager; nothing appears at ``path`` until close."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        alignment: int = layout.DEFAULT_ALIGNMENT,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        if not layout.valid_alignment(alignment):
+            raise FormatError(f"alignment {alignment} must be a power of two in "
+                              f"[{layout.MIN_ALIGNMENT}, {layout.MAX_ALIGNMENT}]")
+        self.path = Path(path)
+        self.header = layout.Header(alignment=alignment)
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self._tensors: list[TensorEntry] = []
+        self._names: set[str] = set()
+        self._attachments: list[AttachmentEntry] = []
+        self.tmp_path = self.path.with_name(f".{self.path.name}.partial")
+        self._f = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._f.write(self.header.pack())
+        self._pad_to(self.header.data_start)
+        self._closed = False
+
+    # -- blobs ------------------------------------------------------------------------
+    @property
+    def position(self) -> int:
+        return self._f.tell()
+
+    def _pad_to(self, pos: int) -> None:
+        here = self._f.tell()
+        if pos > here:
+            self._f.write(b"\0" * (pos - here))
+
+    def add_blob(self, data: bytes | bytearray | memoryview, stage: int = 0) -> BlobRef:
+        """Append one blob at the next aligned offset; return its reference."""
+        if not len(data):
+            raise FormatError("blobs must not be empty")
+        offset = self._f.tell()
+        self._f.write(data)
+        self._pad_to(layout.align_up(self._f.tell(), self.header.alignment))
+        return BlobRef(offset, len(data), layout.checksum(data), stage)
+
+    # -- entries ----------------------------------------------------------------------
+    def _claim(self, name: str) -> None:
+        if name in self._names:
+            raise FormatError(f"tensor {name!r} was already written to this archive")
+        self._names.add(name)
+
+    def add_tensor(self, entry: TensorEntry) -> None:
+        """Record a tensor whose blobs were written with ``add_blob``."""
+        self._claim(entry.name)
+        self._tensors.append(entry)
+
+    def add_attachment(self, name: str, data: bytes, *, compress: bool = True) -> None:
+        """Store a whole non-tensor file; zstd-compressed when that makes it smaller."""
+        if any(a.name == name for a in self._attachments):
+            raise FormatError(f"attachment {name!r} was already written to this archive")
+        encoding, payload = "raw", data
+        if compress and data:
+            packed = zstandard.ZstdCompressor(level=19).compress(data)
+            if len(packed) < len(data):
+                encoding, payload = "zstd", packed
+        if not payload:  # an empty file still needs a (non-empty) blob: store it as zstd
+            encoding, payload = "zstd", zstandard.ZstdCompressor().compress(b"")
+        blob = self.add_blob(payload)
+        self._attachments.append(AttachmentEntry(name, len(data), encoding, blob))
+
+    @property
+    def tensors(self) -> list[TensorEntry]:
+        return list(self._tensors)
+
+    # -- finishing ----------------------------------------------------------------------
+    def close(self) -> Path:
+        """Write index and footer, fsync, and atomically move the file into place."""
+        if self._closed:
+            return self.path
+        try:
+            data_end = self._f.tell()
+            index = Index(tuple(self._tensors), tuple(self._attachments), self.metadata,
+                          data_end)
+            write_index_and_footer(self._f, index)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+            os.replace(self.tmp_path, self.path)
+            _fsync_dir(self.path.parent)
+        except BaseException:
+            self.abort()
+            raise
+        self._closed = True
+        return self.path
+
+    def abort(self) -> None:
+        """Drop the temporary file; the destination is left as it was."""
+        self._closed = True
+        with contextlib.suppress(Exception):
+            self._f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.tmp_path)
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_index_and_footer(f: Any, index: Index) -> layout.Footer:
+    """Write ``index`` at the current (aligned) position of ``f`` and the footer after it."""
+    data = index.pack()
+    if len(data) > layout.MAX_INDEX_BYTES:
+        raise LlmcError(f"index would be {len(data)} bytes, over the format's 1 GiB limit")
+    footer = layout.Footer(f.tell(), len(data), layout.checksum(data))
+    f.write(data)
+    f.write(footer.pack())
+    return footer
+
+
+def append_metadata_update(
+    path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None,
+    tensors: Iterable[TensorEntry] | None = None,
+) -> None:
+    """Replace the file's metadata (and optionally tensor entries' quant/rd records)
+    by appending a new index and footer; the data region is not rewritten.
+
+    The old index and footer stay in place (recorded as ``previous``) so the file stays
+    fully covered by checksums; ``llmc verify`` walks that chain.
+    """
+    from llmc_format.container.reader import Reader  # local: reader imports nothing of us
+
+    with Reader(path) as r:
+        old = r.index
+        old_footer = r.footer
+        alignment = r.header.alignment
+    new_tensors = tuple(tensors) if tensors is not None else old.tensors
+    if [t.name for t in new_tensors] != [t.name for t in old.tensors] or any(
+        (a.blobs, a.pipeline) != (b.blobs, b.pipeline) for a, b in zip(new_tensors, old.tensors,
+                                                                        strict=True)
+    ):
+        raise FormatError("a metadata update may change metadata, not tensor data or order")
+    new = Index(new_tensors, old.attachments,
+                old.metadata if metadata is None else metadata, old.data_end,
+                PreviousIndex(old_footer.index_offset, old_footer.index_length,
+                              old_footer.index_checksum))
+    with open(path, "r+b") as f:
+        f.seek(0, os.SEEK_END)
+        end = f.tell()
+        pad = layout.align_up(end, alignment) - end
+        f.write(b"\0" * pad)
+        write_index_and_footer(f, new)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

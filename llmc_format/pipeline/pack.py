@@ -1,0 +1,197 @@
+"""pack: a model source -> one .llmc archive.
+
+Reads tensors one at a time from the source, chooses each one's pipeline (``policy``),
+encodes it — up to ``jobs`` tensors concurrently, since encoders are external processes
+or release the GIL — and writes blobs in source order, so the archive is byte-identical
+whatever the job count. At most ``jobs + 1`` tensors are in memory at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import llmc_format
+from llmc_format.codecs.base import ArraySpec
+from llmc_format.codecs.pipeline import EncodedTensor, decode_tensor, encode_tensor
+from llmc_format.container import layout
+from llmc_format.container.index import TensorEntry
+from llmc_format.container.writer import Writer
+from llmc_format.dtypes import name_of
+from llmc_format.pipeline.policy import Policy
+from llmc_format.rd.metrics import distortion
+
+#: progress(event, tensor_name, done_weights, total_weights)
+Progress = Callable[[str, str, int, int], None]
+
+
+def tensor_digest(array: np.ndarray) -> int:
+    """XXH3-64 of a tensor's little-endian C-order bytes (the format's digest rule)."""
+    return layout.checksum(np.ascontiguousarray(array).view(np.uint8).tobytes())
+
+
+@dataclass
+class PackedTensor:
+    """An encoded tensor ready to be written: blobs plus everything its entry records."""
+
+    name: str
+    spec: ArraySpec
+    encoded: EncodedTensor
+    quant: dict[str, Any] | None
+    rd: dict[str, Any] | None
+    digest: dict[str, int]
+
+
+def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> PackedTensor:
+    """Encode one tensor and measure what it cost and what it lost."""
+    array = np.ascontiguousarray(array)
+    spec = ArraySpec(name_of(array.dtype), tuple(array.shape), name)
+    t0 = time.perf_counter()
+    enc = encode_tensor(array, spec, pipeline)
+    t_enc = time.perf_counter() - t0
+    src_digest = tensor_digest(array)
+    stored = sum(len(b) for _, b in enc.blobs)
+    lossy = len(enc.pipeline) > 1 or enc.pipeline[-1]["id"] != "exact"
+    blobs_by_stage: dict[int, list[bytes]] = {}
+    for stage, b in enc.blobs:
+        blobs_by_stage.setdefault(stage, []).append(b)
+    counts = [len(blobs_by_stage.get(i, [])) for i in range(len(enc.pipeline))]
+    t0 = time.perf_counter()
+    decoded = decode_tensor(enc.pipeline, spec, counts, lambda s, i: blobs_by_stage[s][i])
+    t_dec = time.perf_counter() - t0
+    dec_digest = tensor_digest(decoded)
+    rd: dict[str, Any] = {
+        "bytes": stored,
+        "bpw": 8.0 * stored / max(spec.numel, 1),
+        "encode_seconds": round(t_enc, 4),
+        "decode_seconds": round(t_dec, 4),
+    }
+    quant = None
+    if lossy:
+        rd.update(distortion(array, decoded))
+        video = enc.pipeline[-1]
+        if "qp" in video:
+            rd["qp"] = video["qp"]
+        rd["codec"] = video["id"]
+        quant = enc.info[0] if enc.info and enc.pipeline[0]["id"] == "affine" else None
+    elif dec_digest != src_digest:
+        from llmc_format.errors import CodecError
+
+        raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
+    return PackedTensor(name, spec, enc, quant, rd,
+                        {"source": src_digest, "decoded": dec_digest})
+
+
+def write_packed(writer: Writer, p: PackedTensor) -> TensorEntry:
+    refs = tuple(writer.add_blob(b, stage) for stage, b in p.encoded.blobs)
+    entry = TensorEntry(p.name, p.spec.dtype, p.spec.shape, tuple(p.encoded.pipeline), refs,
+                        None, p.quant, p.rd, p.digest)
+    writer.add_tensor(entry)
+    return entry
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1)
+
+
+def pack(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    policy: Policy | None = None,
+    jobs: int | None = None,
+    user_metadata: dict[str, Any] | None = None,
+    created: str | None = None,
+    progress: Progress | None = None,
+    alignment: int = layout.DEFAULT_ALIGNMENT,
+    qp_overrides: dict[str, int] | None = None,
+) -> Path:
+    """Pack the model at ``src`` into the archive ``dst``; return ``dst``.
+
+    ``created`` is written into the metadata only when given (archives are reproducible
+    byte for byte by default). ``qp_overrides`` maps tensor names to QPs (RD allocation).
+    """
+    from llmc_format.io import open_source
+
+    policy = policy or Policy()
+    jobs = jobs or default_jobs()
+    source = open_source(src)
+    aliases: dict[str, str] = dict(source.aliases())
+    metadata: dict[str, Any] = {
+        "tool": f"llmc-format {llmc_format.__version__}",
+        "source": source.describe(),
+        "policy": {"codec": policy.codec, "qp": policy.qp, "bits": policy.bits},
+        "user": dict(user_metadata or {}),
+    }
+    if created is not None:
+        metadata["created"] = created
+    items = list(source.tensors())
+    total = sum(_numel_of(it) for it in items)
+    done = 0
+    qp_overrides = qp_overrides or {}
+
+    def work(name: str, loader: Callable[[], np.ndarray]) -> PackedTensor:
+        array = loader()
+        pipe = policy.pipeline(name, name_of(array.dtype), array.shape, qp_overrides.get(name))
+        return encode_one(name, array, pipe)
+
+    with Writer(dst, alignment=alignment, metadata=metadata) as writer, \
+            ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending: deque[tuple[str, Future[PackedTensor] | None]] = deque()
+        stream: Iterator[Any] = iter(items)
+
+        def fill() -> None:
+            while len(pending) < jobs + 1:
+                it = next(stream, None)
+                if it is None:
+                    return
+                name, loader = it[0], it[1]
+                if name in aliases:
+                    pending.append((name, None))
+                else:
+                    pending.append((name, pool.submit(work, name, loader)))
+
+        fill()
+        alias_entries: list[TensorEntry] = []
+        while pending:
+            name, fut = pending.popleft()
+            if fut is None:
+                alias_entries.append(_alias_entry(name, aliases[name], items))
+                continue
+            packed = fut.result()
+            write_packed(writer, packed)
+            done += packed.spec.numel
+            if progress:
+                progress("tensor", name, done, total)
+            fill()
+        for e in alias_entries:
+            writer.add_tensor(e)
+        for rel, data in source.attachments():
+            writer.add_attachment(rel, data)
+    return Path(dst)
+
+
+def _numel_of(item: Any) -> int:
+    spec = getattr(item, "spec", None) if not isinstance(item, tuple) else None
+    if spec is not None:
+        return int(np.prod(spec[1]))
+    if isinstance(item, tuple) and len(item) >= 3:
+        return int(np.prod(item[2][1]))
+    return 0
+
+
+def _alias_entry(name: str, target: str, items: list[Any]) -> TensorEntry:
+    for it in items:
+        if it[0] == name:
+            arr = it[1]()
+            return TensorEntry(name, name_of(arr.dtype), tuple(arr.shape), alias_of=target)
+    raise KeyError(name)

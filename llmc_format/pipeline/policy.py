@@ -1,0 +1,78 @@
+"""Which codec pipeline each tensor gets.
+
+Default rule (spec'd in the README): with a lossy codec chosen, large floating-point
+matrices go lossy; everything small or sensitive stays ``exact`` — 1-D tensors (norms,
+biases), tensors under ``min_lossy_numel`` elements, integer tensors — and so do token
+embeddings and output heads, whose errors hit every token, unless a ``--lossy`` pattern
+names them. ``--lossless``/``--lossy`` glob patterns (fnmatch on the tensor name)
+override, ``--lossless`` winning over ``--lossy``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmc_format import dtypes
+from llmc_format.errors import SourceError
+
+LOSSY_CODECS = ("vvc", "hevc", "av1", "ffv1")
+ALL_CODECS = ("exact", *LOSSY_CODECS)
+
+#: names of token embeddings and output heads across common architectures
+_EMBEDDING_RE = re.compile(
+    r"(^|\.)(embed_tokens|wte|word_embeddings|tok_embeddings|embed_in|embed_out|lm_head|"
+    r"output|token_embd|shared|embeddings\.word_embeddings)(\.|$)"
+)
+
+
+def is_embedding_or_head(name: str) -> bool:
+    return bool(_EMBEDDING_RE.search(name))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """How to choose a pipeline. ``codec`` is the lossy codec id, or "exact" for all-lossless."""
+
+    codec: str = "exact"
+    qp: int = 37
+    preset: str | None = None
+    bits: int = 10
+    min_lossy_numel: int = 16384
+    lossy_patterns: tuple[str, ...] = ()
+    lossless_patterns: tuple[str, ...] = ()
+    affine: dict[str, Any] = field(default_factory=dict)
+    video: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.codec not in ALL_CODECS:
+            raise SourceError(f"unknown codec {self.codec!r}; choose one of {', '.join(ALL_CODECS)}")
+
+    def is_lossy(self, name: str, dtype: str, shape: Sequence[int]) -> bool:
+        """Whether ``name`` goes through the lossy codec under this policy."""
+        if self.codec == "exact" or dtype not in dtypes.FLOAT_DTYPES or len(shape) < 1:
+            return False
+        if any(fnmatch.fnmatchcase(name, p) for p in self.lossless_patterns):
+            return False
+        if any(fnmatch.fnmatchcase(name, p) for p in self.lossy_patterns):
+            return True
+        numel = 1
+        for s in shape:
+            numel *= s
+        if len(shape) < 2 or numel < self.min_lossy_numel:
+            return False
+        return not is_embedding_or_head(name)
+
+    def pipeline(self, name: str, dtype: str, shape: Sequence[int], qp: int | None = None) -> list[dict[str, Any]]:
+        """The codec configs for one tensor (``qp`` overrides the policy's QP, e.g. from RD)."""
+        if not self.is_lossy(name, dtype, shape):
+            return [{"id": "exact"}]
+        video: dict[str, Any] = {"id": self.codec, "bits": self.bits, **self.video}
+        if self.codec != "ffv1":
+            video["qp"] = self.qp if qp is None else qp
+        if self.preset is not None and self.codec != "ffv1":
+            video["preset"] = self.preset
+        return [{"id": "affine", "bits": self.bits, **self.affine}, video]
