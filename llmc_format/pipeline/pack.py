@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +26,9 @@ from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.writer import Writer
 from llmc_format.dtypes import name_of
+from llmc_format.errors import CodecError, SourceError
+from llmc_format.io.base import Source
+from llmc_format.io.base import TensorEntry as SourceTensor
 from llmc_format.pipeline.policy import Policy
 from llmc_format.rd.metrics import distortion
 
@@ -83,8 +86,6 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
         rd["codec"] = video["id"]
         quant = enc.info[0] if enc.info and enc.pipeline[0]["id"] == "affine" else None
     elif dec_digest != src_digest:
-        from llmc_format.errors import CodecError
-
         raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
     return PackedTensor(name, spec, enc, quant, rd,
                         {"source": src_digest, "decoded": dec_digest})
@@ -115,17 +116,35 @@ def pack(
     alignment: int = layout.DEFAULT_ALIGNMENT,
     qp_overrides: dict[str, int] | None = None,
 ) -> Path:
-    """Pack the model at ``src`` into the archive ``dst``; return ``dst``.
+    """Pack the model at ``src`` (file or directory) into the archive ``dst``; return ``dst``.
 
     ``created`` is written into the metadata only when given (archives are reproducible
     byte for byte by default). ``qp_overrides`` maps tensor names to QPs (RD allocation).
     """
     from llmc_format.io import open_source
 
+    with open_source(src) as source:
+        return pack_source(source, dst, policy=policy, jobs=jobs, user_metadata=user_metadata,
+                           created=created, progress=progress, alignment=alignment,
+                           qp_overrides=qp_overrides)
+
+
+def pack_source(
+    source: Source,
+    dst: str | os.PathLike[str],
+    *,
+    policy: Policy | None = None,
+    jobs: int | None = None,
+    user_metadata: dict[str, Any] | None = None,
+    created: str | None = None,
+    progress: Progress | None = None,
+    alignment: int = layout.DEFAULT_ALIGNMENT,
+    qp_overrides: dict[str, int] | None = None,
+) -> Path:
+    """Pack an open ``Source``: see ``pack``."""
     policy = policy or Policy()
     jobs = jobs or default_jobs()
-    source = open_source(src)
-    aliases: dict[str, str] = dict(source.aliases())
+    qp_overrides = qp_overrides or {}
     metadata: dict[str, Any] = {
         "tool": f"llmc-format {llmc_format.__version__}",
         "source": source.describe(),
@@ -135,63 +154,42 @@ def pack(
     if created is not None:
         metadata["created"] = created
     items = list(source.tensors())
-    total = sum(_numel_of(it) for it in items)
+    specs = {name: entry.spec for name, entry in items}
+    total = sum(s.numel for s in specs.values())
     done = 0
-    qp_overrides = qp_overrides or {}
 
-    def work(name: str, loader: Callable[[], np.ndarray]) -> PackedTensor:
-        array = loader()
-        pipe = policy.pipeline(name, name_of(array.dtype), array.shape, qp_overrides.get(name))
+    def work(name: str, entry: SourceTensor) -> PackedTensor:
+        array = entry()
+        pipe = policy.pipeline(name, entry.dtype, entry.shape, qp_overrides.get(name))
         return encode_one(name, array, pipe)
 
     with Writer(dst, alignment=alignment, metadata=metadata) as writer, \
             ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending: deque[tuple[str, Future[PackedTensor] | None]] = deque()
-        stream: Iterator[Any] = iter(items)
+        pending: deque[tuple[str, Future[PackedTensor]]] = deque()
+        stream = iter(items)
 
         def fill() -> None:
+            # at most jobs+1 tensors loaded at once: bounded memory
             while len(pending) < jobs + 1:
-                it = next(stream, None)
-                if it is None:
+                nxt = next(stream, None)
+                if nxt is None:
                     return
-                name, loader = it[0], it[1]
-                if name in aliases:
-                    pending.append((name, None))
-                else:
-                    pending.append((name, pool.submit(work, name, loader)))
+                pending.append((nxt[0], pool.submit(work, *nxt)))
 
         fill()
-        alias_entries: list[TensorEntry] = []
         while pending:
             name, fut = pending.popleft()
-            if fut is None:
-                alias_entries.append(_alias_entry(name, aliases[name], items))
-                continue
             packed = fut.result()
             write_packed(writer, packed)
             done += packed.spec.numel
             if progress:
                 progress("tensor", name, done, total)
             fill()
-        for e in alias_entries:
-            writer.add_tensor(e)
+        for alias, target in source.aliases().items():
+            t = specs.get(target)
+            if t is None:
+                raise SourceError(f"alias {alias!r} points at {target!r}, which the source lacks")
+            writer.add_tensor(TensorEntry(alias, t.dtype, t.shape, alias_of=target))
         for rel, data in source.attachments():
             writer.add_attachment(rel, data)
     return Path(dst)
-
-
-def _numel_of(item: Any) -> int:
-    spec = getattr(item, "spec", None) if not isinstance(item, tuple) else None
-    if spec is not None:
-        return int(np.prod(spec[1]))
-    if isinstance(item, tuple) and len(item) >= 3:
-        return int(np.prod(item[2][1]))
-    return 0
-
-
-def _alias_entry(name: str, target: str, items: list[Any]) -> TensorEntry:
-    for it in items:
-        if it[0] == name:
-            arr = it[1]()
-            return TensorEntry(name, name_of(arr.dtype), tuple(arr.shape), alias_of=target)
-    raise KeyError(name)

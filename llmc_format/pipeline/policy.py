@@ -66,7 +66,9 @@ class Policy:
             return False
         return not is_embedding_or_head(name)
 
-    def pipeline(self, name: str, dtype: str, shape: Sequence[int], qp: int | None = None) -> list[dict[str, Any]]:
+    def pipeline(
+        self, name: str, dtype: str, shape: Sequence[int], qp: int | None = None
+    ) -> list[dict[str, Any]]:
         """The codec configs for one tensor (``qp`` overrides the policy's QP, e.g. from RD)."""
         if not self.is_lossy(name, dtype, shape):
             return [{"id": "exact"}]

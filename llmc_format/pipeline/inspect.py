@@ -1,0 +1,63 @@
+"""inspect: what an archive holds, as plain data (the CLI renders it; --json prints it)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from llmc_format.container.reader import Reader
+
+
+def _codec_label(pipeline: tuple[dict[str, Any], ...]) -> str:
+    return "+".join(str(c.get("id")) for c in pipeline)
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Per-tensor facts and totals, read from the index only (no blob is decoded)."""
+    with Reader(path) as r:
+        tensors = []
+        weights = source_bytes = stored = lossy = 0
+        for t in r.index.tensors:
+            entry = r.resolve(t.name)
+            row: dict[str, Any] = {
+                "name": t.name, "dtype": t.dtype, "shape": list(t.shape),
+                "codec": f"alias of {t.alias_of}" if t.alias_of else _codec_label(t.pipeline),
+                "stored_bytes": t.stored_bytes, "source_bytes": t.nbytes,
+                "bpw": 8 * t.stored_bytes / t.numel if t.numel else 0.0,
+                "ratio": t.nbytes / t.stored_bytes if t.stored_bytes else None,
+                "blobs": len(t.blobs),
+            }
+            if t.alias_of is None:
+                weights += t.numel
+                source_bytes += t.nbytes
+                stored += t.stored_bytes
+                if _codec_label(entry.pipeline) != "exact":
+                    lossy += 1
+            for k, v in (t.rd or {}).items():
+                if k in ("qp", "snr_db", "mse", "encode_seconds", "decode_seconds"):
+                    row[k] = v
+            if t.rd:
+                row["rd"] = t.rd
+            tensors.append(row)
+        file_bytes = r.file_size
+        return {
+            "path": str(path),
+            "format_version": f"{r.header.major}.{r.header.minor}",
+            "alignment": r.header.alignment,
+            "metadata": r.metadata,
+            "tensors": tensors,
+            "attachments": [{"name": a.name, "size": a.size, "stored_bytes": a.blob.length}
+                            for a in r.attachments()],
+            "summary": {
+                "tensors": len(tensors), "lossy_tensors": lossy, "weights": weights,
+                "source_bytes": source_bytes, "stored_tensor_bytes": stored,
+                "file_bytes": file_bytes,
+                "ratio": source_bytes / file_bytes if file_bytes else 0.0,
+                "file_bpw": 8 * file_bytes / weights if weights else 0.0,
+            },
+        }
+
+
+def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:
+    s = describe(path)["summary"]
+    return s

@@ -1,0 +1,178 @@
+"""verify: check every byte of an archive, decode every tensor, optionally compare to the source.
+
+The report says, per tensor, whether it is intact — so a user of a damaged file knows
+which tensors can still be salvaged (``safe_open(..., verify_checksums=False)`` or
+reading the intact ones).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from llmc_format.container import layout
+from llmc_format.container.index import unpack_index_bytes
+from llmc_format.container.reader import Reader
+from llmc_format.errors import LlmcError
+from llmc_format.pipeline.pack import tensor_digest
+from llmc_format.pipeline.read import read_tensor
+from llmc_format.rd.metrics import distortion
+
+#: recomputed SNR may differ from the recorded one by this much (dB) before it is flagged
+SNR_TOLERANCE_DB = 0.01
+
+
+@dataclass
+class TensorCheck:
+    name: str
+    ok: bool
+    problem: str | None = None
+    lossless: bool | None = None
+    snr_db_recorded: float | None = None
+    snr_db_measured: float | None = None
+
+
+@dataclass
+class VerifyReport:
+    path: str
+    ok: bool = True
+    file_problems: list[str] = field(default_factory=list)
+    tensors: list[TensorCheck] = field(default_factory=list)
+    attachments_checked: int = 0
+    against: str | None = None
+
+    def fail(self, problem: str) -> None:
+        self.ok = False
+        self.file_problems.append(problem)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for t in d["tensors"]:
+            for k in ("snr_db_recorded", "snr_db_measured"):
+                if isinstance(t[k], float) and not math.isfinite(t[k]):
+                    t[k] = str(t[k])
+        return d
+
+    @property
+    def intact(self) -> list[str]:
+        return [t.name for t in self.tensors if t.ok]
+
+
+def _check_history(r: Reader, report: VerifyReport) -> None:
+    """Walk superseded indexes (metadata updates): checksums, footers, zero padding."""
+    prev = r.index.previous
+    end = r.footer.index_offset
+    seen = 0
+    while prev is not None:
+        seen += 1
+        if seen > layout.MAX_UPDATE_CHAIN:
+            report.fail("metadata update chain is too long (loop?)")
+            return
+        try:
+            raw = r.read_range(prev.index_offset, prev.index_length)
+            if layout.checksum(raw) != prev.index_checksum:
+                report.fail(f"superseded index at offset {prev.index_offset}: checksum mismatch")
+                return
+            footer_at = prev.index_offset + prev.index_length
+            footer = layout.Footer.unpack(r.read_range(footer_at, layout.FOOTER_SIZE), footer_at)
+            if (footer.index_offset, footer.index_length, footer.index_checksum) != (
+                    prev.index_offset, prev.index_length, prev.index_checksum):
+                report.fail(f"superseded footer at offset {footer_at} does not match its index")
+            gap_start = footer_at + layout.FOOTER_SIZE
+            if gap_start > end or any(r.read_range(gap_start, end - gap_start)):
+                report.fail(f"bytes {gap_start}..{end} between index records are not zero padding")
+            obj = unpack_index_bytes(raw)
+            end = prev.index_offset
+            p = obj.get("previous") if isinstance(obj, dict) else None
+            prev = None if p is None else type(r.index.previous)(  # type: ignore[misc]
+                p["index_offset"], p["index_length"], p["index_checksum"])
+        except (LlmcError, KeyError, TypeError) as exc:
+            report.fail(f"superseded index chain: {exc}")
+            return
+    if end != r.index.data_end:
+        report.fail(f"bytes {r.index.data_end}..{end} after the data region are not covered")
+
+
+def verify(
+    path: str | os.PathLike[str],
+    *,
+    against: str | os.PathLike[str] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> VerifyReport:
+    """Check ``path`` completely; compare with the source model ``against`` if given."""
+    report = VerifyReport(str(path), against=str(against) if against else None)
+    try:
+        reader = Reader(path)
+    except LlmcError as exc:
+        report.fail(str(exc))
+        return report
+    source_items: dict[str, Callable[[], np.ndarray]] = {}
+    if against is not None:
+        from llmc_format.io import open_source
+
+        try:
+            source_items = {it[0]: it[1] for it in open_source(against).tensors()}
+        except LlmcError as exc:
+            report.fail(f"cannot read --against source: {exc}")
+            return report
+    with reader as r:
+        _check_history(r, report)
+        for a in r.attachments():
+            try:
+                r.read_attachment(a.name)
+                report.attachments_checked += 1
+            except LlmcError as exc:
+                report.fail(str(exc))
+        entries = r.index.tensors
+        for i, entry in enumerate(entries):
+            check = _check_tensor(r, entry.name, source_items.get(entry.name), against is not None)
+            report.tensors.append(check)
+            if not check.ok:
+                report.ok = False
+            if progress:
+                progress(entry.name, i + 1, len(entries))
+    return report
+
+
+def _check_tensor(r: Reader, name: str, source: Callable[[], np.ndarray] | None,
+                  compare: bool) -> TensorCheck:
+    entry = r.resolve(name)
+    lossless = [c.get("id") for c in entry.pipeline] == ["exact"]
+    check = TensorCheck(name, True, lossless=lossless)
+    if entry.rd and isinstance(entry.rd.get("snr_db"), (int, float)):
+        check.snr_db_recorded = float(entry.rd["snr_db"])
+    try:
+        decoded = read_tensor(r, name)
+    except LlmcError as exc:
+        check.ok, check.problem = False, str(exc)
+        return check
+    digest = entry.digest or {}
+    got = tensor_digest(decoded)
+    if "decoded" in digest and got != digest["decoded"]:
+        check.ok = False
+        check.problem = "decoded tensor differs from what the writer decoded (digest mismatch)"
+        return check
+    if compare:
+        if source is None:
+            check.ok, check.problem = False, "tensor is not in the --against source"
+            return check
+        src = np.ascontiguousarray(source())
+        if src.shape != decoded.shape:
+            check.ok, check.problem = False, f"source shape {list(src.shape)} != {list(decoded.shape)}"
+        elif lossless:
+            if src.dtype != decoded.dtype or src.tobytes() != decoded.tobytes():
+                check.ok, check.problem = False, "not bit-identical to the source"
+        else:
+            check.snr_db_measured = distortion(src, decoded)["snr_db"]
+            rec, got_snr = check.snr_db_recorded, check.snr_db_measured
+            if rec is None or not (
+                (math.isinf(rec) and math.isinf(got_snr)) or abs(rec - got_snr) <= SNR_TOLERANCE_DB
+            ):
+                check.ok = False
+                check.problem = f"SNR against the source is {got_snr:.3f} dB, recorded {rec}"
+    return check

