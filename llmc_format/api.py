@@ -31,7 +31,7 @@ def _convert(array: np.ndarray, framework: str, device: str) -> Any:
         return array
     from llmc_format.io.torchconv import to_torch
 
-    t = to_torch(np.ascontiguousarray(array))
+    t = to_torch(np.asarray(order="C", a=array))
     return t if device == "cpu" else t.to(device)
 
 
@@ -74,7 +74,7 @@ class TensorSlice:
         else:
             raise TypeError("get_slice supports an int or a slice on the first axis")
         block = read_tensor(self._f._reader, self._name, rows)
-        return _convert(np.ascontiguousarray(block[local]), self._f.framework, self._f.device)
+        return _convert(np.asarray(order="C", a=block[local]), self._f.framework, self._f.device)
 
 
 class LlmcFile:

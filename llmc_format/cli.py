@@ -70,7 +70,7 @@ def _errors() -> Iterator[None]:
     except LlmcError as exc:
         if os.environ.get("LLMC_DEBUG"):
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_LLMC_ERROR) from None
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -124,8 +124,8 @@ def pack(
     bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
     lossy: Annotated[list[str] | None, typer.Option("--lossy", help="Glob of tensor names to code lossy "
                                                     "(e.g. '*embed_tokens*'); repeatable.")] = None,
-    lossless: Annotated[list[str] | None, typer.Option("--lossless", help="Glob of tensor names "
-                                                       "to keep exact; wins over --lossy; repeatable.")] = None,
+    lossless: Annotated[list[str] | None, typer.Option("--lossless", help="Glob of tensor names to "
+                                                       "keep exact; wins over --lossy; repeatable.")] = None,
     min_lossy_numel: Annotated[int, typer.Option(help="Tensors with fewer elements stay exact.")] = 16384,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors encoded at once "
                                              "(default: all cores).")] = None,
@@ -245,8 +245,9 @@ def inspect(
 @app.command()
 def verify(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
-    against: Annotated[Path | None, typer.Option(help="The source model: lossless tensors must "
-                                                 "be bit-identical, lossy ones match their recorded SNR.")] = None,
+    against: Annotated[Path | None, typer.Option(
+        help="The source model: lossless tensors must be bit-identical, lossy ones match "
+        "their recorded SNR.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
@@ -259,10 +260,10 @@ def verify(
         out.print_json(data=report.to_dict())
     elif not quiet:
         for p in report.file_problems:
-            err.print(f"[red]problem:[/] {p}", highlight=False)
+            err.print(f"[red]problem:[/] {p}", highlight=False, soft_wrap=True)
         bad = [t for t in report.tensors if not t.ok]
         for t in bad:
-            err.print(f"[red]tensor {t.name}:[/] {t.problem}", highlight=False)
+            err.print(f"[red]tensor {t.name}:[/] {t.problem}", highlight=False, soft_wrap=True)
         if report.ok:
             what = " and match the source" if against else ""
             out.print(f"OK: {len(report.tensors)} tensors and {report.attachments_checked} "

@@ -27,10 +27,9 @@ def test_vector(name: str) -> None:
     path = VECTORS / f"{name}.llmc"
     if not expected["valid"]:
         err = getattr(errors, expected["error"])
-        with pytest.raises(err):
-            with llmc_format.safe_open(path) as f:
-                for k in f.keys():
-                    f.get_tensor(k)
+        with pytest.raises(err), llmc_format.safe_open(path) as f:
+            for k in f.keys():
+                f.get_tensor(k)
         return
     with llmc_format.safe_open(path) as f:
         assert sorted(f.keys()) == sorted(expected["tensors"])

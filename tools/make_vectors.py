@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import ml_dtypes
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import llmc_format  # noqa: E402
-from llmc_format.container import layout  # noqa: E402
-from llmc_format.container.writer import append_metadata_update  # noqa: E402
-from llmc_format.pipeline.pack import tensor_digest  # noqa: E402
+import llmc_format
+from llmc_format.container import layout
+from llmc_format.container.writer import append_metadata_update
+from llmc_format.pipeline.pack import tensor_digest
 
 VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
 

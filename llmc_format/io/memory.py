@@ -15,7 +15,7 @@ from llmc_format.io.base import Source, TensorEntry
 
 def _as_numpy(name: str, value: Any) -> np.ndarray:
     if isinstance(value, np.ndarray):
-        return np.ascontiguousarray(value)
+        return np.asarray(order="C", a=value)
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -23,7 +23,7 @@ def _as_numpy(name: str, value: Any) -> np.ndarray:
     if torch is not None and isinstance(value, torch.Tensor):
         from llmc_format.io.torchconv import from_torch
 
-        return np.ascontiguousarray(from_torch(value.detach().cpu()))
+        return np.asarray(order="C", a=from_torch(value.detach().cpu()))
     raise SourceError(f"tensor {name!r}: expected a numpy array or torch tensor, "
                       f"got {type(value).__name__}")
 

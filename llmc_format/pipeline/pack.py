@@ -38,7 +38,7 @@ Progress = Callable[[str, str, int, int], None]
 
 def tensor_digest(array: np.ndarray) -> int:
     """XXH3-64 of a tensor's little-endian C-order bytes (the format's digest rule)."""
-    return layout.checksum(np.ascontiguousarray(array).view(np.uint8).tobytes())
+    return layout.checksum(np.asarray(order="C", a=array).tobytes())
 
 
 @dataclass
@@ -55,7 +55,7 @@ class PackedTensor:
 
 def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> PackedTensor:
     """Encode one tensor and measure what it cost and what it lost."""
-    array = np.ascontiguousarray(array)
+    array = np.asarray(order="C", a=array)
     spec = ArraySpec(name_of(array.dtype), tuple(array.shape), name)
     t0 = time.perf_counter()
     enc = encode_tensor(array, spec, pipeline)

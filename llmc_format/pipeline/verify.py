@@ -161,7 +161,7 @@ def _check_tensor(r: Reader, name: str, source: Callable[[], np.ndarray] | None,
         if source is None:
             check.ok, check.problem = False, "tensor is not in the --against source"
             return check
-        src = np.ascontiguousarray(source())
+        src = np.asarray(order="C", a=source())
         if src.shape != decoded.shape:
             check.ok, check.problem = False, f"source shape {list(src.shape)} != {list(decoded.shape)}"
         elif lossless:
