@@ -90,3 +90,16 @@ def decode_tensor(
         array = stage.decode(array, lambda i, k=k: fetch(k, i), blob_counts[k], specs[k], rows)
         specs[k].check(array, rows)
     return array
+
+
+def decode_encoded(enc: EncodedTensor, spec: ArraySpec) -> np.ndarray:
+    """Decode an ``EncodedTensor`` still in memory (to measure what encoding lost)."""
+    by_stage: dict[int, list[bytes]] = {}
+    for stage, b in enc.blobs:
+        by_stage.setdefault(stage, []).append(b)
+    counts = [len(by_stage.get(i, [])) for i in range(len(enc.pipeline))]
+    return decode_tensor(enc.pipeline, spec, counts, lambda s, i: by_stage[s][i])
+
+
+def stage_bytes(enc: EncodedTensor, stage: int) -> int:
+    return sum(len(b) for s, b in enc.blobs if s == stage)

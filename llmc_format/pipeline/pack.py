@@ -21,9 +21,10 @@ import numpy as np
 
 import llmc_format
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import EncodedTensor, decode_tensor, encode_tensor
+from llmc_format.codecs.pipeline import EncodedTensor, decode_encoded, encode_tensor
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
+from llmc_format.container.reader import Reader
 from llmc_format.container.writer import Writer
 from llmc_format.dtypes import name_of
 from llmc_format.errors import CodecError, SourceError
@@ -63,12 +64,8 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
     src_digest = tensor_digest(array)
     stored = sum(len(b) for _, b in enc.blobs)
     lossy = len(enc.pipeline) > 1 or enc.pipeline[-1]["id"] != "exact"
-    blobs_by_stage: dict[int, list[bytes]] = {}
-    for stage, b in enc.blobs:
-        blobs_by_stage.setdefault(stage, []).append(b)
-    counts = [len(blobs_by_stage.get(i, [])) for i in range(len(enc.pipeline))]
     t0 = time.perf_counter()
-    decoded = decode_tensor(enc.pipeline, spec, counts, lambda s, i: blobs_by_stage[s][i])
+    decoded = decode_encoded(enc, spec)
     t_dec = time.perf_counter() - t0
     dec_digest = tensor_digest(decoded)
     rd: dict[str, Any] = {
@@ -89,6 +86,15 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
         raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
     return PackedTensor(name, spec, enc, quant, rd,
                         {"source": src_digest, "decoded": dec_digest})
+
+
+def copy_packed(reader: Reader, name: str) -> PackedTensor:
+    """A tensor of an existing archive, as stored (blobs verified), ready to write again."""
+    e = reader.tensor(name)
+    blobs = [(b.stage, reader.read_blob(b, f"tensor {name!r}")) for b in e.blobs]
+    return PackedTensor(name, ArraySpec(e.dtype, e.shape, name),
+                        EncodedTensor(blobs, [dict(c) for c in e.pipeline], []),
+                        e.quant, dict(e.rd) if e.rd else None, dict(e.digest or {}))
 
 
 def write_packed(writer: Writer, p: PackedTensor) -> TensorEntry:
@@ -140,8 +146,17 @@ def pack_source(
     progress: Progress | None = None,
     alignment: int = layout.DEFAULT_ALIGNMENT,
     qp_overrides: dict[str, int] | None = None,
+    rd_records: dict[str, dict[str, Any]] | None = None,
+    extra_metadata: dict[str, Any] | None = None,
+    reuse: Reader | None = None,
+    reuse_names: set[str] | None = None,
 ) -> Path:
-    """Pack an open ``Source``: see ``pack``."""
+    """Pack an open ``Source``: see ``pack``.
+
+    RD packing adds: ``rd_records`` (merged into each tensor's ``rd``), ``extra_metadata``
+    (merged into the file metadata), and ``reuse``/``reuse_names``: tensors copied blob
+    for blob from an earlier archive instead of being encoded again.
+    """
     policy = policy or Policy()
     jobs = jobs or default_jobs()
     qp_overrides = qp_overrides or {}
@@ -153,15 +168,23 @@ def pack_source(
     }
     if created is not None:
         metadata["created"] = created
+    metadata.update(extra_metadata or {})
+    rd_records = rd_records or {}
+    reuse_names = reuse_names or set()
     items = list(source.tensors())
     specs = {name: entry.spec for name, entry in items}
     total = sum(s.numel for s in specs.values())
     done = 0
 
     def work(name: str, entry: SourceTensor) -> PackedTensor:
-        array = entry()
-        pipe = policy.pipeline(name, entry.dtype, entry.shape, qp_overrides.get(name))
-        return encode_one(name, array, pipe)
+        if reuse is not None and name in reuse_names:
+            packed = copy_packed(reuse, name)
+        else:
+            pipe = policy.pipeline(name, entry.dtype, entry.shape, qp_overrides.get(name))
+            packed = encode_one(name, entry(), pipe)
+        if name in rd_records:
+            packed.rd = {**(packed.rd or {}), **rd_records[name]}
+        return packed
 
     with Writer(dst, alignment=alignment, metadata=metadata) as writer, \
             ThreadPoolExecutor(max_workers=jobs) as pool:

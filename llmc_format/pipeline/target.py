@@ -1,0 +1,288 @@
+"""Pack to a target — a file size, bits per weight, or a quality floor — by RD optimization.
+
+1. **Measure** (``rd.sample``): each lossy tensor's rate and MSE at a few QPs, on a sample
+   of its rows; exact tensors are encoded once to learn their size.
+2. **Allocate** (``rd.allocate``): QPs minimizing total (weighted) squared error under the
+   byte budget left after the fixed costs, by one Lagrange multiplier (bisection).
+3. **Encode** everything once at the chosen QPs.
+4. **Correct**: the full encode tells each tensor's real rate; curves are rescaled, the
+   QPs re-allocated, and only the tensors whose QP changed are encoded again (the others
+   are copied blob for blob from the previous pass). This repeats until the file lands in
+   ``[target·(1 − tolerance), target]`` — never above unless ``allow_over``.
+
+What the targets count (README "Targets"): ``size`` is the whole file. ``bpw`` is the
+all-in bits per *lossy* weight: bitstreams, quantization parameters, index, header,
+footer and padding, over the weights coded lossy; lossless tensors and attachments are
+counted separately and reported. ``snr`` asks every lossy tensor to reach that SNR (dB).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmc_format.codecs.registry import get_codec_class
+from llmc_format.codecs.video.codecs import VideoCodec
+from llmc_format.container import layout
+from llmc_format.container.reader import Reader
+from llmc_format.errors import TargetError
+from llmc_format.io.base import Source
+from llmc_format.pipeline.pack import default_jobs, encode_one, pack_source
+from llmc_format.pipeline.policy import Policy
+from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
+from llmc_format.rd.model import RDCurve
+from llmc_format.rd.sample import SAMPLE_FRACTION, measure
+from llmc_format.units import parse_size
+
+#: QPs sampled per codec (span ~1.5–6 bits per weight) and how far the allocator may
+#: extrapolate beyond them
+SAMPLE_QPS: dict[str, tuple[int, ...]] = {
+    "vvc": (22, 29, 36, 43), "hevc": (18, 25, 32, 39), "av1": (16, 28, 40, 52),
+}
+EXTRAPOLATE = 4
+MAX_PASSES = 6
+
+Progress = Callable[[str, str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    kind: str  # "size" | "bpw" | "snr"
+    value: float
+    tolerance: float = 0.02
+    allow_over: bool = False
+
+    @classmethod
+    def parse(cls, *, size: str | None = None, bpw: float | None = None,
+              snr: float | None = None, tolerance: float = 0.02, allow_over: bool = False) -> Target:
+        given = [(k, v) for k, v in (("size", size), ("bpw", bpw), ("snr", snr)) if v is not None]
+        if len(given) != 1:
+            raise TargetError("give exactly one target: --size, --bpw or --snr")
+        kind, value = given[0]
+        if kind == "size":
+            value = parse_size(str(value))
+        if not (isinstance(value, (int, float)) and value > 0):
+            raise TargetError(f"--{kind} must be positive, got {value!r}")
+        return cls(kind, float(value), tolerance, allow_over)
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value, "tolerance": self.tolerance,
+                "allow_over": self.allow_over}
+
+
+def _qrange(codec: str) -> range:
+    samples = SAMPLE_QPS[codec]
+    cls = get_codec_class(codec)
+    lo, hi = cls.qp_range if issubclass(cls, VideoCodec) else (0, 63)
+    return range(max(lo, samples[0] - EXTRAPOLATE), min(hi, samples[-1] + EXTRAPOLATE) + 1)
+
+
+@dataclass
+class Plan:
+    curves: dict[str, RDCurve]
+    params_bytes: dict[str, int]
+    exact_bytes: int
+    lossy_weights: int
+    attachment_bytes: int
+    n_blobs_est: int
+
+
+def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = SAMPLE_FRACTION,
+                   progress: Progress | None = None) -> Plan:
+    """Step 1: RD samples of the lossy tensors, exact sizes of the others."""
+    qps = SAMPLE_QPS[policy.codec]
+    items = list(source.tensors())
+    curves: dict[str, RDCurve] = {}
+    params: dict[str, int] = {}
+    exact_bytes = 0
+    blobs = 0
+
+    def work(item: tuple[str, Any]) -> tuple[str, Any]:
+        name, entry = item
+        if policy.is_lossy(name, entry.dtype, entry.shape):
+            m = measure(name, entry(), lambda q: policy.pipeline(name, entry.dtype, entry.shape, q),
+                        qps, fraction)
+            return name, m
+        packed = encode_one(name, entry(), policy.pipeline(name, entry.dtype, entry.shape))
+        return name, packed
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for i, (name, result) in enumerate(pool.map(work, items)):
+            if hasattr(result, "curve"):
+                curves[name] = result.curve
+                params[name] = result.params_bytes
+                blobs += 1 + max(1, result.curve.numel >> 20)
+            else:
+                exact_bytes += sum(len(b) for _, b in result.encoded.blobs)
+                blobs += len(result.encoded.blobs)
+            if progress:
+                progress("measure", name, i + 1, len(items))
+    att = 0
+    for _, data in source.attachments():
+        att += len(data)
+        blobs += 1
+    return Plan(curves, params, exact_bytes, sum(c.numel for c in curves.values()), att, blobs)
+
+
+def _lossy_video_bytes(reader: Reader, names: set[str]) -> dict[str, int]:
+    out = {}
+    for n in names:
+        e = reader.tensor(n)
+        last = len(e.pipeline) - 1
+        out[n] = sum(b.length for b in e.blobs if b.stage == last)
+    return out
+
+
+def pack_to_target(
+    source: Source,
+    dst: str | os.PathLike[str],
+    target: Target,
+    *,
+    policy: Policy,
+    jobs: int | None = None,
+    weighting: str = "nmse",
+    progress: Progress | None = None,
+    **pack_kwargs: Any,
+) -> dict[str, Any]:
+    """Pack ``source`` into ``dst`` meeting ``target``; returns the RD summary recorded."""
+    if policy.codec not in SAMPLE_QPS:
+        raise TargetError(f"size/quality targets need a lossy codec (vvc, hevc, av1), not "
+                          f"{policy.codec!r}")
+    if weighting not in ("mse", "nmse"):
+        raise TargetError(f"weighting must be 'mse' or 'nmse', not {weighting!r}")
+    jobs = jobs or default_jobs()
+    plan = measure_source(source, policy, jobs, progress=progress)
+    if not plan.curves:
+        raise TargetError("no tensor is lossy under this policy: nothing to optimize "
+                          "(see --lossy / --min-lossy-numel)")
+    qrange = _qrange(policy.codec)
+    weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
+               for n, c in plan.curves.items()}
+    names = set(plan.curves)
+    dst = Path(dst)
+    work_dir = dst.with_name(f".{dst.name}.rd")
+    work_dir.mkdir(exist_ok=True)
+    try:
+        return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
+                       names, work_dir, progress, pack_kwargs)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
+            qrange: range, weights: dict[str, float], weighting: str, names: set[str],
+            work_dir: Path, progress: Progress | None, pack_kwargs: dict[str, Any]) -> dict[str, Any]:
+    # every byte of the file that is not a lossy bitstream: estimated, then measured
+    lossless = plan.exact_bytes + plan.attachment_bytes
+    non_video = (layout.HEADER_SIZE + layout.FOOTER_SIZE + 64 * plan.n_blobs_est
+                 + 600 * (len(plan.curves) + 8) + sum(plan.params_bytes.values()) + lossless)
+    previous: Path | None = None
+    prev_qps: dict[str, int] = {}
+    summary: dict[str, Any] = {}
+    ok, file_bytes = False, 0
+    for npass in range(1, MAX_PASSES + 1):
+        if target.kind == "snr":
+            alloc = allocate_snr(plan.curves, target.value, qrange)
+            if prev_qps:  # tensors that missed the floor go one QP finer than before
+                alloc.qps.update({n: min(alloc.qps[n], q) for n, q in prev_qps.items()})
+        else:
+            allowed = (target.value if target.kind == "size"
+                       else target.value * plan.lossy_weights / 8 + lossless)
+            safety = 1.0 - min(target.tolerance / 2, 0.01)  # aim inside the window
+            alloc = allocate_rate(plan.curves, (allowed - non_video) * 8 * safety, qrange, weights)
+        summary = _summary(target, alloc, weighting, npass)
+        records = {n: {**plan.curves[n].to_dict(), "chosen_qp": alloc.qps[n],
+                       "predicted_bpw": plan.curves[n].rate(alloc.qps[n]),
+                       "predicted_mse": plan.curves[n].distortion(alloc.qps[n])} for n in names}
+        out = work_dir / f"pass{npass}.llmc"
+        reuse = Reader(previous) if previous else None
+        unchanged = {n for n, q in alloc.qps.items() if prev_qps.get(n) == q}
+        if reuse is not None:
+            unchanged |= {e.name for e in reuse.index.tensors if e.name not in names}
+        try:
+            pack_source(source, out, policy=policy, jobs=jobs, qp_overrides=alloc.qps,
+                        rd_records=records, extra_metadata={"rd": summary}, reuse=reuse,
+                        reuse_names=unchanged,
+                        progress=(lambda ev, n, d, t, k=npass: progress(f"pass {k}", n, d, t))
+                        if progress else None, **pack_kwargs)
+        finally:
+            if reuse is not None:
+                reuse.close()
+        ok, file_bytes, lossless, video = _check(out, target, plan, names)
+        if previous is not None:
+            previous.unlink()
+        previous, prev_qps = out, dict(alloc.qps)
+        if ok:
+            break
+        # correct: real rate of each lossy tensor vs predicted at its QP; the real fixed costs
+        for n, actual in video.items():
+            c = plan.curves[n]
+            predicted = c.rate(alloc.qps[n]) * c.numel / 8
+            if predicted > 0 and actual > 0:
+                c.rate_scale *= actual / predicted
+        non_video = file_bytes - sum(video.values())
+        if target.kind == "snr":
+            with Reader(out) as r:
+                prev_qps = {n: alloc.qps[n] - (1 if (r.tensor(n).rd or {}).get("snr_db", 0) < target.value
+                                               else 0) for n in names}
+    else:
+        if not ok:
+            raise TargetError(f"could not meet the {target.kind} target {target.value:g} in "
+                              f"{MAX_PASSES} passes (last file {file_bytes:,} bytes)")
+    assert previous is not None
+    os.replace(previous, dst)
+    summary["achieved"] = _achieved(dst, names)
+    return summary
+
+
+def _summary(target: Target, alloc: Allocation, weighting: str, npass: int) -> dict[str, Any]:
+    return {"target": target.describe(), "lambda": alloc.lam, "weighting": weighting,
+            "passes": npass, "predicted_lossy_bits": alloc.predicted_bits}
+
+
+def _check(path: Path, target: Target, plan: Plan, names: set[str]) -> tuple[bool, int, int, dict[str, int]]:
+    """Whether ``path`` meets the target; its size, lossless bytes, lossy bitstream bytes."""
+    with Reader(path) as r:
+        file_bytes = r.file_size
+        video = _lossy_video_bytes(r, names)
+        lossless = sum(e.stored_bytes for e in r.index.tensors if e.name not in names)
+        attachments = sum(a.blob.length for a in r.attachments())
+        if target.kind == "snr":
+            worst = min(float((r.tensor(n).rd or {}).get("snr_db", -np.inf)) for n in names)
+            return worst >= target.value, file_bytes, lossless, video
+    if target.kind == "size":
+        achieved, goal = file_bytes, target.value
+    else:
+        achieved = 8 * (file_bytes - lossless - attachments) / plan.lossy_weights
+        goal = target.value
+    ceiling = goal * (1 + target.tolerance) if target.allow_over else goal
+    return goal * (1 - target.tolerance) <= achieved <= ceiling, file_bytes, lossless + attachments, video
+
+
+def _achieved(path: Path, names: set[str]) -> dict[str, Any]:
+    with Reader(path) as r:
+        lossy = [r.tensor(n) for n in names]
+        lossy_weights = sum(e.numel for e in lossy)
+        lossless = sum(e.stored_bytes for e in r.index.tensors if e.name not in names)
+        attachments = sum(a.blob.length for a in r.attachments())
+        snrs = [float(e.rd["snr_db"]) for e in lossy if e.rd and "snr_db" in e.rd]
+        return {
+            "file_bytes": r.file_size,
+            "lossy_weights": lossy_weights,
+            "lossy_bpw_all_in": 8 * (r.file_size - lossless - attachments) / max(lossy_weights, 1),
+            "lossless_tensor_bytes": lossless,
+            "attachment_bytes": attachments,
+            "min_snr_db": min(snrs) if snrs else None,
+        }
+
+
+def parse_qp_list(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.split(r"[,\s]+", text.strip()) if x)

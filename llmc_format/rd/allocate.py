@@ -1,0 +1,112 @@
+"""Choose each tensor's QP: Lagrangian allocation under a rate budget, or a quality floor.
+
+Rate budget (``allocate_rate``): minimize Σ w_i·n_i·D_i(q_i) subject to
+Σ n_i·R_i(q_i) ≤ B, with D the MSE per weight, R the bits per weight and n the weight
+count. For a multiplier λ each tensor independently picks
+q_i(λ) = argmin_q w_i·D_i(q) + λ·R_i(q); total rate falls as λ grows, so a bisection on
+log λ finds the smallest λ that fits the budget (Radio's single-multiplier solution).
+Integer QPs leave slack under the budget; a greedy pass then spends it on the single-QP
+steps with the best distortion decrease per bit until nothing more fits.
+
+Quality floor (``allocate_snr``): each tensor takes the highest QP whose predicted SNR
+still meets the target — no trade-off between tensors is involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from llmc_format.errors import TargetError
+from llmc_format.rd.model import RDCurve
+
+
+@dataclass
+class Allocation:
+    qps: dict[str, int]
+    lam: float | None
+    predicted_bits: float
+    predicted_distortion: float  # Σ w·n·D
+
+
+class _Tables:
+    """Rate and distortion of every tensor at every QP, as (tensors x QPs) arrays."""
+
+    def __init__(self, curves: Mapping[str, RDCurve], weights: Mapping[str, float], qrange: range):
+        self.names = list(curves)
+        self.q = np.array(list(qrange))
+        self.n = np.array([curves[k].numel for k in self.names], dtype=np.float64)
+        self.w = np.array([weights.get(k, 1.0) for k in self.names], dtype=np.float64)
+        self.rate = np.array([[curves[k].rate(int(q)) for q in self.q] for k in self.names])
+        self.dist = np.array([[curves[k].distortion(int(q)) for q in self.q] for k in self.names])
+
+    def choose(self, lam: float) -> np.ndarray:
+        cost = self.w[:, None] * self.dist + lam * self.rate
+        # argmin over QPs; on ties prefer the highest QP (fewest bits): search reversed
+        return len(self.q) - 1 - np.argmin(cost[:, ::-1], axis=1)
+
+    def bits(self, idx: np.ndarray) -> float:
+        return float(np.sum(self.n * self.rate[np.arange(len(idx)), idx]))
+
+    def distortion(self, idx: np.ndarray) -> float:
+        return float(np.sum(self.w * self.n * self.dist[np.arange(len(idx)), idx]))
+
+    def allocation(self, idx: np.ndarray, lam: float | None) -> Allocation:
+        return Allocation({k: int(self.q[i]) for k, i in zip(self.names, idx, strict=True)},
+                          lam, self.bits(idx), self.distortion(idx))
+
+
+def allocate_rate(curves: Mapping[str, RDCurve], budget_bits: float, qrange: range,
+                  weights: Mapping[str, float] | None = None) -> Allocation:
+    """QPs minimizing weighted distortion with total predicted bits ≤ ``budget_bits``."""
+    if not curves:
+        return Allocation({}, None, 0.0, 0.0)
+    t = _Tables(curves, weights or {}, qrange)
+    coarsest = np.full(len(t.names), len(t.q) - 1)
+    if t.bits(coarsest) > budget_bits:
+        raise TargetError(
+            f"the target leaves {budget_bits / 8:,.0f} bytes for the lossy tensors, but even "
+            f"the coarsest QP {qrange[-1]} needs about {t.bits(coarsest) / 8:,.0f}: ask for a "
+            "larger size or keep fewer tensors lossy"
+        )
+    lo, hi = -60.0, 60.0  # bounds on log λ: distortion per bit spans many decades
+    best, best_lam = coarsest, float(np.exp(hi))
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        idx = t.choose(float(np.exp(mid)))
+        if t.bits(idx) <= budget_bits:
+            best, best_lam, hi = idx, float(np.exp(mid)), mid
+        else:
+            lo = mid
+    return t.allocation(_greedy_fill(t, best.copy(), budget_bits), best_lam)
+
+
+def _greedy_fill(t: _Tables, idx: np.ndarray, budget_bits: float) -> np.ndarray:
+    """Spend leftover budget on the one-QP decrements with the best ΔD/ΔR."""
+    bits = t.bits(idx)
+    rows = np.arange(len(idx))
+    while True:
+        can = idx > 0
+        prev = np.maximum(idx - 1, 0)
+        cost = t.n * (t.rate[rows, prev] - t.rate[rows, idx])
+        gain = t.w * t.n * (t.dist[rows, idx] - t.dist[rows, prev])
+        ok = can & (cost > 0) & (gain > 0) & (bits + cost <= budget_bits)
+        if not ok.any():
+            return idx
+        ratio = np.where(ok, gain / np.where(cost > 0, cost, 1), -np.inf)
+        k = int(np.argmax(ratio))
+        idx[k] -= 1
+        bits += float(cost[k])
+
+
+def allocate_snr(curves: Mapping[str, RDCurve], snr_db: float, qrange: range) -> Allocation:
+    """The highest QP per tensor whose predicted SNR is at least ``snr_db``."""
+    qps: dict[str, int] = {}
+    for n, c in curves.items():
+        ok = [q for q in qrange if c.snr_db(q) >= snr_db]
+        qps[n] = max(ok) if ok else qrange[0]
+    t = _Tables(curves, {}, qrange)
+    idx = np.array([qps[k] - qrange[0] for k in t.names])
+    return t.allocation(idx, None)
