@@ -119,7 +119,18 @@ def pack(
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
     codec: Annotated[str, typer.Option(help="exact (lossless) or a lossy video codec: vvc, hevc, "
                                        "av1; ffv1 is a lossless video codec for comparison.")] = "exact",
-    qp: Annotated[int, typer.Option(help="Quantizer of the lossy codec (higher = smaller).")] = 37,
+    qp: Annotated[int, typer.Option(help="Quantizer of the lossy codec (higher = smaller); "
+                                    "ignored with a target.")] = 37,
+    bpw: Annotated[float | None, typer.Option(help="Target: all-in bits per lossy weight "
+                                              "(bitstreams, quantization parameters, index) — "
+                                              "QPs chosen per tensor by RD optimization.")] = None,
+    size: Annotated[str | None, typer.Option(help="Target: whole-file size, e.g. 60MB.")] = None,
+    snr: Annotated[float | None, typer.Option(help="Target: every lossy tensor at least this "
+                                              "SNR in dB.")] = None,
+    weighting: Annotated[str, typer.Option(help="RD weighting per tensor: nmse (relative error; "
+                                           "default) or mse (equal weight per parameter).")] = "nmse",
+    allow_over: Annotated[bool, typer.Option(help="Let a size/bpw target be exceeded by up to "
+                                             "the 2% tolerance.")] = False,
     preset: Annotated[str | None, typer.Option(help="Encoder preset (vvc: faster, fast, medium...).")] = None,
     bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
     lossy: Annotated[list[str] | None, typer.Option("--lossy", help="Glob of tensor names to code lossy "
@@ -151,11 +162,31 @@ def pack(
             from datetime import UTC, datetime
 
             created = datetime.now(UTC).isoformat(timespec="seconds")
+        targeted = any(v is not None for v in (bpw, size, snr))
         with _progress(quiet, "packing") as update:
-            do_pack(src, output, policy=policy, jobs=jobs, user_metadata=_parse_meta(meta or []),
-                    created=created, progress=lambda ev, name, d, t: update(name, d, t))
+            if targeted:
+                from llmc_format.io import open_source
+                from llmc_format.pipeline.target import Target, pack_to_target
+
+                target = Target.parse(size=size, bpw=bpw, snr=snr, allow_over=allow_over)
+                with open_source(src) as source:
+                    rd = pack_to_target(
+                        source, output, target, policy=policy, jobs=jobs, weighting=weighting,
+                        user_metadata=_parse_meta(meta or []), created=created,
+                        progress=lambda ev, name, d, t: update(f"{ev} {name}", d, t))
+            else:
+                do_pack(src, output, policy=policy, jobs=jobs,
+                        user_metadata=_parse_meta(meta or []), created=created,
+                        progress=lambda ev, name, d, t: update(name, d, t))
         if not quiet:
             _print_summary(output)
+            if targeted:
+                a = rd["achieved"]
+                out.print(f"RD target {target.kind}={target.value:g}: {rd['passes']} pass(es); "
+                          f"lossy {a['lossy_bpw_all_in']:.3f} bits/weight all-in over "
+                          f"{a['lossy_weights']:,} weights, min SNR {_fmt(a['min_snr_db'])} dB; "
+                          f"lossless tensors {format_size(a['lossless_tensor_bytes'])}, "
+                          f"attachments {format_size(a['attachment_bytes'])}")
 
 
 def _print_summary(path: Path) -> None:
@@ -201,6 +232,19 @@ def unpack(
 # ----------------------------------------------------------------------------- inspect
 
 
+def _jsonable(v: Any) -> Any:
+    """JSON has no inf/nan: write them as strings."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, bytes):
+        return v.hex()
+    return v
+
+
 def _fmt(v: Any, spec: str = ".2f") -> str:
     if v is None:
         return "-"
@@ -213,14 +257,23 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 def inspect(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    rd: Annotated[bool, typer.Option("--rd", help="Show the rate-distortion records: samples, "
+                                     "chosen QP, predicted and achieved figures.")] = False,
+    plot: Annotated[Path | None, typer.Option(help="Draw the RD curves and chosen points "
+                                              "to this PNG.")] = None,
 ) -> None:
     """List tensors: dtype, shape, codec, stored bytes, bits per weight, QP, SNR; totals."""
     from llmc_format.pipeline.inspect import describe
 
     with _errors():
         d = describe(archive)
+    if plot is not None:
+        _plot_rd(d, plot)
     if as_json:
-        out.print_json(data=d)
+        out.print_json(data=_jsonable(d))
+        return
+    if rd:
+        _print_rd(d)
         return
     table = Table(title=f"{archive} — format {d['format_version']}, {d['metadata'].get('tool', '?')}")
     for col in ("tensor", "dtype", "shape", "codec", "stored", "bpw", "ratio", "QP", "SNR dB"):
@@ -237,6 +290,92 @@ def inspect(
         f"source {format_size(s['source_bytes'])}, ratio {s['ratio']:.3f}, "
         f"{s['file_bpw']:.3f} bits/weight all-in"
     )
+
+
+def _print_rd(d: dict[str, Any]) -> None:
+    rd = d["metadata"].get("rd")
+    if rd:
+        out.print(f"RD: target {rd['target']['kind']}={rd['target']['value']:g}, weighting "
+                  f"{rd.get('weighting')}, lambda {_fmt(rd.get('lambda'), '.3g')}, "
+                  f"{rd.get('passes')} pass(es)")
+    table = Table(title="rate-distortion per lossy tensor")
+    for col in ("tensor", "samples (QP: bpw / SNR dB)", "QP", "predicted bpw", "bpw", "SNR dB"):
+        table.add_column(col)
+    for t in d["tensors"]:
+        r = t.get("rd") or {}
+        if "qp" not in r:
+            continue
+        energy = r.get("signal_energy")
+        n = max(math.prod(t["shape"]), 1)
+        samples = ", ".join(
+            f"{q}: {b:.2f}" + (f" / {10 * math.log10(energy / (m * n)):.1f}" if energy and m else "")
+            for q, b, m in r.get("samples", []))
+        table.add_row(t["name"], samples or "-", str(r["qp"]), _fmt(r.get("predicted_bpw"), ".3f"),
+                      _fmt(r.get("bpw"), ".3f"), _fmt(r.get("snr_db")))
+    out.print(table)
+
+
+def _plot_rd(d: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for t in d["tensors"]:
+        r = t.get("rd") or {}
+        if "qp" not in r:
+            continue
+        n = max(math.prod(t["shape"]), 1)
+        energy = r.get("signal_energy") or 0
+        pts = [(b, 10 * math.log10(energy / (m * n))) for _, b, m in r.get("samples", [])
+               if energy and m]
+        if pts:
+            line = ax.plot(*zip(*pts, strict=True), "-", alpha=0.4, lw=1)[0]
+            color = line.get_color()
+        else:
+            color = None
+        if r.get("snr_db") is not None and math.isfinite(r["snr_db"]):
+            ax.plot([r["bpw"]], [r["snr_db"]], "o", color=color, ms=4)
+    ax.set_xlabel("bits per weight (bitstream + parameters)")
+    ax.set_ylabel("SNR (dB)")
+    ax.set_title(f"RD curves (samples) and chosen points — {Path(d['path']).name}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+# ----------------------------------------------------------------------------- repack
+
+
+@app.command()
+def repack(
+    archive: Annotated[Path, typer.Argument(help="A lossy .llmc file (made with a target or a QP).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
+    bpw: Annotated[float | None, typer.Option(help="Target bits per lossy weight (all-in).")] = None,
+    size: Annotated[str | None, typer.Option(help="Target whole-file size, e.g. 40MB.")] = None,
+    snr: Annotated[float | None, typer.Option(help="Target SNR floor (dB) per lossy tensor, "
+                                              "measured against the input archive.")] = None,
+    weighting: Annotated[str, typer.Option(help="nmse (default) or mse.")] = "nmse",
+    jobs: Annotated[int | None, typer.Option("-j", "--jobs")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Re-encode a lossy archive to a smaller target from its recorded RD data (no source model)."""
+    from llmc_format.pipeline.target import Target
+    from llmc_format.pipeline.target import repack as do_repack
+
+    with _errors():
+        if output.exists() and not force:
+            raise LlmcError(f"{output} exists; pass --force to overwrite it")
+        target = Target.parse(size=size, bpw=bpw, snr=snr)
+        with _progress(quiet, "repacking") as update:
+            rd = do_repack(archive, output, target, jobs=jobs, weighting=weighting,
+                           progress=lambda ev, name, d, t: update(f"{ev} {name}", d, t))
+        if not quiet:
+            _print_summary(output)
+            out.print(f"lossy {rd['achieved']['lossy_bpw_all_in']:.3f} bits/weight all-in "
+                      f"(target {target.kind}={target.value:g}), {rd['passes']} pass(es)")
 
 
 # ----------------------------------------------------------------------------- verify

@@ -150,6 +150,7 @@ def pack_to_target(
     jobs: int | None = None,
     weighting: str = "nmse",
     progress: Progress | None = None,
+    plan: Plan | None = None,
     **pack_kwargs: Any,
 ) -> dict[str, Any]:
     """Pack ``source`` into ``dst`` meeting ``target``; returns the RD summary recorded."""
@@ -159,7 +160,7 @@ def pack_to_target(
     if weighting not in ("mse", "nmse"):
         raise TargetError(f"weighting must be 'mse' or 'nmse', not {weighting!r}")
     jobs = jobs or default_jobs()
-    plan = measure_source(source, policy, jobs, progress=progress)
+    plan = plan or measure_source(source, policy, jobs, progress=progress)
     if not plan.curves:
         raise TargetError("no tensor is lossy under this policy: nothing to optimize "
                           "(see --lossy / --min-lossy-numel)")
@@ -284,5 +285,45 @@ def _achieved(path: Path, names: set[str]) -> dict[str, Any]:
         }
 
 
-def parse_qp_list(text: str) -> tuple[int, ...]:
-    return tuple(int(x) for x in re.split(r"[,\s]+", text.strip()) if x)
+def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Target, *,
+           jobs: int | None = None, weighting: str = "nmse",
+           progress: Progress | None = None) -> dict[str, Any]:
+    """Re-encode a lossy archive to a new target without the original model.
+
+    The lossy tensors are decoded and encoded again (transcoded) at QPs chosen from the RD
+    samples recorded in the archive, with each sample's MSE raised by the error the
+    archive already carries; tensors without recorded samples are measured afresh.
+    Lossless tensors and attachments are carried over unchanged.
+    """
+    from llmc_format.io.archive_source import ArchiveSource
+
+    with ArchiveSource(src) as source:
+        entries = [e for e in source.reader.index.tensors if e.alias_of is None]
+        lossy = [e for e in entries if len(e.pipeline) > 1]
+        if not lossy:
+            raise TargetError(f"{src} holds no lossy tensor: nothing to re-target")
+        video, affine = lossy[0].pipeline[-1], lossy[0].pipeline[0]
+        policy = Policy(codec=str(video["id"]), preset=video.get("preset"),
+                        bits=int(affine.get("bits", 10)), min_lossy_numel=2**62,
+                        lossy_patterns=tuple(_glob_escape(e.name) for e in lossy))
+        plan = None
+        if all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy):
+            curves = {}
+            for e in lossy:
+                c = RDCurve.from_dict(e.rd, e.numel)
+                c.mse = [m + float(e.rd["mse"]) for m in c.mse]  # transcoding adds to it
+                curves[e.name] = c
+            params = {e.name: sum(b.length for b in e.blobs if b.stage < len(e.pipeline) - 1)
+                      for e in lossy}
+            exact = sum(e.stored_bytes for e in entries if len(e.pipeline) == 1)
+            att = sum(a.size for a in source.reader.attachments())
+            plan = Plan(curves, params, exact, sum(e.numel for e in lossy), att,
+                        sum(len(e.blobs) for e in entries) + 8)
+        summary = pack_to_target(source, dst, target, policy=policy, jobs=jobs,
+                                 weighting=weighting, progress=progress, plan=plan)
+    summary["repacked_from"] = Path(src).name
+    return summary
+
+
+def _glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)

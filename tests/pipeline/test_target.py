@@ -85,3 +85,30 @@ def test_impossible_target_is_a_clear_error(tmp_path: Path) -> None:
     assert not (tmp_path / "m.llmc").exists()
     with pytest.raises(TargetError, match="exactly one"):
         Target.parse(bpw=2, snr=3)
+
+
+def test_cli_target_inspect_rd_plot_and_repack(tmp_path: Path) -> None:
+    from safetensors.numpy import save_file
+    from typer.testing import CliRunner
+
+    from llmc_format.cli import app
+
+    src = tmp_path / "m.safetensors"
+    save_file(synthetic_model(), src)
+    arc, small = tmp_path / "m.llmc", tmp_path / "small.llmc"
+    runner = CliRunner()
+    r = runner.invoke(app, ["pack", str(src), "-o", str(arc), "--codec", "vvc", "--bpw", "3",
+                            "--min-lossy-numel", "1024", "-q"])
+    assert r.exit_code == 0, r.output
+    assert 2.94 <= lossy_bpw(arc, LOSSY) <= 3.0
+    r = runner.invoke(app, ["inspect", str(arc), "--rd", "--plot", str(tmp_path / "rd.png")])
+    assert r.exit_code == 0, r.output
+    assert "chosen" not in r.output and "c.weight" in r.output and "RD: target bpw=3" in r.output
+    assert (tmp_path / "rd.png").stat().st_size > 5000
+    r = runner.invoke(app, ["repack", str(arc), "-o", str(small), "--bpw", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    assert 1.96 <= lossy_bpw(small, LOSSY) <= 2.0
+    with Reader(small) as rs, Reader(arc) as ra:
+        assert rs.tensor("norm.weight").blobs[0].checksum == ra.tensor("norm.weight").blobs[0].checksum
+        assert all(rs.tensor(n).rd["qp"] >= ra.tensor(n).rd["qp"] for n in LOSSY)
+    assert verify(small).ok

@@ -1,0 +1,41 @@
+"""An existing archive as a Source: decoded tensors plus its attachments (for ``repack``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from llmc_format.container.reader import Reader
+from llmc_format.io.base import Source, TensorEntry
+
+
+class ArchiveSource(Source):
+    """Tensors of ``path`` as the archive decodes them; aliases stay aliases."""
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__(Path(path))
+        self.reader = Reader(path)
+
+    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
+        from llmc_format.pipeline.read import read_tensor
+
+        for e in self.reader.index.tensors:
+            if e.alias_of is None:
+                yield e.name, TensorEntry(e.name, e.dtype, e.shape,
+                                          lambda n=e.name: read_tensor(self.reader, n),
+                                          self.path.name)
+
+    def aliases(self) -> dict[str, str]:
+        return {e.name: e.alias_of for e in self.reader.index.tensors if e.alias_of is not None}
+
+    def attachments(self) -> Iterator[tuple[str, bytes]]:
+        for a in self.reader.attachments():
+            yield a.name, self.reader.read_attachment(a.name)
+
+    def describe(self) -> dict[str, Any]:
+        return {"format": "llmc", "repacked_from": self.path.name,
+                "original_source": self.reader.metadata.get("source")}
+
+    def close(self) -> None:
+        self.reader.close()
