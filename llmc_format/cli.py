@@ -131,6 +131,9 @@ def pack(
                                            "default) or mse (equal weight per parameter).")] = "nmse",
     allow_over: Annotated[bool, typer.Option(help="Let a size/bpw target be exceeded by up to "
                                              "the 2% tolerance.")] = False,
+    calibration: Annotated[Path | None, typer.Option(help="Text file: weigh each tensor by its "
+                                                     "squared loss gradient on it (needs a model "
+                                                     "transformers can build).")] = None,
     preset: Annotated[str | None, typer.Option(help="Encoder preset (vvc: faster, fast, medium...).")] = None,
     bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
     lossy: Annotated[list[str] | None, typer.Option("--lossy", help="Glob of tensor names to code lossy "
@@ -172,6 +175,7 @@ def pack(
                 with open_source(src) as source:
                     rd = pack_to_target(
                         source, output, target, policy=policy, jobs=jobs, weighting=weighting,
+                        calibration=calibration.read_text(errors="replace") if calibration else None,
                         user_metadata=_parse_meta(meta or []), created=created,
                         progress=lambda ev, name, d, t: update(f"{ev} {name}", d, t))
             else:
@@ -207,26 +211,56 @@ def _print_summary(path: Path) -> None:
 def unpack(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
-    dtype: Annotated[str | None, typer.Option(help="Cast float tensors to bfloat16, float16 "
-                                              "or float32 (default: the source dtype).")] = None,
-    shard_size: Annotated[str | None, typer.Option(help="Split safetensors into shards of at most "
-                                                   "this size, e.g. 2GB.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="safetensors (what save_pretrained writes), "
+                                     "pt (pytorch_model.bin) or gguf (model.gguf, float tensors "
+                                     "under the archive's names).")] = "safetensors",
+    dtype: Annotated[str | None, typer.Option(help="Cast float tensors to bf16, fp16 or fp32 "
+                                              "(default: the stored dtype).")] = None,
+    shard_size: Annotated[str | None, typer.Option(help="Split safetensors/pt into shards of at "
+                                                   "most this size, e.g. 2GB.")] = None,
+    tied: Annotated[str, typer.Option(help="Tied weights (stored once): auto leaves out those "
+                                      "transformers re-ties from config.json, as save_pretrained "
+                                      "does; copy writes them all; drop writes none.")] = "auto",
+    force: Annotated[bool, typer.Option("--force", "-f", help="Write into OUTPUT even if it is a "
+                                        "non-empty directory.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
-    """Unpack an archive to safetensors (plus its config/tokenizer attachments)."""
-    from llmc_format.pipeline.unpack import unpack as do_unpack
+    """Unpack an archive to a model directory (weights plus config/tokenizer attachments).
 
-    aliases = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
-    with _errors():
-        if dtype is not None:
-            dtype = aliases.get(dtype, dtype)
-            if dtype not in ("bfloat16", "float16", "float32"):
-                raise LlmcError(f"--dtype must be bf16, fp16 or fp32, not {dtype!r}")
+    The directory loads with transformers' from_pretrained (safetensors or pt). An existing
+    non-empty OUTPUT is refused (exit 3) unless --force: then weight files of llmc's
+    formats in it are replaced and other files kept, unless the archive overwrites them.
+    """
+    from llmc_format.pipeline import unpack as up
+
+    if fmt not in up.FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(up.FORMATS)}", param_hint="--format")
+    if tied not in up.TIED_MODES:
+        raise typer.BadParameter(f"must be one of {', '.join(up.TIED_MODES)}", param_hint="--tied")
+    try:
+        dtype = up.normalize_dtype(dtype)
         shard = parse_size(shard_size) if shard_size else None
+    except LlmcError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dtype/--shard-size") from None
+    if shard is not None and fmt == "gguf":
+        raise typer.BadParameter("GGUF is written as one file", param_hint="--shard-size")
+    with _errors():
+        if output.is_dir() and any(output.iterdir()) and not force:
+            raise LlmcError(f"{output} is a non-empty directory; pass --force to write into it "
+                            f"(weight files there are replaced, other files kept)")
         with _progress(quiet, "unpacking") as update:
-            do_unpack(archive, output, dtype=dtype, shard_size=shard, progress=update)
-        if not quiet:
-            out.print(f"wrote {output}")
+            result = up.unpack(archive, output, format=fmt, dtype=dtype, shard_size=shard,
+                               tied=tied, progress=update)
+    if not quiet:
+        size = sum((output / f).stat().st_size for f in result.files)
+        files = result.files[0] if len(result.files) == 1 else \
+            f"{len(result.files) - 1} shards + {result.files[-1]}"
+        out.print(f"wrote {output}: {files} ({format_size(size)}), "
+                  f"{len(result.attachments)} attachments", highlight=False, soft_wrap=True)
+        if result.tied_dropped:
+            pairs = ", ".join(f"{a} (= {t})" for a, t in result.tied_dropped.items())
+            out.print(f"tied weights left out: {pairs}; {result.tied_reason}",
+                      highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- inspect
@@ -414,6 +448,37 @@ def verify(
             out.print("FAILED")
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+# ----------------------------------------------------------------------------- extract
+
+
+@app.command()
+def extract(
+    archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
+    tensor: Annotated[str, typer.Argument(help="Name of the tensor (see `llmc inspect`).")],
+    output: Annotated[Path | None, typer.Option(
+        "-o", "--output", help="File to write (default: named after the tensor). With --raw, "
+        "x.266 gives x.266 (or x.000.266, x.001.266... for several frames) and x.json.")] = None,
+    raw: Annotated[bool, typer.Option(
+        "--raw", help="Write the tensor's bare video bitstream(s) as stored (.266 VVC, .265 HEVC, "
+        ".obu AV1, .nut FFV1) plus a JSON sidecar (dequantization parameters, frame tiling) "
+        "enough to rebuild it with FFmpeg and numpy.")] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write one tensor out: decoded as .npy, or (--raw) as its video bitstreams."""
+    from llmc_format.pipeline.extract import extract_array, extract_raw
+
+    with _errors():
+        if raw:
+            res = extract_raw(archive, tensor, output, overwrite=force)
+            names = [str(p) for p in res.bitstreams]
+            shown = ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]}"
+            out.print(f"wrote {len(names)} {res.info['codec']['id']} bitstream(s) ({shown}) "
+                      f"and {res.sidecar}", highlight=False, soft_wrap=True)
+        else:
+            path = extract_array(archive, tensor, output, overwrite=force)
+            out.print(f"wrote {path}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

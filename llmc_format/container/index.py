@@ -183,7 +183,7 @@ def _blob(d: Any, where: str) -> BlobRef:
         offset=_uint(d, "offset", where),
         length=_uint(d, "length", where),
         checksum=_uint(d, "checksum", where),
-        stage=_uint(d, "stage", where) if "stage" in d else 0,
+        stage=_uint(d, "stage", where),
     )
 
 

@@ -106,6 +106,8 @@ class Header:
                 f"file format version {major}.{minor} needs a newer reader "
                 f"(this one reads {MAJOR_VERSION}.x)"
             )
+        if any(data[36:56]):
+            raise FormatError("header reserved bytes 36..55 are not zero")
         if hsize != HEADER_SIZE:
             raise FormatError(f"header size {hsize} at offset 12 is not {HEADER_SIZE}")
         unknown = req & ~KNOWN_REQUIRED_FEATURES

@@ -151,9 +151,14 @@ def pack_to_target(
     weighting: str = "nmse",
     progress: Progress | None = None,
     plan: Plan | None = None,
+    calibration: str | None = None,
     **pack_kwargs: Any,
 ) -> dict[str, Any]:
-    """Pack ``source`` into ``dst`` meeting ``target``; returns the RD summary recorded."""
+    """Pack ``source`` into ``dst`` meeting ``target``; returns the RD summary recorded.
+
+    ``calibration`` (a text) replaces the data-free weighting by each tensor's mean squared
+    loss gradient on that text (``rd.calibration``).
+    """
     if policy.codec not in SAMPLE_QPS:
         raise TargetError(f"size/quality targets need a lossy codec (vvc, hevc, av1), not "
                           f"{policy.codec!r}")
@@ -165,9 +170,18 @@ def pack_to_target(
         raise TargetError("no tensor is lossy under this policy: nothing to optimize "
                           "(see --lossy / --min-lossy-numel)")
     qrange = _qrange(policy.codec)
-    weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
-               for n, c in plan.curves.items()}
     names = set(plan.curves)
+    if calibration is not None:
+        from llmc_format.rd.calibration import sensitivities
+
+        weights = sensitivities(source, calibration, names=names)
+        missing = names - set(weights)
+        if missing:
+            raise TargetError(f"--calibration: the model has no parameter for {sorted(missing)[:3]}")
+        weighting = "calibration"
+    else:
+        weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
+                   for n, c in plan.curves.items()}
     dst = Path(dst)
     work_dir = dst.with_name(f".{dst.name}.rd")
     work_dir.mkdir(exist_ok=True)
