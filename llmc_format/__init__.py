@@ -25,7 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ChecksumError", "CodecError", "FormatError", "LlmcError", "SourceError", "VersionError",
-    "__version__", "load_file", "pack", "safe_open", "save_file", "unpack", "verify",
+    "__version__", "inspect", "load_file", "pack", "safe_open", "save_file", "unpack", "verify",
 ]
 
 
@@ -39,6 +39,10 @@ def __getattr__(name: str) -> Any:
         from llmc_format.pipeline.unpack import unpack
 
         return unpack
+    if name == "inspect":
+        from llmc_format.pipeline.inspect import describe
+
+        return describe
     if name == "verify":
         from llmc_format.pipeline.verify import verify
 
@@ -48,11 +52,14 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-def _pack(src: Any, dst: Any, *, codec: str = "exact", qp: int = 37, jobs: int | None = None,
-          metadata: dict[str, Any] | None = None, **policy: Any) -> Any:
-    """Pack ``src`` (file or model directory) into ``dst``, as ``llmc pack`` does."""
-    from llmc_format.pipeline.pack import pack as do_pack
-    from llmc_format.pipeline.policy import Policy
+def _pack(src: Any, dst: Any, **options: Any) -> Any:
+    """Pack ``src`` (a file or model directory) into ``dst``, as ``llmc pack`` does.
 
-    return do_pack(src, dst, policy=Policy(codec=codec, qp=qp, **policy), jobs=jobs,
-                   user_metadata=metadata)
+    Options mirror the command's (``codec``, ``qp``, ``bpw``/``size``/``snr``, ``lossy``,
+    ``lossless``, ``jobs``, ``metadata``...): see ``llmc_format.api.pack_from``.
+    """
+    from llmc_format.api import pack_from
+    from llmc_format.io import open_source
+
+    with open_source(src) as source:
+        return pack_from(source, dst, **options)

@@ -12,7 +12,7 @@ the blobs (chunks, frames) covering rows a..b.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,10 @@ class TensorSlice:
         return self._spec.shape[0] if self._spec.shape else 0
 
     def __getitem__(self, index: Any) -> Any:
+        if index is Ellipsis or index == () or (isinstance(index, tuple) and index[0] is Ellipsis):
+            # ``[...]`` is how transformers materializes a safetensors slice: the whole tensor
+            whole = read_tensor(self._f._reader, self._name)
+            return _convert(np.asarray(order="C", a=whole[index]), self._f.framework, self._f.device)
         if not self._spec.shape:
             raise LlmcError(f"tensor {self._name!r} is 0-d: use get_tensor")
         first, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
@@ -143,18 +147,62 @@ def save_file(
     codec: str = "exact",
     qp: int = 37,
     jobs: int | None = None,
-    **policy: Any,
+    **options: Any,
 ) -> Path:
     """Write ``tensors`` (numpy arrays or torch tensors) to ``path``.
 
     ``codec="exact"`` is lossless; a video codec id ("vvc", "hevc", "av1", "ffv1") stores
-    large float matrices lossy at ``qp`` by the default policy; ``policy`` takes the other
-    ``Policy`` fields (``lossy_patterns``, ``min_lossy_numel``, ...).
+    large float matrices lossy at ``qp`` by the default policy. ``options`` are those of
+    ``llmc_format.pack`` (= ``llmc pack``): a target ``bpw=``, ``size=`` or ``snr=``
+    instead of a QP, ``lossy=``/``lossless=`` globs, ``preset``, ``bits``,
+    ``min_lossy_numel``, ``created``, ``progress``...
     """
     from llmc_format.io.memory import MemorySource
+
+    return pack_from(MemorySource(tensors), path, codec=codec, qp=qp, jobs=jobs,
+                     metadata=metadata, **options)
+
+
+def pack_from(
+    source: Any,
+    dst: str | os.PathLike[str],
+    *,
+    codec: str = "exact",
+    qp: int = 37,
+    bpw: float | None = None,
+    size: str | int | None = None,
+    snr: float | None = None,
+    weighting: str = "nmse",
+    allow_over: bool = False,
+    calibration: str | os.PathLike[str] | None = None,
+    lossy: Sequence[str] = (),
+    lossless: Sequence[str] = (),
+    jobs: int | None = None,
+    metadata: dict[str, Any] | None = None,
+    created: str | None = None,
+    progress: Any = None,
+    **policy: Any,
+) -> Path:
+    """Pack an open ``Source`` as ``llmc pack`` does, with the same options by the same names.
+
+    One of ``bpw`` (all-in bits per lossy weight), ``size`` (whole file, bytes or "60MB")
+    or ``snr`` (dB, every lossy tensor) makes the QPs per tensor be chosen by RD
+    optimization; ``calibration`` is a text file weighting that optimization. ``policy``
+    takes the remaining ``Policy`` fields (``preset``, ``bits``, ``min_lossy_numel``...).
+    """
     from llmc_format.pipeline.pack import pack_source
     from llmc_format.pipeline.policy import Policy
 
-    source = MemorySource(tensors)
-    return pack_source(source, path, policy=Policy(codec=codec, qp=qp, **policy), jobs=jobs,
-                       user_metadata=metadata)
+    pol = Policy(codec=codec, qp=qp, lossy_patterns=tuple(policy.pop("lossy_patterns", lossy)),
+                 lossless_patterns=tuple(policy.pop("lossless_patterns", lossless)), **policy)
+    if bpw is None and size is None and snr is None:
+        return pack_source(source, dst, policy=pol, jobs=jobs, user_metadata=metadata,
+                           created=created, progress=progress)
+    from llmc_format.pipeline.target import Target, pack_to_target
+
+    target = Target.parse(size=None if size is None else str(size), bpw=bpw, snr=snr,
+                          allow_over=allow_over)
+    text = Path(calibration).read_text(errors="replace") if calibration is not None else None
+    pack_to_target(source, dst, target, policy=pol, jobs=jobs, weighting=weighting,
+                   calibration=text, user_metadata=metadata, created=created, progress=progress)
+    return Path(dst)

@@ -35,7 +35,7 @@ demo() {
   $llmc pack "$model" -o out/minilm-vvc.llmc --codec vvc --qp 30 --force
   $llmc inspect out/minilm-vvc.llmc
   $llmc verify out/minilm-vvc.llmc --against "$model"
-  $llmc unpack out/minilm-vvc.llmc -o out/minilm-vvc
+  $llmc unpack out/minilm-vvc.llmc -o out/minilm-vvc --force
 }
 
 tests() {

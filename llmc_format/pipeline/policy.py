@@ -25,7 +25,7 @@ ALL_CODECS = ("exact", *LOSSY_CODECS)
 #: names of token embeddings and output heads across common architectures
 _EMBEDDING_RE = re.compile(
     r"(^|\.)(embed_tokens|wte|word_embeddings|tok_embeddings|embed_in|embed_out|lm_head|"
-    r"output|token_embd|shared|embeddings\.word_embeddings)(\.|$)"
+    r"token_embd|shared)(\.|$)|^output\.weight$"  # top-level `output`: Meta/GGUF output head
 )
 
 

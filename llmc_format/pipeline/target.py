@@ -203,6 +203,10 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
     prev_qps: dict[str, int] = {}
     summary: dict[str, Any] = {}
     ok, file_bytes = False, 0
+    # the largest file under the target seen so far: the answer if no pass lands in the window
+    best_under: Path | None = None
+    best_under_bytes = 0
+    best_summary: dict[str, Any] = {}
     for npass in range(1, MAX_PASSES + 1):
         if target.kind == "snr":
             alloc = allocate_snr(plan.curves, target.value, qrange)
@@ -232,8 +236,13 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
             if reuse is not None:
                 reuse.close()
         ok, file_bytes, lossless, video = _check(out, target, plan, names)
-        if previous is not None:
+        under = target.kind != "snr" and _achieved_value(out, target, plan, names) <= target.value
+        if previous is not None and previous != best_under:
             previous.unlink()
+        if under and (best_under is None or file_bytes > best_under_bytes):
+            if best_under is not None and best_under != previous:
+                best_under.unlink()
+            best_under, best_under_bytes, best_summary = out, file_bytes, summary
         previous, prev_qps = out, dict(alloc.qps)
         if ok:
             break
@@ -249,7 +258,12 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
                 prev_qps = {n: alloc.qps[n] - (1 if (r.tensor(n).rd or {}).get("snr_db", 0) < target.value
                                                else 0) for n in names}
     else:
-        if not ok:
+        if best_under is not None:
+            # integer QPs on few tensors may not reach the window: keep the closest file
+            # under the target and say so
+            previous, summary = best_under, best_summary
+            summary["within_tolerance"] = False
+        elif not ok:
             raise TargetError(f"could not meet the {target.kind} target {target.value:g} in "
                               f"{MAX_PASSES} passes (last file {file_bytes:,} bytes)")
     assert previous is not None
@@ -280,6 +294,12 @@ def _check(path: Path, target: Target, plan: Plan, names: set[str]) -> tuple[boo
         goal = target.value
     ceiling = goal * (1 + target.tolerance) if target.allow_over else goal
     return goal * (1 - target.tolerance) <= achieved <= ceiling, file_bytes, lossless + attachments, video
+
+
+def _achieved_value(path: Path, target: Target, plan: Plan, names: set[str]) -> float:
+    """The file's figure in the target's unit (bytes, or bits per lossy weight)."""
+    a = _achieved(path, names)
+    return a["file_bytes"] if target.kind == "size" else a["lossy_bpw_all_in"]
 
 
 def _achieved(path: Path, names: set[str]) -> dict[str, Any]:

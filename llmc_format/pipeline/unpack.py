@@ -1,47 +1,259 @@
-"""unpack: an archive -> a directory of safetensors shards plus the attachments."""
+"""unpack: an archive -> a model directory (weights plus the config/tokenizer attachments).
+
+The directory is what the model's own tools load: ``--format safetensors`` (default) is
+what ``save_pretrained`` writes, so ``AutoModel.from_pretrained(dir)`` and
+``AutoTokenizer.from_pretrained(dir)`` work offline; ``pt`` writes ``pytorch_model.bin``
+(a ``torch.save``'d state dict); ``gguf`` writes ``model.gguf`` (float tensors under the
+archive's names, for the gguf tool chain; llama.cpp cannot run it, the names are Hugging
+Face's). Tensors are decoded ``jobs`` at a time, in order; safetensors and GGUF are
+written as the tensors arrive (one tensor in memory besides those being decoded), ``pt``
+holds one shard (``torch.save`` writes a whole file at once).
+
+Tied weights (an archive entry with ``alias_of``: the data is stored once), ``tied=``:
+
+- ``"auto"`` (default): leave out the aliases transformers re-ties by itself from
+  ``config.json`` (``tie_word_embeddings``), exactly as ``save_pretrained`` leaves them
+  out; write any other alias as a copy (pt: sharing its target's storage). Without
+  transformers or a config.json every alias is written.
+- ``"copy"``: write every alias (a copy in safetensors/GGUF, shared storage in pt).
+- ``"drop"``: write no alias.
+
+``dtype`` casts float tensors and, so that transformers' default ``dtype="auto"`` loads
+them as cast, sets the ``dtype``/``torch_dtype`` recorded in ``config.json`` (when it
+records one) to match; the config is otherwise copied byte for byte.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.container.reader import Reader
+from llmc_format.errors import LlmcError
 from llmc_format.pipeline.read import read_tensor
+from llmc_format.units import parse_size
+
+CONFIG_NAME = "config.json"
+
+FORMATS = ("safetensors", "pt", "gguf")
+TIED_MODES = ("auto", "copy", "drop")
+#: short names accepted for ``dtype`` (the CLI's --dtype)
+DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+CAST_DTYPES = ("bfloat16", "float16", "float32")
+
+
+@dataclass
+class UnpackResult:
+    """What ``unpack`` wrote. ``os.fspath(result)`` is the output directory."""
+
+    path: Path
+    format: str
+    #: weight files written (relative to ``path``), shards first, index last
+    files: list[str]
+    attachments: list[str]
+    #: aliases left out (alias -> target), and why
+    tied_dropped: dict[str, str] = field(default_factory=dict)
+    tied_reason: str = ""
+    #: aliases written (a copy, or shared storage in pt)
+    tied_written: dict[str, str] = field(default_factory=dict)
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+
+def normalize_dtype(dtype: str | None) -> str | None:
+    """``bf16``/``fp16``/``fp32`` or the full names -> the format dtype name; ``LlmcError`` else."""
+    if dtype is None:
+        return None
+    name = DTYPE_ALIASES.get(dtype, dtype)
+    if name not in CAST_DTYPES:
+        raise LlmcError(f"dtype must be bf16, fp16 or fp32 (or {', '.join(CAST_DTYPES)}), "
+                        f"not {dtype!r}")
+    return name
+
+
+def _cast_to(reader: Reader, name: str, dtype: str | None) -> str:
+    stored = reader.tensor(name).dtype
+    return dtype if dtype is not None and stored in dtypes.FLOAT_DTYPES else stored
 
 
 def iter_tensors(reader: Reader, dtype: str | None = None,
-                 progress: Callable[[str, int, int], None] | None = None
+                 progress: Callable[[str, int, int], None] | None = None,
+                 names: list[str] | None = None,
+                 jobs: int = 1,
                  ) -> Iterator[tuple[str, np.ndarray]]:
-    """Decode tensors one at a time in archive order (bounded memory)."""
-    names = reader.keys()
-    for i, name in enumerate(names):
-        arr = read_tensor(reader, name)
-        if dtype is not None and reader.tensor(name).dtype in dtypes.FLOAT_DTYPES:
-            arr = arr.astype(dtypes.to_numpy(dtype))
-        yield name, arr
-        if progress:
-            progress(name, i + 1, len(names))
+    """Decode tensors in archive order or ``names``' order, with bounded memory.
+
+    ``jobs`` tensors are decoded at once on threads (the decoders release the GIL: PyAV
+    around libavcodec, zstd and numpy in ``exact``), results still in order; at most
+    ``jobs`` decoded tensors wait besides the one the caller holds (one at a time with
+    ``jobs=1``). Float tensors are cast to ``dtype`` when given. ``progress(name, done,
+    total)`` counts weights, so the bar moves in proportion to the work.
+    """
+    from llmc_format.pipeline.executor import LocalExecutor
+
+    names = reader.keys() if names is None else names
+    sizes = [reader.tensor(n).numel for n in names]
+    total, done = sum(sizes), 0
+
+    def decode(name: str) -> np.ndarray:
+        arr = read_tensor(reader, name)  # Reader uses pread: safe from many threads
+        target = _cast_to(reader, name, dtype)
+        if target != dtypes.name_of(arr.dtype):
+            arr = arr.astype(dtypes.to_numpy(target))
+        return arr
+
+    with LocalExecutor(jobs) as ex, contextlib.closing(ex.map_ordered(decode, names, jobs)) as arrays:
+        for name, size, arr in zip(names, sizes, arrays, strict=True):
+            yield name, arr
+            done += size
+            if progress:
+                progress(name, done, total)
+
+
+def plan_aliases(reader: Reader, tied: str) -> tuple[dict[str, str], dict[str, str], str]:
+    """(aliases to write, aliases to leave out, why) for a ``tied`` mode."""
+    from llmc_format.transformers import archive_aliases
+
+    aliases = archive_aliases(reader)
+    if tied not in TIED_MODES:
+        raise LlmcError(f"tied must be one of {', '.join(TIED_MODES)}, not {tied!r}")
+    if not aliases or tied == "copy":
+        return aliases, {}, ""
+    if tied == "drop":
+        return {}, aliases, "tied=drop"
+    retied, reason = _retied(reader, aliases)
+    return {a: t for a, t in aliases.items() if a not in retied}, retied, reason
+
+
+def _retied(reader: Reader, aliases: dict[str, str]) -> tuple[dict[str, str], str]:
+    """The aliases transformers re-ties from config.json, or ({}, why none can be left out)."""
+    from llmc_format.transformers import load_config, retied_aliases
+
+    if CONFIG_NAME not in reader.attachment_names():
+        return {}, f"no {CONFIG_NAME}: tied tensors written in full"
+    try:
+        retied = retied_aliases(load_config(reader), aliases, names=reader.keys())
+    except Exception as exc:  # no transformers, unknown architecture, custom code...
+        return {}, f"transformers cannot tell which tensors it re-ties ({exc}): written in full"
+    return retied, f"transformers re-ties them from {CONFIG_NAME}"
 
 
 def unpack(
     path: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     *,
+    format: str = "safetensors",  # mirrors the CLI's --format
     dtype: str | None = None,
-    shard_size: int | None = None,
+    shard_size: int | str | None = None,
+    tied: str = "auto",
     progress: Callable[[str, int, int], None] | None = None,
-) -> Path:
-    """Write the archive's tensors as safetensors (sharded if ``shard_size``) and its
-    attachments (config, tokenizer...) into ``out_dir``; return ``out_dir``."""
-    from llmc_format.io.sinks import write_attachments, write_safetensors
+    jobs: int = 1,
+) -> UnpackResult:
+    """Write the archive's tensors (as ``format``) and attachments into ``out_dir``.
 
+    ``dtype`` casts float tensors (``bf16``/``fp16``/``fp32``); ``shard_size`` (bytes or
+    a size such as ``"2GB"``) splits safetensors/pt checkpoints as ``save_pretrained``
+    does; ``tied`` is explained in the module docstring. Files already in ``out_dir`` are
+    kept unless overwritten, except weight files of ours (any format), which are replaced
+    so a loader cannot pick a stale one. ``jobs`` tensors are decoded at once (see
+    ``iter_tensors``).
+    """
+    if format not in FORMATS:
+        raise LlmcError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+    dtype = normalize_dtype(dtype)
+    shard = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
+    if shard is not None and format == "gguf":
+        raise LlmcError("shard_size applies to safetensors and pt; GGUF is written as one file")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise LlmcError(f"{out} exists and is not a directory")
     with Reader(path) as r:
-        write_safetensors(iter_tensors(r, dtype, progress), out, shard_size=shard_size)
-        write_attachments(((a.name, r.read_attachment(a.name)) for a in r.attachments()), out)
-    return out
+        written, dropped, reason = plan_aliases(r, tied)
+        names = [n for n in r.keys() if r.tensor(n).alias_of is None]
+        out.mkdir(parents=True, exist_ok=True)
+        stream = iter_tensors(r, dtype, progress, names, jobs)
+        files = _write(r, format, stream, names, out, dtype, shard, written)
+        attachments = _write_attachments(r, out, dtype)
+    return UnpackResult(out, format, files, attachments, dropped, reason if dropped else "",
+                        written)
+
+
+def _write(r: Reader, format: str, stream: Iterator[tuple[str, np.ndarray]],
+           names: list[str], out: Path, dtype: str | None, shard: int | None,
+           aliases: dict[str, str]) -> list[str]:
+    from llmc_format.io import sinks
+
+    plan = [(n, _cast_to(r, n, dtype), tuple(r.tensor(n).shape)) for n in names]
+    if format == "safetensors":  # streamed: one tensor in memory, not a whole shard
+        return sinks.write_safetensors_streamed(plan, stream, out, shard_size=shard,
+                                                aliases=aliases)
+    if format == "pt":
+        return sinks.write_torch(stream, out, shard_size=shard, aliases=aliases)
+    return sinks.write_gguf(plan, stream, out, architecture=_architecture(r),
+                            metadata=_gguf_metadata(r), aliases=aliases)
+
+
+def _write_attachments(r: Reader, out: Path, dtype: str | None) -> list[str]:
+    from llmc_format.io.sinks import write_attachments
+
+    def items() -> Iterator[tuple[str, bytes]]:
+        for a in r.attachments():
+            data = r.read_attachment(a.name)
+            yield a.name, _retyped_config(data, dtype) if a.name == CONFIG_NAME else data
+
+    return write_attachments(items(), out)
+
+
+def _retyped_config(data: bytes, dtype: str | None) -> bytes:
+    """config.json with its recorded dtype set to ``dtype`` (when cast and recorded).
+
+    transformers loads with ``dtype="auto"`` by default, which means the config's
+    ``dtype``/``torch_dtype``: left at float32, an fp16 unpack would be loaded back as
+    float32. Any other byte of the file is kept unless a dtype key must change.
+    """
+    if dtype is None:
+        return data
+    try:
+        config = json.loads(data)
+    except ValueError:
+        return data
+    keys = [k for k in ("dtype", "torch_dtype") if isinstance(config, dict) and k in config]
+    if not keys or all(config[k] == dtype for k in keys):
+        return data
+    for k in keys:
+        config[k] = dtype
+    return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _architecture(r: Reader) -> str:
+    """GGUF ``general.architecture``: the config's model_type (informative: the tensor names
+    are Hugging Face's, so llama.cpp's loader for that architecture will not find its own)."""
+    from llmc_format.transformers import config_dict
+
+    config = config_dict(r) or {}
+    model_type = config.get("model_type")
+    return model_type if isinstance(model_type, str) and model_type else "unknown"
+
+
+def _gguf_metadata(r: Reader) -> dict[str, str | int | float | bool]:
+    """A minimal, honest GGUF header: where the tensors come from and how they are named."""
+    meta: dict[str, str | int | float | bool] = {
+        "general.type": "model",
+        "llmc.tensor_names": "huggingface",
+        "llmc.tool": str(r.metadata.get("tool", "llmc")),
+    }
+    source = r.metadata.get("source")
+    name = (source.get("model_name") or source.get("name")) if isinstance(source, dict) else None
+    if isinstance(name, str) and name:
+        meta["general.name"] = name
+    if CONFIG_NAME in r.attachment_names():
+        meta["llmc.hf_config_json"] = r.read_attachment(CONFIG_NAME).decode("utf-8", "replace")
+    return meta
