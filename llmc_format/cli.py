@@ -1,8 +1,10 @@
 """The ``llmc`` command: pack, unpack, inspect, verify, extract.
 
 Commands parse arguments, call ``llmc_format.pipeline`` and render with rich; they hold no
-logic of their own. Exit codes: 0 success; 1 ``verify`` found a problem; 2 bad usage;
-3 an llmc error (unreadable input, corrupt archive, missing encoder...); 130 interrupted.
+logic of their own. Exit codes: 0 success; 1 ``verify`` found a problem; 2 bad usage
+(unknown option or option value); 3 an llmc error (unreadable input, corrupt archive,
+missing encoder, an output that exists — a file for ``pack``, a non-empty directory for
+``unpack`` — without ``--force``...); 130 interrupted.
 Errors print as one line on stderr, never a traceback (set LLMC_DEBUG=1 for one).
 """
 
@@ -142,18 +144,37 @@ def pack(
                                                        "keep exact; wins over --lossy; repeatable.")] = None,
     min_lossy_numel: Annotated[int, typer.Option(help="Tensors with fewer elements stay exact.")] = 16384,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors encoded at once "
-                                             "(default: all cores).")] = None,
+                                             "(default: all cores; with --executor ray, all "
+                                             "the cluster's CPUs).")] = None,
+    executor: Annotated[str, typer.Option(help="Where tensors are encoded: local (threads) or "
+                                          "ray (Ray workers, one task per tensor; needs "
+                                          "pip install 'llmc-format[ray]'). The archive is "
+                                          "the same bytes either way.")] = "local",
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto, "
+                                                    "ray://head:10001); default: $RAY_ADDRESS, "
+                                                    "else a Ray instance on this machine.")] = None,
     meta: Annotated[list[str] | None, typer.Option("--meta", help="KEY=VALUE user metadata (VALUE "
                                                    "parsed as JSON when it is); repeatable.")] = None,
-    timestamp: Annotated[bool, typer.Option(help="Record the creation time (off: the archive "
-                                            "is byte-identical across runs).")] = False,
+    timestamp: Annotated[bool, typer.Option(help="Record the creation time and each tensor's "
+                                            "encode/decode seconds (off: the archive is "
+                                            "byte-identical across runs).")] = False,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUTPUT if it exists.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted pack of the same "
+                                         "SRC with the same options (from OUTPUT's hidden .partial "
+                                         "file and journal); the result is byte-identical to an "
+                                         "uninterrupted pack. Starts over if there is nothing to "
+                                         "resume.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Pack a model into one .llmc archive."""
+    from llmc_format.pipeline.executor import BACKENDS, make_executor
     from llmc_format.pipeline.pack import pack as do_pack
     from llmc_format.pipeline.policy import Policy
 
+    if executor not in BACKENDS:
+        raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--executor")
+    if ray_address is not None and executor != "ray":
+        raise typer.BadParameter("needs --executor ray", param_hint="--ray-address")
     with _errors():
         if output.exists() and not force:
             raise LlmcError(f"{output} exists; pass --force to overwrite it")
@@ -166,7 +187,10 @@ def pack(
 
             created = datetime.now(UTC).isoformat(timespec="seconds")
         targeted = any(v is not None for v in (bpw, size, snr))
-        with _progress(quiet, "packing") as update:
+        if resume and targeted:
+            raise LlmcError("--resume works with a fixed --qp pack, not with --bpw/--size/--snr")
+        with make_executor(executor, jobs=jobs, address=ray_address) as ex, \
+                _progress(quiet, "packing") as update:
             if targeted:
                 from llmc_format.io import open_source
                 from llmc_format.pipeline.target import Target, pack_to_target
@@ -177,11 +201,19 @@ def pack(
                         source, output, target, policy=policy, jobs=jobs, weighting=weighting,
                         calibration=calibration.read_text(errors="replace") if calibration else None,
                         user_metadata=_parse_meta(meta or []), created=created,
+                        executor=ex, record_timings=timestamp,
                         progress=lambda ev, name, d, t: update(f"{ev} {name}", d, t))
             else:
-                do_pack(src, output, policy=policy, jobs=jobs,
-                        user_metadata=_parse_meta(meta or []), created=created,
-                        progress=lambda ev, name, d, t: update(name, d, t))
+                try:
+                    do_pack(src, output, policy=policy, jobs=jobs, executor=ex,
+                            record_timings=timestamp,
+                            user_metadata=_parse_meta(meta or []), created=created,
+                            progress=lambda ev, name, d, t: update(name, d, t), resume=resume)
+                except (LlmcError, KeyboardInterrupt):
+                    if output.with_name(f".{output.name}.partial.journal").exists():
+                        err.print("note: finished tensors were kept; rerun the same command "
+                                  "with --resume to continue")
+                    raise
         if not quiet:
             _print_summary(output)
             if targeted:
@@ -221,6 +253,8 @@ def unpack(
     tied: Annotated[str, typer.Option(help="Tied weights (stored once): auto leaves out those "
                                       "transformers re-ties from config.json, as save_pretrained "
                                       "does; copy writes them all; drop writes none.")] = "auto",
+    jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors decoded at once, "
+                                             "output order kept (default: all cores).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Write into OUTPUT even if it is a "
                                         "non-empty directory.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
@@ -232,6 +266,7 @@ def unpack(
     formats in it are replaced and other files kept, unless the archive overwrites them.
     """
     from llmc_format.pipeline import unpack as up
+    from llmc_format.pipeline.executor import default_jobs
 
     if fmt not in up.FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(up.FORMATS)}", param_hint="--format")
@@ -250,7 +285,7 @@ def unpack(
                             f"(weight files there are replaced, other files kept)")
         with _progress(quiet, "unpacking") as update:
             result = up.unpack(archive, output, format=fmt, dtype=dtype, shard_size=shard,
-                               tied=tied, progress=update)
+                               tied=tied, progress=update, jobs=jobs or default_jobs())
     if not quiet:
         size = sum((output / f).stat().st_size for f in result.files)
         files = result.files[0] if len(result.files) == 1 else \

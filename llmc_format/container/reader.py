@@ -35,6 +35,11 @@ from llmc_format.errors import (
     TruncatedError,
 )
 
+#: A zstd frame of L bytes decodes to at most this many times L bytes: a block yields at
+#: most 128 KiB and costs at least 4 bytes (3-byte header + 1 RLE byte; RFC 8878
+#: §3.1.1.2). Sizes declared beyond it are lies, refused before anything is allocated.
+ZSTD_MAX_EXPANSION = 1 << 15
+
 
 class Reader:
     """An open archive. ``verify_checksums=False`` skips blob checksums (salvage only)."""
@@ -152,10 +157,7 @@ class Reader:
             raise TensorNotFoundError(f"no attachment named {name!r} in {self.path}") from None
         data = self.read_blob(a.blob, f"attachment {name!r}")
         if a.encoding == "zstd":
-            try:
-                data = zstandard.ZstdDecompressor().decompress(data, max_output_size=a.size)
-            except zstandard.ZstdError as exc:
-                raise FormatError(f"attachment {name!r}: bad zstd data: {exc}") from None
+            data = _unzstd(data, a.size, f"attachment {name!r}")
         if len(data) != a.size:
             raise FormatError(f"attachment {name!r}: decoded {len(data)} bytes, index says "
                               f"{a.size}")
@@ -176,6 +178,22 @@ class Reader:
         fd = getattr(self, "_fd", -1)
         if fd >= 0:
             os.close(fd)
+
+
+def _unzstd(data: bytes, size: int, what: str) -> bytes:
+    """Decompress one zstd frame that must yield ``size`` bytes, allocating no more than
+    the frame can justify (a lying size or frame header is an error, not an allocation)."""
+    if size > ZSTD_MAX_EXPANSION * len(data):
+        raise LimitError(f"{what}: index says {size} bytes, more than {len(data)} bytes of "
+                         "zstd data can hold")
+    try:
+        declared = zstandard.get_frame_parameters(data).content_size
+        if declared not in (size, zstandard.CONTENTSIZE_UNKNOWN):
+            raise FormatError(f"{what}: zstd frame declares {declared} bytes, index says {size}")
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=size,
+                                                       allow_extra_data=False)
+    except zstandard.ZstdError as exc:
+        raise FormatError(f"{what}: bad zstd data: {exc}") from None
 
 
 def _first_nonzero(b: bytes) -> int:

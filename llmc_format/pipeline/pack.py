@@ -1,22 +1,33 @@
 """pack: a model source -> one .llmc archive.
 
 Reads tensors one at a time from the source, chooses each one's pipeline (``policy``),
-encodes it — up to ``jobs`` tensors concurrently, since encoders are external processes
-or release the GIL — and writes blobs in source order, so the archive is byte-identical
-whatever the job count. At most ``jobs + 1`` tensors are in memory at once.
+encodes it — up to ``jobs`` tensors concurrently on an ``Executor`` (threads by default,
+since encoders are external processes or release the GIL; or Ray workers) — and writes
+blobs in source order, so the archive is byte-identical whatever the job count or
+executor. At most ``jobs + 1`` tensors are in memory at once.
+
+Reproducible by default: the creation time and the per-tensor encode/decode timings,
+the only things that differ between two runs, are recorded only when asked for.
+
+Resuming (``resume=True``, ``llmc pack --resume``): the writer journals finished tensors
+(``container/journal.py``) under a fingerprint of the source description, the tensor list
+and every option that changes the output; a rerun with the same fingerprint re-reads the
+finished tensors only to check their source digests, skips encoding them, and produces
+the same bytes as an uninterrupted pack.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import numpy as np
 
 import llmc_format
@@ -27,9 +38,10 @@ from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import Reader
 from llmc_format.container.writer import Writer
 from llmc_format.dtypes import name_of
-from llmc_format.errors import CodecError, SourceError
+from llmc_format.errors import CodecError, LlmcError, SourceError
 from llmc_format.io.base import Source
 from llmc_format.io.base import TensorEntry as SourceTensor
+from llmc_format.pipeline.executor import Executor, LocalExecutor, Ready
 from llmc_format.pipeline.policy import Policy
 from llmc_format.rd.metrics import distortion
 
@@ -38,8 +50,12 @@ Progress = Callable[[str, str, int, int], None]
 
 
 def tensor_digest(array: np.ndarray) -> int:
-    """XXH3-64 of a tensor's little-endian C-order bytes (the format's digest rule)."""
-    return layout.checksum(np.asarray(order="C", a=array).tobytes())
+    """XXH3-64 of a tensor's little-endian C-order bytes (the format's digest rule).
+
+    Hashes the array's own buffer (a byte view), not a ``tobytes()`` copy: a copy would
+    double the memory of the largest tensor.
+    """
+    return layout.checksum(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
 @dataclass
@@ -88,6 +104,32 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
                         {"source": src_digest, "decoded": dec_digest})
 
 
+#: rd keys that measure this run rather than the data: left out unless timings are asked for
+TIMING_KEYS = ("encode_seconds", "decode_seconds")
+
+
+@dataclass
+class EncodeJob:
+    """One tensor to encode. With ``array`` set (not ``load``) it is plain data that can be
+    pickled to a remote worker; with ``load`` the worker reads the tensor itself."""
+
+    name: str
+    pipeline: list[dict[str, Any]]
+    array: np.ndarray | None = None
+    load: Callable[[], np.ndarray] | None = None
+
+
+def run_job(job: EncodeJob) -> PackedTensor:
+    """What an executor worker runs: load the tensor if needed, then ``encode_one``."""
+    if job.array is not None:
+        array = job.array
+    elif job.load is not None:
+        array = job.load()
+    else:
+        raise SourceError(f"tensor {job.name!r}: encode job has neither an array nor a loader")
+    return encode_one(job.name, array, job.pipeline)
+
+
 def copy_packed(reader: Reader, name: str) -> PackedTensor:
     """A tensor of an existing archive, as stored (blobs verified), ready to write again."""
     e = reader.tensor(name)
@@ -105,9 +147,48 @@ def write_packed(writer: Writer, p: PackedTensor) -> TensorEntry:
     return entry
 
 
+def pack_fingerprint(metadata: dict[str, Any], policy: Policy, alignment: int,
+                     items: list[tuple[str, SourceTensor]], aliases: dict[str, str],
+                     **options: Any) -> str:
+    """Hash of everything that decides the archive's bytes, for ``resume``: metadata (tool
+    version, source description...), policy, alignment, tensor names/dtypes/shapes,
+    aliases, and ``options`` (QP overrides, RD records, reused tensors...)."""
+    facts = {
+        "metadata": {k: v for k, v in metadata.items() if k != "created"},
+        "policy": dataclasses.asdict(policy),
+        "alignment": alignment,
+        "tensors": [[name, e.dtype, list(e.shape)] for name, e in items],
+        "aliases": sorted(aliases.items()),
+        "options": options,
+    }
+    return f"{layout.checksum(msgpack.packb(facts, use_bin_type=True, default=repr)):016x}"
+
+
+def _check_resumed(resumed: tuple[TensorEntry, ...], items: list[tuple[str, SourceTensor]],
+                   progress: Progress | None, total: int) -> int:
+    """The finished tensors must be the source's first ones, with unchanged data (their
+    source digests are recomputed: a source edited in place keeps its size). Returns the
+    number of weights they hold."""
+    if len(resumed) > len(items):
+        raise LlmcError("cannot resume: the interrupted pack holds more tensors than the source")
+    done = 0
+    for entry, (name, src) in zip(resumed, items, strict=False):
+        if (entry.name, entry.dtype, entry.shape) != (name, src.dtype, tuple(src.shape)):
+            raise LlmcError(f"cannot resume: the interrupted pack wrote tensor {entry.name!r} "
+                            f"where the source now has {name!r}; pack without --resume")
+        if (entry.digest or {}).get("source") != tensor_digest(src()):
+            raise LlmcError(f"cannot resume: tensor {name!r} changed in the source since the "
+                            "interrupted pack; pack without --resume")
+        done += entry.numel
+        if progress:
+            progress("resumed", name, done, total)
+    return done
+
+
 def default_jobs() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-               else os.cpu_count() or 1)
+    from llmc_format.pipeline.executor import default_jobs as usable_cores
+
+    return usable_cores()
 
 
 def pack(
@@ -121,18 +202,26 @@ def pack(
     progress: Progress | None = None,
     alignment: int = layout.DEFAULT_ALIGNMENT,
     qp_overrides: dict[str, int] | None = None,
+    executor: Executor | None = None,
+    record_timings: bool = False,
+    resume: bool = False,
 ) -> Path:
     """Pack the model at ``src`` (file or directory) into the archive ``dst``; return ``dst``.
 
-    ``created`` is written into the metadata only when given (archives are reproducible
-    byte for byte by default). ``qp_overrides`` maps tensor names to QPs (RD allocation).
+    ``created`` is written into the metadata only when given, and the per-tensor
+    ``encode_seconds``/``decode_seconds`` only with ``record_timings`` (archives are
+    reproducible byte for byte by default). ``qp_overrides`` maps tensor names to QPs (RD
+    allocation). ``executor`` runs the encoding (default: ``jobs`` local threads; see
+    ``pipeline.executor`` for Ray); the caller keeps ownership of it. ``resume``
+    continues an interrupted pack of the same source with the same options.
     """
     from llmc_format.io import open_source
 
     with open_source(src) as source:
         return pack_source(source, dst, policy=policy, jobs=jobs, user_metadata=user_metadata,
                            created=created, progress=progress, alignment=alignment,
-                           qp_overrides=qp_overrides)
+                           qp_overrides=qp_overrides, executor=executor,
+                           record_timings=record_timings, resume=resume)
 
 
 def pack_source(
@@ -150,15 +239,20 @@ def pack_source(
     extra_metadata: dict[str, Any] | None = None,
     reuse: Reader | None = None,
     reuse_names: set[str] | None = None,
+    executor: Executor | None = None,
+    record_timings: bool = False,
+    resume: bool = False,
+    journal_interval: float | None = None,
 ) -> Path:
-    """Pack an open ``Source``: see ``pack``.
+    """Pack an open ``Source``: see ``pack``. ``journal_interval``: seconds between resume
+    journal commits (default: the writer's; 0 = after every tensor).
 
     RD packing adds: ``rd_records`` (merged into each tensor's ``rd``), ``extra_metadata``
     (merged into the file metadata), and ``reuse``/``reuse_names``: tensors copied blob
-    for blob from an earlier archive instead of being encoded again.
+    for blob from an earlier archive instead of being encoded again (on this process:
+    only it reads ``reuse``).
     """
     policy = policy or Policy()
-    jobs = jobs or default_jobs()
     qp_overrides = qp_overrides or {}
     metadata: dict[str, Any] = {
         "tool": f"llmc-format {llmc_format.__version__}",
@@ -176,43 +270,53 @@ def pack_source(
     total = sum(s.numel for s in specs.values())
     done = 0
 
-    def work(name: str, entry: SourceTensor) -> PackedTensor:
-        if reuse is not None and name in reuse_names:
-            packed = copy_packed(reuse, name)
-        else:
+    own = executor is None
+    ex = LocalExecutor(jobs or default_jobs()) if executor is None else executor
+
+    def jobs_in_order(todo: list[tuple[str, SourceTensor]]
+                      ) -> Iterator[EncodeJob | Ready[PackedTensor]]:
+        # drawn lazily by the executor, at most its window ahead of the writer
+        for name, entry in todo:
+            if reuse is not None and name in reuse_names:
+                yield Ready(copy_packed(reuse, name))
+                continue
             pipe = policy.pipeline(name, entry.dtype, entry.shape, qp_overrides.get(name))
-            packed = encode_one(name, entry(), pipe)
-        if name in rd_records:
-            packed.rd = {**(packed.rd or {}), **rd_records[name]}
-        return packed
+            # a remote worker cannot call the source (open files, memory maps): ship the data
+            yield EncodeJob(name, pipe, array=entry()) if ex.remote else \
+                EncodeJob(name, pipe, load=entry)
 
-    with Writer(dst, alignment=alignment, metadata=metadata) as writer, \
-            ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending: deque[tuple[str, Future[PackedTensor]]] = deque()
-        stream = iter(items)
-
-        def fill() -> None:
-            # at most jobs+1 tensors loaded at once: bounded memory
-            while len(pending) < jobs + 1:
-                nxt = next(stream, None)
-                if nxt is None:
-                    return
-                pending.append((nxt[0], pool.submit(work, *nxt)))
-
-        fill()
-        while pending:
-            name, fut = pending.popleft()
-            packed = fut.result()
-            write_packed(writer, packed)
-            done += packed.spec.numel
-            if progress:
-                progress("tensor", name, done, total)
-            fill()
-        for alias, target in source.aliases().items():
-            t = specs.get(target)
-            if t is None:
-                raise SourceError(f"alias {alias!r} points at {target!r}, which the source lacks")
-            writer.add_tensor(TensorEntry(alias, t.dtype, t.shape, alias_of=target))
-        for rel, data in source.attachments():
-            writer.add_attachment(rel, data)
+    fingerprint = pack_fingerprint(
+        metadata, policy, alignment, items, source.aliases(), qp_overrides=qp_overrides,
+        rd_records=rd_records, reuse_names=sorted(reuse_names), record_timings=record_timings,
+        reuse=None if reuse is None else reuse.footer.index_checksum)
+    journal_opts: dict[str, Any] = {} if journal_interval is None else {
+        "journal_interval": journal_interval}
+    try:
+        with Writer(dst, alignment=alignment, metadata=metadata, journal=fingerprint,
+                    resume=resume, **journal_opts) as writer:
+            done = _check_resumed(writer.resumed, items, progress, total)
+            todo = items[len(writer.resumed):]
+            # closing: an error while writing stops the executor's work at once
+            with contextlib.closing(ex.map_ordered(run_job, jobs_in_order(todo))) as results:
+                for packed in results:
+                    name = packed.name
+                    if not record_timings and packed.rd:
+                        packed.rd = {k: v for k, v in packed.rd.items() if k not in TIMING_KEYS}
+                    if name in rd_records:
+                        packed.rd = {**(packed.rd or {}), **rd_records[name]}
+                    write_packed(writer, packed)
+                    writer.commit()  # resumable from here (at most every journal interval)
+                    done += packed.spec.numel
+                    if progress:
+                        progress("tensor", name, done, total)
+            for alias, target in source.aliases().items():
+                t = specs.get(target)
+                if t is None:
+                    raise SourceError(f"alias {alias!r} points at {target!r}, which the source lacks")
+                writer.add_tensor(TensorEntry(alias, t.dtype, t.shape, alias_of=target))
+            for rel, data in source.attachments():
+                writer.add_attachment(rel, data)
+    finally:
+        if own:
+            ex.close()
     return Path(dst)

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from llmc_format import dtypes
 from llmc_format.codecs.base import ArraySpec, Rows
 from llmc_format.codecs.pipeline import decode_tensor
-from llmc_format.container.reader import Reader
+from llmc_format.container.reader import ZSTD_MAX_EXPANSION, Reader
+from llmc_format.errors import LimitError
+
+#: An ``exact`` blob of L bytes decodes to at most this many times L bytes: each of its
+#: byte planes is raw (1:1) or one zstd frame. A tensor declaring more than its blobs can
+#: hold is refused before anything is allocated.
+EXACT_MAX_EXPANSION = ZSTD_MAX_EXPANSION
+#: numpy (and torch) cannot hold a shape whose non-zero dimensions multiply beyond this,
+#: even when another dimension is 0 (the index only bounds the product, which is then 0)
+MAX_ARRAY_BYTES = 1 << 62
 
 
 def read_tensor(reader: Reader, name: str, rows: Rows | None = None) -> np.ndarray:
@@ -23,4 +35,16 @@ def read_tensor(reader: Reader, name: str, rows: Rows | None = None) -> np.ndarr
             raise CodecError(f"tensor {name!r}: stage {stage} asked for blob {i} of {len(refs)}")
         return reader.read_blob(refs[i], f"tensor {name!r}")
 
-    return decode_tensor(entry.pipeline, spec, [len(b) for b in by_stage], fetch, rows)
+    if math.prod(d for d in entry.shape if d) * dtypes.itemsize(entry.dtype) > MAX_ARRAY_BYTES:
+        raise LimitError(f"tensor {name!r}: shape {list(entry.shape)} has no in-memory array "
+                         "(its non-zero dimensions multiply beyond 2**62 bytes)")
+    exact = [c.get("id") for c in entry.pipeline] == ["exact"]
+    if exact and entry.nbytes > EXACT_MAX_EXPANSION * entry.stored_bytes:
+        raise LimitError(f"tensor {name!r}: declares {entry.nbytes} bytes, but its "
+                         f"{entry.stored_bytes} stored bytes can hold at most "
+                         f"{EXACT_MAX_EXPANSION * entry.stored_bytes}")
+    try:
+        return decode_tensor(entry.pipeline, spec, [len(b) for b in by_stage], fetch, rows)
+    except MemoryError:  # a declared size this machine cannot allocate: typed, not a crash
+        raise LimitError(f"tensor {name!r}: decoding needs more memory than is available "
+                         f"({entry.nbytes} bytes declared)") from None
