@@ -4,18 +4,26 @@ Blobs are written as they come (bounded memory: only the index entries are kept)
 a temporary file beside the destination; ``close()`` appends the index and footer,
 fsyncs and renames it over the destination in one step. A crash or an exception leaves
 the destination untouched (no file, or the previous file), never a partial archive.
+
+With ``journal=<fingerprint>`` the writer also keeps ``.NAME.partial.journal``
+(``journal.py``): ``commit()`` after each finished tensor makes it resumable, and
+``resume=True`` continues an interrupted pack with the same fingerprint. An interrupted
+or failed journaled write keeps the partial file and its journal when at least one tensor
+was finished, so that the work can be resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import zstandard
 
+from llmc_format.container import journal as journal_file
 from llmc_format.container import layout
 from llmc_format.container.index import (
     AttachmentEntry,
@@ -25,6 +33,9 @@ from llmc_format.container.index import (
     TensorEntry,
 )
 from llmc_format.errors import FormatError, LlmcError
+
+#: seconds between journal commits: each costs two fsyncs, so not after every tiny tensor
+DEFAULT_JOURNAL_INTERVAL = 1.0
 
 
 class Writer:
@@ -36,7 +47,13 @@ class Writer:
         *,
         alignment: int = layout.DEFAULT_ALIGNMENT,
         metadata: dict[str, Any] | None = None,
+        journal: str | None = None,
+        resume: bool = False,
+        journal_interval: float = DEFAULT_JOURNAL_INTERVAL,
     ) -> None:
+        """``journal``: a fingerprint of the source and options; enables the resume
+        journal. ``resume``: continue the interrupted write with that fingerprint, if any
+        (``resumed`` then lists the tensors already in the file)."""
         if not layout.valid_alignment(alignment):
             raise FormatError(f"alignment {alignment} must be a power of two in "
                               f"[{layout.MIN_ALIGNMENT}, {layout.MAX_ALIGNMENT}]")
@@ -47,10 +64,64 @@ class Writer:
         self._names: set[str] = set()
         self._attachments: list[AttachmentEntry] = []
         self.tmp_path = self.path.with_name(f".{self.path.name}.partial")
-        self._f = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in close()/abort()
-        self._f.write(self.header.pack())
-        self._pad_to(self.header.data_start)
+        self._init_journal(journal, journal_interval)
+        point = None
+        if resume and journal is not None:
+            point = journal_file.load(self.journal_path, self.tmp_path, fingerprint=journal,
+                                      header=self.header)
+        if point is not None:
+            self._resume_from(point)
+        else:
+            journal_file.remove(self.journal_path)  # a stale one must not pair with new data
+            self._f = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in close()/abort()
+            self._f.write(self.header.pack())
+            self._pad_to(self.header.data_start)
         self._closed = False
+
+    # -- resume journal -------------------------------------------------------------------
+    def _init_journal(self, fingerprint: str | None, interval: float) -> None:
+        self.journal_path = journal_file.journal_path(self.tmp_path)
+        self.resumed: tuple[TensorEntry, ...] = ()
+        self._fingerprint = fingerprint
+        self._journal: journal_file.JournalWriter | None = None
+        self._journal_interval = interval
+        self._last_commit = time.monotonic()
+        self._committed = 0  # entries of self._tensors already journaled (or skipped)
+        self._tensors_end = self.header.data_start  # file position after the last tensor
+
+    def _resume_from(self, point: journal_file.ResumePoint) -> None:
+        """Cut the partial file after the last journaled tensor and take its entries."""
+        self._f = open(self.tmp_path, "r+b")  # noqa: SIM115 - closed in close()/abort()
+        self._f.truncate(point.position)
+        self._f.seek(point.position)
+        for entry in point.entries:
+            self.add_tensor(entry)
+        self.resumed = point.entries
+        self._committed = len(self._tensors)
+        self._tensors_end = point.position
+        self._journal = journal_file.JournalWriter.reopen(self.journal_path,
+                                                          point.journal_length)
+
+    def commit(self, *, force: bool = False) -> None:
+        """Make the tensors finished so far resumable: fsync their data, then journal them.
+
+        Without ``force`` this happens at most every ``journal_interval`` seconds. Aliases
+        are not journaled (a resumed pack adds them again at the end)."""
+        if self._fingerprint is None or self._committed == len(self._tensors):
+            return
+        now = time.monotonic()
+        if not force and now - self._last_commit < self._journal_interval:
+            return
+        new = [t for t in self._tensors[self._committed:] if t.alias_of is None]
+        if new:
+            self._f.flush()
+            os.fsync(self._f.fileno())  # the data first: a record never outruns its bytes
+            if self._journal is None:
+                self._journal = journal_file.JournalWriter.create(
+                    self.journal_path, self._fingerprint, self.header)
+            self._journal.append(new, self._tensors_end)
+        self._committed = len(self._tensors)
+        self._last_commit = now
 
     # -- blobs ------------------------------------------------------------------------
     @property
@@ -81,6 +152,8 @@ class Writer:
         """Record a tensor whose blobs were written with ``add_blob``."""
         self._claim(entry.name)
         self._tensors.append(entry)
+        if entry.alias_of is None:
+            self._tensors_end = self._f.tell()
 
     def add_attachment(self, name: str, data: bytes, *, compress: bool = True) -> None:
         """Store a whole non-tensor file; zstd-compressed when that makes it smaller."""
@@ -115,17 +188,31 @@ class Writer:
             self._f.close()
             os.replace(self.tmp_path, self.path)
             _fsync_dir(self.path.parent)
+            if self._journal is not None:
+                self._journal.close()
+                journal_file.remove(self.journal_path)
         except BaseException:
-            self.abort()
+            self.abort(keep_resumable=True)
             raise
         self._closed = True
         return self.path
 
-    def abort(self) -> None:
-        """Drop the temporary file; the destination is left as it was."""
+    def abort(self, *, keep_resumable: bool = False) -> None:
+        """Drop the temporary file; the destination is left as it was.
+
+        With ``keep_resumable`` and a journal, finished tensors are journaled first and
+        the partial file and journal are kept if any tensor is in the journal."""
         self._closed = True
+        if keep_resumable and self._fingerprint is not None:
+            with contextlib.suppress(Exception):
+                self.commit(force=True)
         with contextlib.suppress(Exception):
             self._f.close()
+        if self._journal is not None:
+            self._journal.close()
+            if keep_resumable and os.path.exists(self.tmp_path):
+                return
+            journal_file.remove(self.journal_path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp_path)
 
@@ -136,7 +223,7 @@ class Writer:
         if exc_type is None:
             self.close()
         else:
-            self.abort()
+            self.abort(keep_resumable=True)
 
 
 def write_index_and_footer(f: Any, index: Index) -> layout.Footer:
