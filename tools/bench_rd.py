@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--qps", default="39,35,32,26", help="uniform VVC QPs (one RD run each)")
     ap.add_argument("--preset", default="faster")
     ap.add_argument("--weighting", default="nmse", choices=["nmse", "mse"])
-    ap.add_argument("--skip", default="", help="comma list of: rd, rtn, hqq, nncodec")
+    ap.add_argument("--skip", default="", help="comma list of: fp32, rd, rtn, hqq, nncodec")
     ap.add_argument("--max-tokens", type=int, default=8192)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--json", type=Path)
@@ -72,9 +72,11 @@ def main() -> None:
         print(f"{method:28s} {fig['bpw']:6.3f} bpw  {fig['snr_db']:6.2f} dB  ppl {fig['ppl']:10.2f}"
               f"  ({seconds:.0f} s)", flush=True)
 
-    t0 = time.time()
-    report("fp32", {"bpw": 32.0, "snr_db": float("inf"),
-                    "ppl": perplexity_with_weights({}, max_tokens=args.max_tokens)}, time.time() - t0)
+    if "fp32" not in skip:
+        t0 = time.time()
+        report("fp32", {"bpw": 32.0, "snr_db": float("inf"),
+                        "ppl": perplexity_with_weights({}, max_tokens=args.max_tokens)},
+               time.time() - t0)
     with tempfile.TemporaryDirectory() as tmp, open_source(gguf) as source:
         for qp in [int(q) for q in args.qps.split(",")]:
             policy = Policy(codec="vvc", qp=qp, preset=args.preset)
