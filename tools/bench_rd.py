@@ -29,7 +29,7 @@ from llmc_format.pipeline.policy import Policy
 from llmc_format.pipeline.target import Target, pack_to_target
 from tools.baselines import snr_db
 from tools.eval_ppl import perplexity_with_weights
-from tools.models import smollm2_decoder_linear_weights, smollm2_gguf_path
+from tools.models import lee_text, smollm2_decoder_linear_weights, smollm2_gguf_path
 
 
 def lossy_figures(path: Path) -> tuple[float, set[str]]:
@@ -55,7 +55,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--qps", default="39,35,32,26", help="uniform VVC QPs (one RD run each)")
     ap.add_argument("--preset", default="faster")
-    ap.add_argument("--weighting", default="nmse", choices=["nmse", "mse"])
+    ap.add_argument("--variants", default="nmse",
+                    help="RD weightings to run at each point: nmse, mse, calibration")
+    ap.add_argument("--bpw-points", default="",
+                    help="comma list of bits/weight targets to run RD at without a uniform run")
+    ap.add_argument("--calibration-chars", type=int, default=60000,
+                    help="calibration text: this many characters of lee_background.cor taken "
+                    "after the perplexity region (chars 100000 on)")
     ap.add_argument("--skip", default="", help="comma list of: fp32, rd, rtn, hqq, nncodec")
     ap.add_argument("--max-tokens", type=int, default=8192)
     ap.add_argument("--jobs", type=int, default=None)
@@ -77,22 +83,27 @@ def main() -> None:
         report("fp32", {"bpw": 32.0, "snr_db": float("inf"),
                         "ppl": perplexity_with_weights({}, max_tokens=args.max_tokens)},
                time.time() - t0)
+    calibration = lee_text()[100000:100000 + args.calibration_chars]
     with tempfile.TemporaryDirectory() as tmp, open_source(gguf) as source:
-        for qp in [int(q) for q in args.qps.split(",")]:
+        points: list[float] = [float(b) for b in args.bpw_points.split(",") if b]
+        for qp in [int(q) for q in args.qps.split(",") if q]:
             policy = Policy(codec="vvc", qp=qp, preset=args.preset)
             t0 = time.time()
             uni = Path(tmp) / f"uniform{qp}.llmc"
             pack_source(source, uni, policy=policy, jobs=args.jobs)
             fig = evaluate(uni, ref, args.max_tokens)
             report(f"vvc uniform qp={qp}", fig, time.time() - t0)
-            if "rd" in skip:
-                continue
-            t0 = time.time()
-            rd = Path(tmp) / f"rd{qp}.llmc"
-            summary = pack_to_target(source, rd, Target.parse(bpw=fig["bpw"]), policy=policy,
-                                     jobs=args.jobs, weighting=args.weighting)
-            report(f"vvc RD ({args.weighting}) {summary['passes']} passes",
-                   evaluate(rd, ref, args.max_tokens), time.time() - t0)
+            points.append(fig["bpw"])
+        for bpw in points if "rd" not in skip else []:
+            for variant in args.variants.split(","):
+                t0 = time.time()
+                rd = Path(tmp) / f"rd{bpw}{variant}.llmc"
+                summary = pack_to_target(
+                    source, rd, Target.parse(bpw=bpw), policy=Policy(codec="vvc", preset=args.preset),
+                    jobs=args.jobs, weighting="nmse" if variant == "calibration" else variant,
+                    calibration=calibration if variant == "calibration" else None)
+                report(f"vvc RD {variant} @{bpw:.3f} ({summary['passes']} passes)",
+                       evaluate(rd, ref, args.max_tokens), time.time() - t0)
     names = sorted(ref)
     if "rtn" not in skip:
         from llmc_format.quant.rtn import rtn_quantize

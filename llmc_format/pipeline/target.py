@@ -215,7 +215,7 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
         else:
             allowed = (target.value if target.kind == "size"
                        else target.value * plan.lossy_weights / 8 + lossless)
-            safety = 1.0 - min(target.tolerance / 2, 0.01)  # aim inside the window
+            safety = 1.0 - target.tolerance / 4  # aim inside the window, near its top
             alloc = allocate_rate(plan.curves, (allowed - non_video) * 8 * safety, qrange, weights)
         summary = _summary(target, alloc, weighting, npass)
         records = {n: {**plan.curves[n].to_dict(), "chosen_qp": alloc.qps[n],
