@@ -6,10 +6,27 @@ Inputs: a ``.safetensors`` file, a torch state dict (``.pt``/``.pth``/``.bin``, 
 model transformers builds from it). Every source yields tensors lazily, one at a time.
 """
 
+from typing import Any
+
 from llmc_format.io.base import Source, TensorEntry
-from llmc_format.io.sinks import write_attachments, write_safetensors
-from llmc_format.io.sources import open_source
-from llmc_format.io.torchconv import from_torch, to_torch
+
+# Lazy: the sinks and torch helpers import torch, which costs seconds at CLI start-up.
+_LAZY = {
+    "open_source": "llmc_format.io.sources",
+    "write_attachments": "llmc_format.io.sinks",
+    "write_safetensors": "llmc_format.io.sinks",
+    "from_torch": "llmc_format.io.torchconv",
+    "to_torch": "llmc_format.io.torchconv",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)
+
 
 __all__ = [
     "Source",

@@ -176,6 +176,10 @@ def unpack(
     if out.exists() and not out.is_dir():
         raise LlmcError(f"{out} exists and is not a directory")
     with Reader(path) as r:
+        from llmc_format.io.sinks import check_relative_path
+
+        for a in r.attachments():  # refuse escaping names before decoding anything
+            check_relative_path(a.name)
         written, dropped, reason = plan_aliases(r, tied)
         names = [n for n in r.keys() if r.tensor(n).alias_of is None]
         out.mkdir(parents=True, exist_ok=True)

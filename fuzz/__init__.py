@@ -1,0 +1,1 @@
+"""Fuzzing of the llmc readers (see README.md); importable so tests reuse the harness."""
