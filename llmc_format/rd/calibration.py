@@ -41,7 +41,7 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
         try:
             config = transformers.AutoConfig.from_pretrained(tmp)
             tokenizer = transformers.AutoTokenizer.from_pretrained(tmp)
-            model = transformers.AutoModelForCausalLM.from_config(config, torch_dtype=torch.float32)
+            model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         except Exception as exc:
             raise SourceError(f"--calibration: transformers cannot build this model: {exc}") from None
     params = dict(model.named_parameters())
