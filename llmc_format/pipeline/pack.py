@@ -191,37 +191,16 @@ def default_jobs() -> int:
     return usable_cores()
 
 
-def pack(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
-    *,
-    policy: Policy | None = None,
-    jobs: int | None = None,
-    user_metadata: dict[str, Any] | None = None,
-    created: str | None = None,
-    progress: Progress | None = None,
-    alignment: int = layout.DEFAULT_ALIGNMENT,
-    qp_overrides: dict[str, int] | None = None,
-    executor: Executor | None = None,
-    record_timings: bool = False,
-    resume: bool = False,
-) -> Path:
+def pack(src: str | os.PathLike[str], dst: str | os.PathLike[str], **options: Any) -> Path:
     """Pack the model at ``src`` (file or directory) into the archive ``dst``; return ``dst``.
 
-    ``created`` is written into the metadata only when given, and the per-tensor
-    ``encode_seconds``/``decode_seconds`` only with ``record_timings`` (archives are
-    reproducible byte for byte by default). ``qp_overrides`` maps tensor names to QPs (RD
-    allocation). ``executor`` runs the encoding (default: ``jobs`` local threads; see
-    ``pipeline.executor`` for Ray); the caller keeps ownership of it. ``resume``
-    continues an interrupted pack of the same source with the same options.
+    ``options`` are those of ``pack_source`` (policy, jobs, user_metadata, created,
+    progress, alignment, qp_overrides, executor, record_timings, resume...).
     """
     from llmc_format.io import open_source
 
     with open_source(src) as source:
-        return pack_source(source, dst, policy=policy, jobs=jobs, user_metadata=user_metadata,
-                           created=created, progress=progress, alignment=alignment,
-                           qp_overrides=qp_overrides, executor=executor,
-                           record_timings=record_timings, resume=resume)
+        return pack_source(source, dst, **options)
 
 
 def pack_source(
@@ -244,8 +223,16 @@ def pack_source(
     resume: bool = False,
     journal_interval: float | None = None,
 ) -> Path:
-    """Pack an open ``Source``: see ``pack``. ``journal_interval``: seconds between resume
-    journal commits (default: the writer's; 0 = after every tensor).
+    """Pack an open ``Source`` into the archive ``dst``.
+
+    ``created`` is written into the metadata only when given, and the per-tensor
+    ``encode_seconds``/``decode_seconds`` only with ``record_timings`` (archives are
+    reproducible byte for byte by default). ``qp_overrides`` maps tensor names to QPs (RD
+    allocation). ``executor`` runs the encoding (default: ``jobs`` local threads; see
+    ``pipeline.executor`` for Ray); the caller keeps ownership of it. ``resume``
+    continues an interrupted pack of the same source with the same options;
+    ``journal_interval`` is the seconds between resume-journal commits (default: the
+    writer's; 0 = after every tensor).
 
     RD packing adds: ``rd_records`` (merged into each tensor's ``rd``), ``extra_metadata``
     (merged into the file metadata), and ``reuse``/``reuse_names``: tensors copied blob
