@@ -64,16 +64,24 @@ error, so it ranks choices by what survives the codec rather than by the grid al
   scales go subnormal below 2^−14 (MiniLM's key biases, range 0.004) and its offsets stop at
   ±65504, where bfloat16 (float32's range, 8-bit precision) is better. float32 only if
   neither fits.
-- ``granularity``: row (default). Group 128 buys +1.9 dB at equal code noise for +0.18 bpw;
-  at the video codec's slope (~5 dB/bpw near 3–4 bpw, shared/notes/codec-facts.md) that is
-  worth ~0.9 dB, so it may win — but renormalizing every group also changes the picture
-  the codec sees (block-wise gain steps, stretched low-range groups cost rate), so decide
-  with the real codec. Tensor-wide scaling loses 16 dB: never the default.
+- ``granularity``: row (default). Measured with the real codec (libvvenc, SmolLM2 layers
+  0/7/15/29, SNR at equal all-in bits per weight, docs/results/tuning.md): group 128
+  *loses* 1.1–1.2 dB (its params cost 0.27 bpw and the gain steps cost rate). Tensor-wide
+  scaling *wins* despite its coarser grid: +0.5 dB with one QP for every tensor, and
+  +1.3 dB over row when each tensor's QP gives the same step in weight units (what the
+  rate-distortion allocator converges to) — every weight then gets the same codec noise,
+  the MSE-optimal split, and no params are stored. But with one QP for all tensors it
+  fails on tensors with outliers (MiniLM-L6, whose ``output.dense`` grid SNR is 25 dB:
+  −1.6 to −4.3 dB), because the outliers set the step for the whole tensor; so tensor is
+  the choice only together with per-tensor QPs, and row stays the safe default. The
+  "16 dB loss" in the table above is at equal *code* noise, not at equal rate.
 - ``clip``: none (default). With Gaussian noise added to the codes as a stand-in for the
   codec (MiniLM 2-D weights except embeddings), ``clip="mse"`` with ``clip_bits`` matched to
   the noise (Δ²/12 = σ²) gives 19.19 → 20.09 dB at σ = 15.4 codes and 10.99 → 13.19 dB at
-  σ = 40 codes, and nothing at clip_bits = 10. The right clip_bits depends on the codec's
-  QP (so the rate-distortion layer should set it), and narrower ranges also cost rate.
+  σ = 40 codes, and nothing at clip_bits = 10. With the real codec at equal rate it does
+  not pay (clip_bits = 10 − (QP − 4)/6, VVC's step at that QP): +0.0 dB with row
+  scaling, −0.05 to −0.25 dB with tensor scaling — a narrower range also stretches the
+  codes, which costs the entropy coder what the finer step saves.
 """
 
 from __future__ import annotations
