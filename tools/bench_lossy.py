@@ -186,9 +186,12 @@ class Clock:
 Weights = Mapping[str, np.ndarray]
 
 
-def video_pipeline(codec: str, qp: int, preset: str | int | None, threads: int) -> list[dict[str, Any]]:
+def video_pipeline(codec: str, qp: int, preset: str | int | None, threads: int,
+                   vvenc_params: str | None = None) -> list[dict[str, Any]]:
     """The configs ``llmc pack`` uses for a lossy tensor: affine (10-bit, per row) + video."""
     video: dict[str, Any] = {"id": codec, "bits": AFFINE_BITS, "qp": qp}
+    if codec == "vvc" and vvenc_params is not None:
+        video["vvenc_params"] = vvenc_params
     if preset is not None:
         video["preset"] = preset
     if threads:
@@ -205,9 +208,9 @@ def _decode_encoded(enc: EncodedTensor, spec: ArraySpec) -> np.ndarray:
 
 
 def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str | int | None,
-              jobs: int, threads: int) -> Run:
+              jobs: int, threads: int, vvenc_params: str | None = None) -> Run:
     """Encode every tensor through affine + ``codec`` (``jobs`` at once), decode one by one."""
-    pipe = video_pipeline(codec, qp, preset, threads)
+    pipe = video_pipeline(codec, qp, preset, threads, vvenc_params)
     specs = {name: ArraySpec("float32", tuple(w.shape), name) for name, w in weights.items()}
 
     def encode(name: str) -> EncodedTensor:
@@ -229,7 +232,10 @@ def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str 
         run.params_bytes += sum(len(b) for s, b in enc.blobs if s == 0)
         run.tensors.append(TensorResult(name, w.size, nbytes, signal, noise))
     video = next(iter(encoded.values())).pipeline[-1]
+    if "DepQuant=1" in video.get("vvenc_params", ""):
+        run.label += " DQ"  # dependent quantization (the vvc default since it was measured)
     run.extra = {"encoder": video.get("encoder"), "encoder_version": video.get("encoder_version"),
+                 "vvenc_params": video.get("vvenc_params"),
                  "frames": sum(e.info[-1].get("frames", 0) for e in encoded.values())}
     run.enc_wall, run.enc_cpu = enc_clock.wall, enc_clock.cpu
     run.dec_wall, run.dec_cpu = dec_clock.wall, dec_clock.cpu
@@ -289,6 +295,7 @@ def run_hqq(model: str, weights: Weights, bits: int) -> Run:
         with clock:
             rec, all_in_bpw, _, _ = quantize_matrix(w, bits, 64, name=name)
         signal, noise = error_sums(w, rec)
+        run.params_bytes += (all_in_bpw - bits) * w.size / 8
         run.tensors.append(TensorResult(name, w.size, all_in_bpw * w.size / 8, signal, noise))
     run.enc_wall, run.enc_cpu = clock.wall, clock.cpu
     run.extra = {"timing": "encode columns = quantize + dequantize"}
@@ -338,10 +345,11 @@ def load_weights(model: str, layers: set[int] | None) -> Weights:
 
 
 def _f(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
+    """``v`` formatted by ``spec`` (e.g. "8.2f"), or a "-" of the same width."""
+    return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0] or 0))
 
 
-HEADER = (f"{'model':8} {'method':12} {'point':7} {'Mweights':>8} {'bpw':>6} {'params':>6} "
+HEADER = (f"{'model':8} {'method':14} {'point':7} {'Mweights':>8} {'bpw':>6} {'params':>6} "
           f"{'SNR dB':>7} {'gap dB':>6} {'enc Mw/s':>8} {'enc CPU s':>9} {'dec Mw/s':>8} "
           f"{'dec CPU s':>9}")
 
@@ -351,7 +359,7 @@ def row_text(r: Run) -> str:
     n = r.n_weights
     enc = n / r.enc_wall / 1e6 if r.enc_wall else None
     dec = n / r.dec_wall / 1e6 if r.dec_wall else None
-    return (f"{r.model:8} {r.label:12} {r.point:7} {n / 1e6:8.2f} {r.bpw:6.3f} "
+    return (f"{r.model:8} {r.label:14} {r.point:7} {n / 1e6:8.2f} {r.bpw:6.3f} "
             f"{8 * r.params_bytes / n:6.3f} {_f(r.snr_db, '7.2f')} {_f(r.gap_db, '6.2f')} "
             f"{_f(enc, '8.3f')} {r.enc_cpu:9.1f} {_f(dec, '8.2f')} "
             f"{_f(r.dec_cpu if r.dec_wall else None, '9.1f')}")
@@ -448,7 +456,7 @@ def measure(model: str, weights: Weights, method: str, point: int, args: argpars
     }
     if method in VIDEO_CODECS:
         return run_video(model, weights, method, point, preset=presets.get(method),
-                         jobs=args.jobs, threads=args.threads)
+                         jobs=args.jobs, threads=args.threads, vvenc_params=args.vvenc_params)
     return runners[method]()
 
 
@@ -465,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", "-j", type=int, default=2, help="tensors encoded at once (video)")
     parser.add_argument("--threads", type=int, default=0,
                         help="threads per encoder process (0: the encoder's default)")
+    parser.add_argument("--vvenc-params", help="libvvenc Key=Value:... for vvc (default: the "
+                        "codec's, i.e. DepQuant=1:SignHideFlag=0; '' for none)")
     parser.add_argument("--per-tensor", action="store_true", help="per-tensor SNR at the VVC QPs")
     parser.add_argument("--json", type=Path, help="write every number here")
     args = parser.parse_args(argv)

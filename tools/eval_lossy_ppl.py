@@ -80,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qps", default="28,33,39", help="comma list of VVC QPs")
     parser.add_argument("--codec", default="vvc", choices=("vvc", "hevc", "av1"))
     parser.add_argument("--preset", default=None, help="encoder preset (default: the codec's)")
+    parser.add_argument("--vvenc-params", help="libvvenc Key=Value:... for vvc (default: the "
+                        "codec's; '' for none)")
     parser.add_argument("--jobs", "-j", type=int, default=2, help="tensors encoded at once")
     parser.add_argument("--layers", help="code only these decoder layers lossy, e.g. 0-3 "
                         "(default: all 30)")
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         policy: dict[str, Any] = {"lossless_patterns": lossless_patterns(layers)}
         if args.preset:
             policy["preset"] = args.preset
+        if args.vvenc_params is not None:
+            policy["video"] = {"vvenc_params": args.vvenc_params}
         clock = Clock()
         with clock:
             llmc_format.pack(smollm2_gguf_path(), archive, codec=args.codec, qp=qp,

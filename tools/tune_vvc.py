@@ -6,6 +6,8 @@ weights, and interpolate SNR (10·log10 Σx²/Σ(x−x̂)², weighted by size) a
 weight (default 2, 2.5, 3, 4). "gap" is 6.02·bpw − SNR; "Δ" is the SNR gain over the
 lever's first row (its baseline) at the same bpw. "enc CPU s" is the encoder's CPU time
 (FFmpeg child processes, user + system, all threads) per QP point, averaged over the points.
+"grid SNR" is the SNR of the 10-bit affine codes alone (no codec); "grid cost" is how much
+SNR the grid's error takes off the codec's at the highest-rate point measured.
 
 QP allocation across matrices:
 - ``one``: every matrix at the same QP (what ``llmc pack --qp`` does);
@@ -47,6 +49,7 @@ if __package__ in (None, ""):  # run as a script: make `tools` and `llmc_format`
 from llmc_format.codecs.video import ffmpeg
 from llmc_format.codecs.video import frames as framing
 from llmc_format.codecs.video.codecs import _raw_frame
+from llmc_format.errors import CodecError
 from llmc_format.quant.affine import dequantize, quantize
 from llmc_format.quant.grid import Grid, window
 
@@ -407,12 +410,19 @@ class Bench:
             vals = [p["bpw"] for p in pts.values()]
             return min(vals), max(vals)
 
-        while bpws()[1] < hi_t and min(pts) - step >= 0:
-            q = min(pts) - step
-            pts[q] = self.total(v, q)
-        while bpws()[0] > lo_t and max(pts) + step <= 63:
-            q = max(pts) + step
-            pts[q] = self.total(v, q)
+        def add(q: int) -> bool:
+            try:
+                pts[q] = self.total(v, q)
+            except CodecError as exc:  # e.g. libvvenc via FFmpeg: an AU over W·H bytes fails
+                if log:
+                    log(f"    qp {q:>2} failed: {str(exc).splitlines()[0][:100]}")
+                return False
+            return True
+
+        while bpws()[1] < hi_t and min(pts) - step >= 0 and add(min(pts) - step):
+            pass
+        while bpws()[0] > lo_t and max(pts) + step <= 63 and add(max(pts) + step):
+            pass
         out = sorted(pts.values(), key=lambda p: p["bpw"])
         if log:
             for p in out:
@@ -521,17 +531,20 @@ def table(bench: Bench, title: str, variants: list[Variant], targets: tuple[floa
             base = snrs
         cpu = sum(p["cpu"] for p in pts) / len(pts)
         grid = min(p["grid_snr"] for p in pts)
+        top = pts[-1]  # highest rate: where the 10-bit grid's own error weighs most
+        grid_cost = -10 * math.log10(max(1e-12, 1 - 10 ** ((top["snr"] - top["grid_snr"]) / 10)))
         rows.append({"label": v.label, "snr": snrs, "delta": [a - b for a, b in zip(snrs, base, strict=True)],
-                     "cpu": cpu, "grid_snr": grid, "params_bpw": pts[0]["params_bpw"], "points": pts})
+                     "cpu": cpu, "grid_snr": grid, "grid_cost": grid_cost, "top_bpw": top["bpw"],
+                     "params_bpw": pts[0]["params_bpw"], "points": pts})
     print(f"\n### {title} ({len(bench.weights)} matrices, {bench.n:,} weights)\n")
     head = " | ".join(f"SNR@{t:g} (gap, Δ)" for t in targets)
-    print(f"| variant | {head} | enc CPU s/pt | params bpw | grid SNR |")
-    print("|---|" + "---|" * len(targets) + "---|---|---|")
+    print(f"| variant | {head} | enc CPU s/pt | params bpw | grid SNR | grid cost |")
+    print("|---|" + "---|" * len(targets) + "---|---|---|---|")
     for r in rows:
         cells = " | ".join(f"{s:.2f} ({6.02 * t - s:.2f}, {d:+.2f})"
                            for s, t, d in zip(r["snr"], targets, r["delta"], strict=True))
         print(f"| {r['label']} | {cells} | {r['cpu']:.1f} | {r['params_bpw']:.3f} | "
-              f"{r['grid_snr']:.1f} |")
+              f"{r['grid_snr']:.1f} | {r['grid_cost']:.2f} dB @{r['top_bpw']:.1f} |")
     sys.stdout.flush()
     return rows
 
