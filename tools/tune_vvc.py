@@ -175,9 +175,13 @@ def quantize_for(w: np.ndarray, quant: Quant, qp: int) -> tuple[np.ndarray, Any,
     cb = quant.clip_bits
     if cb == "auto":
         cb = clip_bits_for(qp)
-    qz = quantize(w, bits=10, granularity=quant.granularity, group_size=quant.group_size,
+    gran = quant.granularity
+    if gran.startswith("auto"):  # "auto:40": tensor unless its 10-bit grid SNR is below 40 dB
+        floor = float(gran.partition(":")[2] or 40)
+        gran = "tensor" if quantize(w, granularity="tensor").info["grid_snr_db"] >= floor else "row"
+    qz = quantize(w, bits=10, granularity=gran, group_size=quant.group_size,
                   clip=quant.clip, clip_bits=cb, param_dtype="auto")
-    grid = Grid.of(tuple(w.shape), quant.granularity, quant.group_size)
+    grid = Grid.of(tuple(w.shape), gran, quant.group_size)
     s = qz.params.scale.astype(np.float64)
     counts = np.broadcast_to(grid.cell_counts(), s.shape)
     rms = math.sqrt(float(np.sum(counts * s * s)) / max(1.0, float(np.sum(counts))))
@@ -504,6 +508,7 @@ def levers() -> dict[str, list[Variant]]:
         + [tuned_base(label=f"+ {p}", params=p) for p in TOOL_PARAMS],
         "layout": [
             tuned_base("tuned (tensor, equal step, DQ)"),
+            tuned_base("+ row scaling where tensor grid SNR < 40 dB", granularity="auto:40"),
             tuned_base("+ rows sorted by RMS", row_order="norm"),
             tuned_base("+ rows and columns sorted by RMS", row_order="norm2"),
             tuned_base("+ inverse-DCT'd 32x32 blocks (research)", layout="dct32",
