@@ -16,14 +16,23 @@ QP allocation across matrices:
   Lagrangian optimum for total squared error — a cheap stand-in for ``llmc pack --bpw``
   (``rd.allocate``), which searches the per-tensor QPs explicitly.
 
-Results are cached (one JSON line per tensor/quantizer/encoder/QP) so re-runs and new
-tables reuse old encodes: ``--cache``. Run, e.g.::
+Levers (``--lever``; each prints one markdown table): ``scaling`` (per-row / per-tensor /
+per-group min-max, MSE clipping), ``alloc`` (one QP vs equal step), ``preset``, ``tools``
+(``-vvenc-params`` keys on the tuned base), ``layout`` (row/column sorting, inverse-DCT
+probe), ``frames`` (transpose, frame size, weights in chroma), ``final`` (untuned vs tuned
+under both allocations), ``full`` (the three-way comparison for all 210 matrices),
+``nncodec`` (the reference), ``probe`` (does each ``-vvenc-params`` key change the
+bitstream and the decoded picture?). Sets: SmolLM2 layers (``--layers 0 7 15 29``, the
+default; ``all``) or ``--minilm``.
 
-    cd /work/main && /work/venv/bin/python tools/tune_vvc.py --lever scaling
-    /work/venv/bin/python tools/tune_vvc.py --lever all --layers 0 7 15 29
-    /work/venv/bin/python tools/tune_vvc.py --lever final --layers all
+Results are cached (one JSON line per tensor/quantizer/encoder/QP, keyed by a hash of the
+weights) so re-runs and new tables reuse old encodes: ``--cache``. Run, e.g.::
 
-``--lever probe`` checks that each ``-vvenc-params`` key really changes the bitstream.
+    cd /work/main && /work/venv/bin/python tools/tune_vvc.py --lever scaling alloc nncodec
+    /work/venv/bin/python tools/tune_vvc.py --layers 15 --lever preset tools probe
+    /work/venv/bin/python tools/tune_vvc.py --layers all --lever full nncodec
+
+Results and conclusions: docs/results/tuning.md.
 """
 
 from __future__ import annotations
@@ -138,6 +147,22 @@ def load_weights(layers: Iterable[int] | None, minilm: bool = False) -> dict[str
     with np.load(path) as z:
         names = [n for n in z.files if layers is None or int(n.split(".")[2]) in layers]
         return {n: z[n] for n in names}
+
+
+def dither_q4(weights: dict[str, np.ndarray], seed: int = 0) -> dict[str, np.ndarray]:
+    """Break SmolLM2's Q4_1 lattice: add uniform noise of one level step per group of 32.
+
+    The GGUF's weights take at most 16 values per row group of 32 (step = range / 15). A
+    codec quantizing in the weight domain could profit from that lattice at high rates;
+    dithered weights keep the statistics but lose the lattice, which tests whether it matters.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, x in weights.items():
+        g = x.reshape(x.shape[0], -1, 32).astype(np.float64)
+        step = (g.max(axis=2, keepdims=True) - g.min(axis=2, keepdims=True)) / 15.0
+        out[name] = (g + rng.uniform(-0.5, 0.5, g.shape) * step).reshape(x.shape).astype(np.float32)
+    return out
 
 
 # --------------------------------------------------------------------------- one point
@@ -610,6 +635,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layers", nargs="+", default=[str(i) for i in DEFAULT_LAYERS],
                     help="SmolLM2 decoder layers, or 'all'")
     ap.add_argument("--minilm", action="store_true", help="MiniLM-L6 matrices instead")
+    ap.add_argument("--dither", action="store_true",
+                    help="add one Q4_1 step of uniform noise to SmolLM2's weights (see dither_q4)")
     ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS))
     ap.add_argument("--cache", type=Path, default=Path("/tmp/tune/cache.jsonl"))
     ap.add_argument("--threads", type=int, default=0)
@@ -617,6 +644,8 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     layers = None if args.layers == ["all"] else [int(x) for x in args.layers]
     weights = load_weights(layers, args.minilm)
+    if args.dither:
+        weights = dither_q4(weights)
     args.cache.parent.mkdir(parents=True, exist_ok=True)
     bench = Bench(weights, args.cache, args.threads)
     targets = tuple(args.targets)
