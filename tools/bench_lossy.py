@@ -51,7 +51,7 @@ if __package__ in (None, ""):  # run as a script: make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import EncodedTensor, decode_tensor, encode_tensor
+from llmc_format.codecs.pipeline import EncodedTensor, decode_encoded, encode_tensor
 from llmc_format.errors import LlmcError
 from llmc_format.quant.affine import dequantize, quantize
 from llmc_format.quant.grid import Grid, window
@@ -199,14 +199,6 @@ def video_pipeline(codec: str, qp: int, preset: str | int | None, threads: int,
     return [{"id": "affine", "bits": AFFINE_BITS}, video]
 
 
-def _decode_encoded(enc: EncodedTensor, spec: ArraySpec) -> np.ndarray:
-    by_stage: dict[int, list[bytes]] = {}
-    for stage, blob in enc.blobs:
-        by_stage.setdefault(stage, []).append(blob)
-    counts = [len(by_stage.get(i, [])) for i in range(len(enc.pipeline))]
-    return decode_tensor(enc.pipeline, spec, counts, lambda s, i: by_stage[s][i])
-
-
 def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str | int | None,
               jobs: int, threads: int, vvenc_params: str | None = None) -> Run:
     """Encode every tensor through affine + ``codec`` (``jobs`` at once), decode one by one."""
@@ -226,7 +218,7 @@ def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str 
     for name, w in weights.items():
         enc = encoded[name]
         with dec_clock:
-            decoded = _decode_encoded(enc, specs[name])
+            decoded = decode_encoded(enc, specs[name])
         signal, noise = error_sums(w, decoded)
         nbytes = sum(len(b) for _, b in enc.blobs)
         run.params_bytes += sum(len(b) for s, b in enc.blobs if s == 0)

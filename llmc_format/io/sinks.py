@@ -245,6 +245,14 @@ def _write_sharded(
         raise
 
 
+def _safetensors_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
+    """``__metadata__`` with ``format=pt`` (transformers expects it); strings only."""
+    meta = {"format": "pt", **dict(metadata or {})}
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise SourceError("safetensors metadata must map strings to strings")
+    return meta
+
+
 def write_safetensors(
     tensors: Iterable[tuple[str, np.ndarray]],
     out_dir: str | os.PathLike[str],
@@ -263,9 +271,7 @@ def write_safetensors(
     """
     from safetensors.torch import save_file
 
-    meta = {"format": "pt", **dict(metadata or {})}
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise SourceError("safetensors metadata must map strings to strings")
+    meta = _safetensors_metadata(metadata)
 
     def save(shard: dict[str, torch.Tensor], path: Path) -> None:
         save_file(shard, str(path), metadata=meta)
@@ -294,9 +300,7 @@ def write_safetensors_streamed(
     """
     if shard_size is not None and (not isinstance(shard_size, int) or shard_size <= 0):
         raise SourceError(f"shard_size must be a positive int, got {shard_size!r}")
-    meta = {"format": "pt", **dict(metadata or {})}
-    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
-        raise SourceError("safetensors metadata must map strings to strings")
+    meta = _safetensors_metadata(metadata)
     codes = {name: code for code, name in dtypes.SAFETENSORS_NAMES.items()}
     by_target = _check_aliases(aliases)
     groups: list[tuple[str, str, tuple[int, ...], int, list[str]]] = []
