@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--calibration-chars", type=int, default=60000,
                     help="calibration text: this many characters of lee_background.cor taken "
                     "after the perplexity region (chars 100000 on)")
+    ap.add_argument("--granularity", default=None, choices=("row", "tensor"),
+                    help="affine granularity of the RD packs (default: llmc's, tensor)")
     ap.add_argument("--skip", default="", help="comma list of: fp32, rd, rtn, hqq, nncodec")
     ap.add_argument("--max-tokens", type=int, default=8192)
     ap.add_argument("--jobs", type=int, default=None)
@@ -94,12 +96,13 @@ def main() -> None:
             fig = evaluate(uni, ref, args.max_tokens)
             report(f"vvc uniform qp={qp}", fig, time.time() - t0)
             points.append(fig["bpw"])
+        affine = {"granularity": args.granularity} if args.granularity else {}
         for bpw in points if "rd" not in skip else []:
             for variant in args.variants.split(","):
                 t0 = time.time()
                 rd = Path(tmp) / f"rd{bpw}{variant}.llmc"
                 summary = pack_to_target(
-                    source, rd, Target.parse(bpw=bpw), policy=Policy(codec="vvc", preset=args.preset),
+                    source, rd, Target.parse(bpw=bpw), policy=Policy(codec="vvc", preset=args.preset, affine=affine),
                     jobs=args.jobs, weighting="nmse" if variant == "calibration" else variant,
                     calibration=calibration if variant == "calibration" else None)
                 report(f"vvc RD {variant} @{bpw:.3f} ({summary['passes']} passes)",

@@ -1,10 +1,10 @@
 """Measure a tensor's rate-distortion samples cheaply: encode a few row blocks at a few QPs.
 
-Rows are independent under per-row affine quantization and frames are coded one at a
-time, so a handful of evenly spaced row blocks — a fraction of the tensor — predicts the
-whole tensor's bits per weight and MSE at each QP. The full tensor is then encoded once,
-at the QP the allocator picks. The quantization parameters' size is exact: the affine
-stage runs on the whole tensor (cheap next to video coding).
+Frames are coded one at a time (all-intra), so a handful of evenly spaced row blocks — a
+fraction of the tensor — predicts the whole tensor's bits per weight and MSE at each QP.
+The full tensor is then encoded once, at the QP the allocator picks. The quantization
+parameters' size is exact: the affine stage runs on the whole tensor (cheap next to
+video coding).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import decode_encoded, encode_tensor, stage_bytes
+from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec
+from llmc_format.codecs.pipeline import build
 from llmc_format.codecs.registry import get_codec
 from llmc_format.dtypes import name_of
 from llmc_format.rd.metrics import error_energy
@@ -58,23 +58,51 @@ class Measured:
 
 def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict[str, Any]]],
             qps: Sequence[int], fraction: float = SAMPLE_FRACTION) -> Measured:
-    """RD samples of ``array`` at ``qps``; ``pipeline_at(qp)`` gives the codec configs."""
+    """RD samples of ``array`` at ``qps``; ``pipeline_at(qp)`` gives the codec configs.
+
+    The array→array stages (affine quantization) run once on the *whole* tensor and only
+    the final, QP-dependent stage runs on the sampled rows of their output: per-tensor
+    scaling takes its range from the whole tensor — outliers a sample could miss set the
+    step — so the sample must be coded on exactly the codes the full encode will code.
+    Each sampled block is then dequantized with the whole tensor's parameters.
+    """
+    where = f"tensor {name!r}"
     spec = ArraySpec(name_of(array.dtype), tuple(array.shape), name)
-    matrix = array.reshape(array.shape[0], -1) if array.ndim >= 2 else array.reshape(1, -1)
+    stages = build(pipeline_at(qps[0]), where)
+    specs, side, codes = [spec], [], array
+    array_stages = []
+    for stage in stages[:-1]:
+        assert isinstance(stage, ArrayArrayCodec)
+        enc = stage.encode(codes, specs[-1])
+        array_stages.append(get_codec(enc.config, where))  # the resolved, stored config
+        side.append(enc.blobs)
+        codes = enc.array
+        specs.append(stage.resolve(specs[-1]))
+    params_bytes = sum(len(b) for blobs in side for b in blobs)
+    two_d = array.ndim >= 2
+    matrix = codes.reshape(codes.shape[0], -1) if two_d else codes.reshape(1, -1)
     blocks = sample_blocks(*matrix.shape, fraction)
     sample = np.concatenate([matrix[a:b] for a, b in blocks], axis=0)
-    sspec = ArraySpec(spec.dtype, tuple(sample.shape), name)
-    configs = pipeline_at(qps[0])
-    params_bytes = 0
-    for cfg in configs[:-1]:  # exact side-blob cost of the array stages on the full tensor
-        enc = get_codec(cfg, f"tensor {name!r}").encode(array, spec)
-        params_bytes += sum(len(b) for b in enc.blobs)
+    code_spec = specs[-1]
+    sspec = ArraySpec(code_spec.dtype, (sample.shape[0], *code_spec.shape[1:]) if two_d
+                      else code_spec.shape, name)
+    sample = sample.reshape(sspec.shape)
     bpw, mse = [], []
-    last = len(configs) - 1
     for q in qps:
-        enc = encode_tensor(sample, sspec, pipeline_at(q))
-        _, err = error_energy(sample, decode_encoded(enc, sspec))
-        bpw.append(8 * stage_bytes(enc, last) / sample.size)
+        enc = get_codec(pipeline_at(q)[-1], where).encode(sample, sspec)
+        last = get_codec(enc.config, where)
+        assert isinstance(last, ArrayBytesCodec)
+        decoded = last.decode(lambda i, e=enc: e.blobs[i], len(enc.blobs), sspec)
+        err, at = 0.0, 0
+        for a, b in blocks:
+            block = decoded[at:at + b - a] if two_d else decoded
+            at += b - a
+            rows = (a, b) if two_d else None
+            for k in range(len(array_stages) - 1, -1, -1):
+                block = array_stages[k].decode(block, lambda i, k=k: side[k][i], len(side[k]),
+                                               specs[k], rows)
+            err += error_energy(array[a:b] if two_d else array, block)[1]
+        bpw.append(8 * sum(len(b) for b in enc.blobs) / sample.size)
         mse.append(err / sample.size)
     signal, _ = error_energy(array, np.zeros((), dtype=np.float32))
     curve = RDCurve(list(qps), bpw, mse, int(array.size), signal)
