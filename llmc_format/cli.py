@@ -138,6 +138,10 @@ def pack(
                                                      "transformers can build).")] = None,
     preset: Annotated[str | None, typer.Option(help="Encoder preset (vvc: faster, fast, medium...).")] = None,
     bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
+    scaling: Annotated[str | None, typer.Option(help="Affine quantization scale per row or per "
+                                                "tensor; default: row with --qp (one QP for "
+                                                "all), tensor with a target, which gives each "
+                                                "tensor its own QP (+0.9 dB at equal size).")] = None,
     lossy: Annotated[list[str] | None, typer.Option("--lossy", help="Glob of tensor names to code lossy "
                                                     "(e.g. '*embed_tokens*'); repeatable.")] = None,
     lossless: Annotated[list[str] | None, typer.Option("--lossless", help="Glob of tensor names to "
@@ -175,10 +179,13 @@ def pack(
         raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--executor")
     if ray_address is not None and executor != "ray":
         raise typer.BadParameter("needs --executor ray", param_hint="--ray-address")
+    if scaling not in (None, "row", "tensor"):
+        raise typer.BadParameter("must be row or tensor", param_hint="--scaling")
     with _errors():
         if output.exists() and not force:
             raise LlmcError(f"{output} exists; pass --force to overwrite it")
         policy = Policy(codec=codec, qp=qp, preset=preset, bits=bits,
+                        affine={"granularity": scaling} if scaling else {},
                         min_lossy_numel=min_lossy_numel, lossy_patterns=tuple(lossy or ()),
                         lossless_patterns=tuple(lossless or ()))
         created = None
@@ -187,6 +194,10 @@ def pack(
 
             created = datetime.now(UTC).isoformat(timespec="seconds")
         targeted = any(v is not None for v in (bpw, size, snr))
+        if scaling == "tensor" and not targeted:
+            raise LlmcError("--scaling tensor needs a target (--bpw, --size or --snr): with one "
+                            "QP for every tensor, a tensor's outliers would set the step of all "
+                            "its weights (docs/results/tuning.md §2)")
         if resume and targeted:
             raise LlmcError("--resume works with a fixed --qp pack, not with --bpw/--size/--snr")
         with make_executor(executor, jobs=jobs, address=ray_address) as ex, \

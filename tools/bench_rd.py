@@ -13,6 +13,7 @@ lee_background.cor in 1024-token windows, wall time.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import tempfile
 import time
@@ -24,9 +25,9 @@ import numpy as np
 import llmc_format
 from llmc_format.container.reader import Reader
 from llmc_format.io import open_source
-from llmc_format.pipeline.pack import pack_source
+from llmc_format.pipeline.pack import default_jobs, pack_source
 from llmc_format.pipeline.policy import Policy
-from llmc_format.pipeline.target import Target, pack_to_target
+from llmc_format.pipeline.target import Target, measure_source, pack_to_target, with_target_scaling
 from tools.baselines import snr_db
 from tools.eval_ppl import perplexity_with_weights
 from tools.models import lee_text, smollm2_decoder_linear_weights, smollm2_gguf_path
@@ -53,9 +54,11 @@ def evaluate(path: Path, ref: dict[str, np.ndarray], max_tokens: int) -> dict[st
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--qps", default="39,35,32,26", help="uniform VVC QPs (one RD run each)")
+    ap.add_argument("--qps", default="39,37,34,28",
+                    help="uniform VVC QPs (one RD run each); the defaults land near 2.0, 2.5, "
+                    "3.0 and 4.0 bits per weight")
     ap.add_argument("--preset", default="faster")
-    ap.add_argument("--variants", default="nmse",
+    ap.add_argument("--variants", default="calibration,mse",
                     help="RD weightings to run at each point: nmse, mse, calibration")
     ap.add_argument("--bpw-points", default="",
                     help="comma list of bits/weight targets to run RD at without a uniform run")
@@ -97,14 +100,18 @@ def main() -> None:
             report(f"vvc uniform qp={qp}", fig, time.time() - t0)
             points.append(fig["bpw"])
         affine = {"granularity": args.granularity} if args.granularity else {}
+        rd_policy = with_target_scaling(Policy(codec="vvc", preset=args.preset, affine=affine))
+        # the RD samples depend on the policy only: measure once, reuse for every target
+        plan = measure_source(source, rd_policy, args.jobs or default_jobs()) if points else None
         for bpw in points if "rd" not in skip else []:
             for variant in args.variants.split(","):
                 t0 = time.time()
                 rd = Path(tmp) / f"rd{bpw}{variant}.llmc"
                 summary = pack_to_target(
-                    source, rd, Target.parse(bpw=bpw), policy=Policy(codec="vvc", preset=args.preset, affine=affine),
-                    jobs=args.jobs, weighting="nmse" if variant == "calibration" else variant,
-                    calibration=calibration if variant == "calibration" else None)
+                    source, rd, Target.parse(bpw=bpw), policy=rd_policy, jobs=args.jobs,
+                    weighting="nmse" if variant == "calibration" else variant,
+                    calibration=calibration if variant == "calibration" else None,
+                    plan=copy.deepcopy(plan))
                 report(f"vvc RD {variant} @{bpw:.3f} ({summary['passes']} passes)",
                        evaluate(rd, ref, args.max_tokens), time.time() - t0)
     names = sorted(ref)

@@ -116,3 +116,19 @@ def test_cli_target_inspect_rd_plot_and_repack(tmp_path: Path) -> None:
         assert rs.tensor("norm.weight").blobs[0].checksum == ra.tensor("norm.weight").blobs[0].checksum
         assert all(rs.tensor(n).rd["qp"] >= ra.tensor(n).rd["qp"] for n in LOSSY)
     assert verify(small).ok
+
+
+@pytest.mark.parametrize("scaling", [None, "row"])
+def test_target_scaling_is_per_tensor_unless_chosen(tmp_path: Path, scaling: str | None) -> None:
+    out = tmp_path / "m.llmc"
+    policy = Policy(codec="vvc", min_lossy_numel=1024, preset="faster",
+                    affine={"granularity": scaling} if scaling else {})
+    pack_to_target(MemorySource(synthetic_model()), out, Target.parse(bpw=3.0), policy=policy,
+                   jobs=2)
+    with Reader(out) as r:
+        got = {r.tensor(n).pipeline[0]["granularity"] for n in LOSSY}
+        params = sum(b.length for n in LOSSY for b in r.tensor(n).blobs if b.stage == 0)
+    assert got == {scaling or "tensor"}
+    # one (scale, offset) pair per tensor vs one per row: the params shrink accordingly
+    rows = sum(synthetic_model()[n].shape[0] for n in LOSSY)
+    assert params == (4 * rows if scaling == "row" else 4 * len(LOSSY))
