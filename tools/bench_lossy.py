@@ -42,6 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +59,22 @@ from llmc_format.quant.grid import Grid, window
 from llmc_format.quant.metrics import error_sums, snr_from_sums
 
 VIDEO_CODECS = ("vvc", "hevc", "av1")
-ALL_METHODS = (*VIDEO_CODECS, "rtn", "nncodec", "hqq")
+#: video variants of issue 8's comparison: ``-untuned`` is VVC as first built (per-row
+#: scaling, one QP, no -vvenc-params); ``-tuned`` is per-tensor scaling with each tensor's
+#: QP set so its quantizer step is the same in weight units ("equal step", what
+#: ``llmc pack --bpw B --weighting mse`` converges to) plus the codec's default settings
+#: (for vvc: DepQuant). Their point is the QP of a tensor whose scale is 2^-8 per code.
+VIDEO_VARIANTS = ("vvc-untuned", "vvc-tuned", "hevc-tuned")
+ALL_METHODS = (*VIDEO_CODECS, *VIDEO_VARIANTS, "rtn", "nncodec", "hqq")
 DEFAULT_METHODS = ("vvc", "hevc", "av1", "rtn", "nncodec")
 
 #: Default operating points, chosen to span ~2-4.5 all-in bits per weight on SmolLM2
 #: (VVC/HEVC/AV1: QP; rtn/hqq: bits; nncodec: its weight QP, qp_density 2).
 DEFAULT_POINTS: dict[str, list[int]] = {
     "vvc": [28, 33, 39],
+    "vvc-untuned": [40, 36, 32, 28],
+    "vvc-tuned": [32, 28, 24, 20, 16],
+    "hevc-tuned": [32, 28, 24, 20, 16],
     "hevc": [25, 30, 35],
     "av1": [20, 30, 41],
     "rtn": [2, 3, 4],
@@ -199,19 +209,46 @@ def video_pipeline(codec: str, qp: int, preset: str | int | None, threads: int,
     return [{"id": "affine", "bits": AFFINE_BITS}, video]
 
 
+#: the per-code scale whose tensor is coded at the nominal QP under "equal step"
+REFERENCE_SCALE = 2.0 ** -8
+
+
+def equal_step_qp(w: np.ndarray, qp: int) -> int:
+    """QP giving ``w`` (per-tensor scaling) the quantizer step of a 2^-8-scale tensor at ``qp``.
+
+    VVC's and HEVC's step doubles every 6 QP, so a tensor whose code scale s is k octaves
+    above the reference needs 6k QP less for the same step in weight units.
+    """
+    scale = (float(w.max()) - float(w.min())) / (2**AFFINE_BITS - 1)
+    if scale <= 0:
+        return qp
+    return int(min(63, max(0, qp + round(6 * np.log2(REFERENCE_SCALE / scale)))))
+
+
 def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str | int | None,
-              jobs: int, threads: int, vvenc_params: str | None = None) -> Run:
-    """Encode every tensor through affine + ``codec`` (``jobs`` at once), decode one by one."""
-    pipe = video_pipeline(codec, qp, preset, threads, vvenc_params)
+              jobs: int, threads: int, vvenc_params: str | None = None,
+              tuned: bool = False) -> Run:
+    """Encode every tensor through affine + ``codec`` (``jobs`` at once), decode one by one.
+
+    ``tuned``: per-tensor scaling and equal-step QPs (see ``VIDEO_VARIANTS``).
+    """
     specs = {name: ArraySpec("float32", tuple(w.shape), name) for name, w in weights.items()}
 
     def encode(name: str) -> EncodedTensor:
-        return encode_tensor(weights[name], specs[name], pipe)
+        w = weights[name]
+        pipe = video_pipeline(codec, equal_step_qp(w, qp) if tuned else qp, preset, threads,
+                              vvenc_params)
+        if tuned:
+            pipe[0]["granularity"] = "tensor"
+        return encode_tensor(w, specs[name], pipe)
 
     label = codec if preset is None else f"{codec} {preset}"
     if codec == "av1":
         label = f"av1 svt p{preset}" if preset is not None else "av1 svt"
-    run = Run(model, codec, label, f"qp {qp}")
+    method = codec + ("-tuned" if tuned else "-untuned" if vvenc_params == "" else "")
+    if tuned:
+        label += " tuned"
+    run = Run(model, method, label, f"qp {qp}")
     enc_clock, dec_clock = Clock(), Clock()
     with enc_clock, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         encoded = dict(zip(weights, pool.map(encode, weights), strict=True))
@@ -341,7 +378,7 @@ def _f(v: float | None, spec: str) -> str:
     return format(v, spec) if v is not None else "-".rjust(int(spec.split(".")[0] or 0))
 
 
-HEADER = (f"{'model':8} {'method':14} {'point':7} {'Mweights':>8} {'bpw':>6} {'params':>6} "
+HEADER = (f"{'model':8} {'method':20} {'point':7} {'Mweights':>8} {'bpw':>6} {'params':>6} "
           f"{'SNR dB':>7} {'gap dB':>6} {'enc Mw/s':>8} {'enc CPU s':>9} {'dec Mw/s':>8} "
           f"{'dec CPU s':>9}")
 
@@ -351,7 +388,7 @@ def row_text(r: Run) -> str:
     n = r.n_weights
     enc = n / r.enc_wall / 1e6 if r.enc_wall else None
     dec = n / r.dec_wall / 1e6 if r.dec_wall else None
-    return (f"{r.model:8} {r.label:14} {r.point:7} {n / 1e6:8.2f} {r.bpw:6.3f} "
+    return (f"{r.model:8} {r.label:20} {r.point:7} {n / 1e6:8.2f} {r.bpw:6.3f} "
             f"{8 * r.params_bytes / n:6.3f} {_f(r.snr_db, '7.2f')} {_f(r.gap_db, '6.2f')} "
             f"{_f(enc, '8.3f')} {r.enc_cpu:9.1f} {_f(dec, '8.2f')} "
             f"{_f(r.dec_cpu if r.dec_wall else None, '9.1f')}")
@@ -388,6 +425,56 @@ def print_per_tensor(runs: Sequence[Run]) -> None:
                 cells += f" {8 * sum(t.bytes for t in sel) / n:10.3f} {_f(snr, '6.2f')}"
             n_all = sum(t.numel for t in vruns[0].tensors if _kind(t.name) == kind)
             print(f"{kind[-48:]:48} {n_all:11,}{cells}")
+
+
+def interpolate(runs: Sequence[Run], bpw: float, value: Callable[[Run], float | None]) -> float | None:
+    """``value`` at ``bpw`` by linear interpolation between the two nearest points around it
+    (None outside the measured span): SNR is close to linear in rate, ~6 dB per bit."""
+    pts = sorted((r.bpw, value(r)) for r in runs)
+    for (b0, v0), (b1, v1) in pairwise(pts):
+        if b0 <= bpw <= b1 and v0 is not None and v1 is not None and b1 > b0:
+            return v0 + (v1 - v0) * (bpw - b0) / (b1 - b0)
+    return None
+
+
+def at_rates(runs: Sequence[Run], rates: Sequence[float]) -> list[dict[str, Any]]:
+    """Each method's SNR, gap to 6.02·bpw and CPU speeds at ``rates``, plus its SNR
+    difference to NNCodec when NNCodec was run (issue 8's comparison at equal rate)."""
+    by_method: dict[str, list[Run]] = OrderedDict()
+    for r in runs:
+        by_method.setdefault(r.label, []).append(r)
+    ref = next((v for k, v in by_method.items() if k == "nncodec"), None)
+    rows = []
+    for label, rs in by_method.items():
+        row: dict[str, Any] = {"method": label, "model": rs[0].model}
+        for b in rates:
+            snr = interpolate(rs, b, lambda r: r.snr_db)
+            nnc = interpolate(ref, b, lambda r: r.snr_db) if ref else None
+            row[f"snr@{b:g}"] = snr
+            row[f"gap@{b:g}"] = None if snr is None else 6.02 * b - snr
+            row[f"vs_nncodec@{b:g}"] = None if snr is None or nnc is None else snr - nnc
+        n = sum(r.n_weights for r in rs)
+        row["enc_mw_per_cpu_s"] = n / 1e6 / max(sum(r.enc_cpu for r in rs), 1e-9)
+        dec = sum(r.dec_cpu for r in rs)
+        row["dec_mw_per_cpu_s"] = n / 1e6 / dec if dec > 0 and rs[0].dec_wall else None
+        rows.append(row)
+    return rows
+
+
+def print_at_rates(rows: Sequence[dict[str, Any]], rates: Sequence[float]) -> None:
+    """Markdown: SNR (gap to 6.02·bpw, difference to NNCodec) at each rate, and CPU speeds."""
+    heads = " | ".join(f"SNR@{b:g} (gap, vs NNC)" for b in rates)
+    print(f"\n| method | {heads} | enc M w/CPU-s | dec M w/CPU-s |")
+    print("|---|" + "---|" * (len(rates) + 2))
+    for row in rows:
+        cells = []
+        for b in rates:
+            snr, gap, d = row[f"snr@{b:g}"], row[f"gap@{b:g}"], row[f"vs_nncodec@{b:g}"]
+            cells.append("-" if snr is None else
+                         f"{snr:.2f} ({gap:.2f}, {'-' if d is None else f'{d:+.2f}'})")
+        dec = row["dec_mw_per_cpu_s"]
+        print(f"| {row['method']} | {' | '.join(cells)} | {row['enc_mw_per_cpu_s']:.3f} | "
+              f"{'-' if dec is None else f'{dec:.2f}'} |")
 
 
 def machine_info() -> dict[str, Any]:
@@ -449,6 +536,11 @@ def measure(model: str, weights: Weights, method: str, point: int, args: argpars
     if method in VIDEO_CODECS:
         return run_video(model, weights, method, point, preset=presets.get(method),
                          jobs=args.jobs, threads=args.threads, vvenc_params=args.vvenc_params)
+    if method in VIDEO_VARIANTS:
+        codec, variant = method.split("-")
+        return run_video(model, weights, codec, point, preset=presets.get(codec), jobs=args.jobs,
+                         threads=args.threads, tuned=variant == "tuned",
+                         vvenc_params="" if variant == "untuned" else args.vvenc_params)
     return runners[method]()
 
 
@@ -468,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vvenc-params", help="libvvenc Key=Value:... for vvc (default: the "
                         "codec's, i.e. DepQuant=1:SignHideFlag=0; '' for none)")
     parser.add_argument("--per-tensor", action="store_true", help="per-tensor SNR at the VVC QPs")
+    parser.add_argument("--at", default="2,2.5,3,4",
+                        help="bits per weight at which to compare methods (SNR interpolated "
+                        "between measured points); '' to skip")
     parser.add_argument("--json", type=Path, help="write every number here")
     args = parser.parse_args(argv)
 
@@ -485,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# {command}")
     print(f"# {info['cpu']}, {info['cores']} cores, load {info['loadavg']}, {info['ffmpeg']}")
     runs: list[Run] = []
+    at_rows: list[dict[str, Any]] = []
     t_start = time.perf_counter()
     try:
         for model in models:
@@ -500,6 +596,11 @@ def main(argv: list[str] | None = None) -> int:
                     runs.append(measure(model, weights, method, point, args, presets))
                     print(row_text(runs[-1]), flush=True)
             del weights
+            rates = [float(b) for b in args.at.split(",") if b.strip()]
+            if rates:
+                summary = at_rates(runs[first:], rates)
+                print_at_rates(summary, rates)
+                at_rows.extend(summary)
             if args.per_tensor:
                 print_per_tensor(runs[first:])
     except LlmcError as exc:
@@ -510,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n# total {total:.0f} s wall; load at end {info['loadavg_end']}")
     if args.json:
         args.json.write_text(json.dumps({"command": command, "machine": info, "wall_s": total,
-                                         "runs": [r.to_dict() for r in runs]}, indent=1))
+                                         "runs": [r.to_dict() for r in runs],
+                                         "at_rates": at_rows}, indent=1))
     return 0
 
 
