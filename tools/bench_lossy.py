@@ -558,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="threads per encoder process (0: the encoder's default)")
     parser.add_argument("--vvenc-params", help="libvvenc Key=Value:... for vvc (default: the "
-                        "codec's, i.e. DepQuant=1:SignHideFlag=0; '' for none)")
+                        "codec's: VvcCodec.default_vvenc_params; '' for none)")
     parser.add_argument("--per-tensor", action="store_true", help="per-tensor SNR at the VVC QPs")
     parser.add_argument("--at", default="2,2.5,3,4",
                         help="bits per weight at which to compare methods (SNR interpolated "
