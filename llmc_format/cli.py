@@ -133,9 +133,10 @@ def pack(
                                            "default) or mse (equal weight per parameter).")] = "nmse",
     allow_over: Annotated[bool, typer.Option(help="Let a size/bpw target be exceeded by up to "
                                              "the 2% tolerance.")] = False,
-    calibration: Annotated[Path | None, typer.Option(help="Text file: weigh each tensor by its "
-                                                     "squared loss gradient on it (needs a model "
-                                                     "transformers can build).")] = None,
+    calibration: Annotated[str | None, typer.Option(help="Text file: weigh each tensor by its "
+                                                    "squared loss gradient on it (needs a model "
+                                                    "transformers can build); 'self': on text "
+                                                    "the model samples itself (no data needed).")] = None,
     preset: Annotated[str | None, typer.Option(help="Encoder preset (vvc: faster, fast, medium...).")] = None,
     bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
     scaling: Annotated[str | None, typer.Option(help="Affine quantization scale per row or per "
@@ -210,7 +211,7 @@ def pack(
                 with open_source(src) as source:
                     rd = pack_to_target(
                         source, output, target, policy=policy, jobs=jobs, weighting=weighting,
-                        calibration=calibration.read_text(errors="replace") if calibration else None,
+                        calibration=_calibration_text(calibration),
                         user_metadata=_parse_meta(meta or []), created=created,
                         executor=ex, record_timings=timestamp,
                         progress=lambda ev, name, d, t: update(f"{ev} {name}", d, t))
@@ -234,6 +235,18 @@ def pack(
                           f"{a['lossy_weights']:,} weights, min SNR {_fmt(a['min_snr_db'])} dB; "
                           f"lossless tensors {format_size(a['lossless_tensor_bytes'])}, "
                           f"attachments {format_size(a['attachment_bytes'])}")
+
+
+def _calibration_text(option: str | None) -> str | None:
+    """The --calibration text: a file's contents, or ``SELF`` for self-generated text."""
+    from llmc_format.rd.calibration import SELF
+
+    if option is None or option == SELF:
+        return option
+    path = Path(option)
+    if not path.is_file():
+        raise LlmcError(f"--calibration: no such file {option!r} (or give 'self')")
+    return path.read_text(errors="replace")
 
 
 def _print_summary(path: Path) -> None:

@@ -28,6 +28,7 @@ from llmc_format.io import open_source
 from llmc_format.pipeline.pack import default_jobs, pack_source
 from llmc_format.pipeline.policy import Policy
 from llmc_format.pipeline.target import Target, measure_source, pack_to_target, with_target_scaling
+from llmc_format.rd.calibration import SELF
 from tools.baselines import snr_db
 from tools.eval_ppl import perplexity_with_weights
 from tools.models import lee_text, smollm2_decoder_linear_weights, smollm2_gguf_path
@@ -59,7 +60,8 @@ def main() -> None:
                     "3.0 and 4.0 bits per weight")
     ap.add_argument("--preset", default="faster")
     ap.add_argument("--variants", default="calibration,mse",
-                    help="RD weightings to run at each point: nmse, mse, calibration")
+                    help="RD weightings to run at each point: nmse, mse, calibration (a text), "
+                    "self (text the model samples itself)")
     ap.add_argument("--bpw-points", default="",
                     help="comma list of bits/weight targets to run RD at without a uniform run")
     ap.add_argument("--calibration-chars", type=int, default=60000,
@@ -109,8 +111,8 @@ def main() -> None:
                 rd = Path(tmp) / f"rd{bpw}{variant}.llmc"
                 summary = pack_to_target(
                     source, rd, Target.parse(bpw=bpw), policy=rd_policy, jobs=args.jobs,
-                    weighting="nmse" if variant == "calibration" else variant,
-                    calibration=calibration if variant == "calibration" else None,
+                    weighting=variant if variant in ("mse", "nmse") else "nmse",
+                    calibration={"calibration": calibration, "self": SELF}.get(variant),
                     plan=copy.deepcopy(plan))
                 report(f"vvc RD {variant} @{bpw:.3f} ({summary['passes']} passes)",
                        evaluate(rd, ref, args.max_tokens), time.time() - t0)

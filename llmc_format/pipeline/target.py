@@ -170,8 +170,9 @@ def pack_to_target(
 ) -> dict[str, Any]:
     """Pack ``source`` into ``dst`` meeting ``target``; returns the RD summary recorded.
 
-    ``calibration`` (a text) replaces the data-free weighting by each tensor's mean squared
-    loss gradient on that text (``rd.calibration``).
+    ``calibration`` (a text, or ``rd.calibration.SELF`` for text the model samples itself)
+    replaces the data-free weighting by each tensor's mean squared loss gradient on that
+    text (``rd.calibration``).
     """
     if policy.codec not in SAMPLE_QPS:
         raise TargetError(f"size/quality targets need a lossy codec (vvc, hevc, av1), not "
@@ -187,13 +188,13 @@ def pack_to_target(
     qrange = _qrange(policy.codec)
     names = set(plan.curves)
     if calibration is not None:
-        from llmc_format.rd.calibration import sensitivities
+        from llmc_format.rd.calibration import SELF, sensitivities
 
         weights = sensitivities(source, calibration, names=names)
         missing = names - set(weights)
         if missing:
             raise TargetError(f"--calibration: the model has no parameter for {sorted(missing)[:3]}")
-        weighting = "calibration"
+        weighting = "calibration-self" if calibration == SELF else "calibration"
     else:
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
                    for n, c in plan.curves.items()}

@@ -7,22 +7,35 @@ allocator minimizes Σ_i s_i·n_i·D_i with s_i the mean of g² over tensor i's 
 averaged over a few sequences of the calibration text. The model is built with
 transformers from the source's own config.json and tokenizer attachments and its tensors
 (as float32), so this works for any causal LM transformers can instantiate.
+
+Without a text (``text=SELF``, the CLI's ``--calibration self``) the model writes its own:
+a few sequences sampled from it, starting from its BOS token, with a fixed seed. The
+gradients then measure sensitivity on the model's own output distribution — no user data,
+yet the same ranking of tensors a real text gives (docs/results/rd.md).
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from llmc_format.errors import SourceError
 from llmc_format.io.base import Source
 
+#: ``text`` value asking for self-generated calibration sequences
+SELF = "self"
+
 
 def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int = 512,
-                  names: set[str] | None = None) -> dict[str, float]:
-    """Mean squared gradient of the causal-LM loss per tensor (``names``: which to report)."""
+                  names: set[str] | None = None, seed: int = 0) -> dict[str, float]:
+    """Mean squared gradient of the causal-LM loss per tensor (``names``: which to report).
+
+    ``text`` is the calibration text, or ``SELF`` for sequences the model samples itself
+    (``seed`` makes them, and so the archive, reproducible).
+    """
     try:
         import torch
         import transformers
@@ -50,18 +63,42 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
             if name in params:
                 params[name].copy_(to_torch(np.asarray(entry(), dtype=np.float32)))
     model.tie_weights()
-    ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
-    if ids.numel() < 2:
-        raise SourceError("--calibration text is too short")
-    starts = np.linspace(0, max(0, ids.numel() - seq_len), sequences).astype(int)
-    sums = {n: torch.zeros((), dtype=torch.float64) for n in params}
     model.train(False)
-    for s in starts:
-        batch = ids[s: s + seq_len][None]
+    if text == SELF:
+        batches = self_generated(model, tokenizer, sequences, seq_len, seed)
+    else:
+        ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
+        if ids.numel() < 2:
+            raise SourceError("--calibration text is too short")
+        starts = np.linspace(0, max(0, ids.numel() - seq_len), sequences).astype(int)
+        batches = [ids[s: s + seq_len][None] for s in starts]
+    sums = {n: torch.zeros((), dtype=torch.float64) for n in params}
+    for batch in batches:
         model.zero_grad(set_to_none=True)
         model(input_ids=batch, labels=batch).loss.backward()
         for n, p in params.items():
             if p.grad is not None:
                 sums[n] += p.grad.double().pow(2).mean()
-    out = {n: float(v) / len(starts) for n, v in sums.items()}
+    out = {n: float(v) / len(batches) for n, v in sums.items()}
     return {n: v for n, v in out.items() if names is None or n in names}
+
+
+def self_generated(model: Any, tokenizer: Any, sequences: int, seq_len: int, seed: int) -> list[Any]:
+    """``sequences`` token sequences of ``seq_len`` sampled from ``model`` from its BOS."""
+    import torch
+
+    start = tokenizer.bos_token_id
+    if start is None:
+        start = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    state = torch.random.get_rng_state()  # leave the caller's global RNG as it was
+    try:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            out = model.generate(
+                torch.full((sequences, 1), start, dtype=torch.long),
+                attention_mask=torch.ones((sequences, 1), dtype=torch.long),
+                do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=seq_len - 1,
+                min_new_tokens=seq_len - 1, pad_token_id=start)
+    finally:
+        torch.random.set_rng_state(state)
+    return [row[None] for row in out]
