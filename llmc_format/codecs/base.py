@@ -83,6 +83,9 @@ class Encoded:
     array: np.ndarray | None = None
     #: plain-data facts worth recording (quantization / rate-distortion metadata)
     info: dict[str, Any] = field(default_factory=dict)
+    #: what ``decode`` of these blobs returns, when the encoder had it anyway (a lossy
+    #: codec that decodes its output to check it): spares measuring the loss a decode
+    reconstruction: np.ndarray | None = None
 
 
 class Codec(ABC):

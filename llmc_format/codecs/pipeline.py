@@ -25,6 +25,8 @@ class EncodedTensor:
     blobs: list[tuple[int, bytes]]  # (stage, bytes)
     pipeline: list[dict[str, Any]]  # stored configs, one per stage
     info: list[dict[str, Any]] = field(default_factory=list)  # per stage
+    #: the final stage's decoded output, if its encoder produced it (``Encoded``)
+    reconstruction: np.ndarray | None = None
 
 
 def build(configs: Sequence[dict[str, Any]], where: str) -> list[Codec]:
@@ -50,6 +52,7 @@ def encode_tensor(array: np.ndarray, spec: ArraySpec, configs: Sequence[dict[str
         out.blobs.extend((i, b) for b in enc.blobs)
         out.pipeline.append(enc.config)
         out.info.append(enc.info)
+        out.reconstruction = enc.reconstruction
         if isinstance(stage, ArrayArrayCodec):
             if enc.array is None:
                 raise CodecError(f"tensor {spec.name!r}: stage {stage.codec_id!r} returned no array")
@@ -64,11 +67,13 @@ def decode_tensor(
     blob_counts: Sequence[int],
     fetch: Callable[[int, int], bytes],
     rows: Rows | None = None,
+    last_output: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decode ``spec``'s tensor (or its rows) from stored configs.
 
     ``blob_counts[i]`` is how many blobs stage i owns; ``fetch(stage, i)`` returns the
-    verified bytes of that stage's i-th blob.
+    verified bytes of that stage's i-th blob. ``last_output``: the final stage's decoded
+    array, already known (the whole tensor's), so only the array stages run.
     """
     where = f"tensor {spec.name!r}"
     stages = build(configs, where)
@@ -82,7 +87,10 @@ def decode_tensor(
     last = stages[-1]
     assert isinstance(last, ArrayBytesCodec)
     k = len(stages) - 1
-    array = last.decode(lambda i: fetch(k, i), blob_counts[k], specs[k], rows)
+    if last_output is None:
+        array = last.decode(lambda i: fetch(k, i), blob_counts[k], specs[k], rows)
+    else:
+        array = last_output
     specs[k].check(array, rows)
     for k in range(len(stages) - 2, -1, -1):
         stage = stages[k]
@@ -93,12 +101,17 @@ def decode_tensor(
 
 
 def decode_encoded(enc: EncodedTensor, spec: ArraySpec) -> np.ndarray:
-    """Decode an ``EncodedTensor`` still in memory (to measure what encoding lost)."""
+    """Decode an ``EncodedTensor`` still in memory (to measure what encoding lost).
+
+    A final stage that decoded its own output while encoding (the video codecs, to hash
+    each frame) left it in ``enc.reconstruction``: the bitstreams are not decoded again.
+    """
     by_stage: dict[int, list[bytes]] = {}
     for stage, b in enc.blobs:
         by_stage.setdefault(stage, []).append(b)
     counts = [len(by_stage.get(i, [])) for i in range(len(enc.pipeline))]
-    return decode_tensor(enc.pipeline, spec, counts, lambda s, i: by_stage[s][i])
+    return decode_tensor(enc.pipeline, spec, counts, lambda s, i: by_stage[s][i],
+                         last_output=enc.reconstruction)
 
 
 def stage_bytes(enc: EncodedTensor, stage: int) -> int:

@@ -81,7 +81,8 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
     stored = sum(len(b) for _, b in enc.blobs)
     lossy = len(enc.pipeline) > 1 or enc.pipeline[-1]["id"] != "exact"
     t0 = time.perf_counter()
-    decoded = decode_encoded(enc, spec)
+    decoded = decode_encoded(enc, spec)  # the video stage's own check decode, if it kept it
+    enc.reconstruction = None  # not held while the tensor waits to be written
     t_dec = time.perf_counter() - t0
     dec_digest = tensor_digest(decoded)
     rd: dict[str, Any] = {

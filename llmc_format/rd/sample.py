@@ -90,9 +90,11 @@ def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict
     bpw, mse = [], []
     for q in qps:
         enc = get_codec(pipeline_at(q)[-1], where).encode(sample, sspec)
-        last = get_codec(enc.config, where)
-        assert isinstance(last, ArrayBytesCodec)
-        decoded = last.decode(lambda i, e=enc: e.blobs[i], len(enc.blobs), sspec)
+        decoded = enc.reconstruction
+        if decoded is None:
+            last = get_codec(enc.config, where)
+            assert isinstance(last, ArrayBytesCodec)
+            decoded = last.decode(lambda i, e=enc: e.blobs[i], len(enc.blobs), sspec)
         err, at = 0.0, 0
         for a, b in blocks:
             block = decoded[at:at + b - a] if two_d else decoded

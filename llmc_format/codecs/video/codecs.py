@@ -165,12 +165,16 @@ class VideoCodec(ArrayBytesCodec):
             target_pixels=self.params["target_pixels"], align=self.align, min_size=self.min_size,
         )
         blobs, hashes, seconds, decode_seconds = [], [], 0.0, 0.0
+        recon = np.empty((rows, cols), dtype=np.uint16)  # what decode will return
         for k, frame in enumerate(framing.split(matrix, geom)):
             what = f"tensor {name!r} frame {k}"
             t0 = time.perf_counter()
             blobs.append(self._encode_frame(frame, pix_fmt, what))
             t1 = time.perf_counter()
-            hashes.append(_plane_hash(self._decode_plane(blobs[-1], frame.shape, pix_fmt, what)))
+            plane = self._decode_plane(blobs[-1], frame.shape, pix_fmt, what)
+            hashes.append(_plane_hash(plane))
+            framing.place(recon, self._to_values(plane, pix_fmt, what), geom, k,
+                          (0, rows, 0, cols))
             seconds += t1 - t0
             decode_seconds += time.perf_counter() - t1
         params = {k: v for k, v in self.params.items() if k not in _STORED_KEYS}
@@ -183,7 +187,8 @@ class VideoCodec(ArrayBytesCodec):
                                  "decode_seconds": decode_seconds, "frames": len(blobs)}
         if not self.lossless:
             facts["qp"] = self.params["qp"]
-        return Encoded(blobs=blobs, config=config, info=facts)
+        return Encoded(blobs=blobs, config=config, info=facts,
+                       reconstruction=recon.reshape(spec.shape))
 
     def _pick_pix_fmt(self, encoder: str, bits: int) -> str:
         for pix_fmt in self._pix_fmts(encoder):

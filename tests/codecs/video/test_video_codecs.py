@@ -181,6 +181,15 @@ def test_vvc_multi_frame_row_range() -> None:
     assert fetch.calls == [2, 3]
 
 
+@pytest.mark.parametrize("name", ["vvc", "hevc", "ffv1"])
+def test_reconstruction_is_what_decode_returns(name: str) -> None:
+    array = weights((40, 30), seed=8)
+    full, enc, _ = round_trip(name, array, max_width=16, target_pixels=16 * 16)
+    assert enc.reconstruction is not None and len(enc.blobs) == 6
+    np.testing.assert_array_equal(enc.reconstruction, full)
+    assert enc.reconstruction.shape == array.shape and enc.reconstruction.dtype == np.uint16
+
+
 @pytest.fixture(scope="module")
 def encoded() -> dict[str, tuple[Encoded, Encoded]]:
     """Per codec: a 32x48 tensor and a 64x48 one (different frame heights)."""
