@@ -19,6 +19,7 @@ counted separately and reported. ``snr`` asks every lossy tensor to reach that S
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import shutil
@@ -43,12 +44,16 @@ from llmc_format.rd.model import RDCurve
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
 from llmc_format.units import parse_size
 
-#: QPs sampled per codec (span ~1.5–6 bits per weight) and how far the allocator may
-#: extrapolate beyond them
+#: QPs sampled per codec (span ~1.5–6 bits per weight under per-row scaling); the
+#: allocator may extrapolate ``rd.allocate.EXTRAPOLATE`` QPs beyond each tensor's samples
 SAMPLE_QPS: dict[str, tuple[int, ...]] = {
     "vvc": (22, 29, 36, 43), "hevc": (18, 25, 32, 39), "av1": (16, 28, 40, 52),
 }
-EXTRAPOLATE = 4
+#: codecs whose quantizer step doubles every 6 QP (so a QP shift is a step ratio)
+LOG_STEP_CODECS = ("vvc", "hevc")
+#: the span of a per-row min-max range in standard deviations, roughly (the rows of
+#: SmolLM2's and MiniLM's matrices: 6–9): what SAMPLE_QPS were chosen for
+ROW_RANGE_SIGMAS = 8.0
 MAX_PASSES = 6
 
 Progress = Callable[[str, str, int, int], None]
@@ -93,10 +98,32 @@ def with_target_scaling(policy: Policy) -> Policy:
 
 
 def _qrange(codec: str) -> range:
-    samples = SAMPLE_QPS[codec]
     cls = get_codec_class(codec)
     lo, hi = cls.qp_range if issubclass(cls, VideoCodec) else (0, 63)
-    return range(max(lo, samples[0] - EXTRAPOLATE), min(hi, samples[-1] + EXTRAPOLATE) + 1)
+    return range(lo, hi + 1)
+
+
+def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
+    """The QPs to measure ``array`` at.
+
+    Under per-tensor scaling a tensor's code step is set by its full range, which is 10 to
+    40 standard deviations depending on its outliers, so one QP means very different rates
+    across tensors (SmolLM2: the QPs of equal weight-unit steps span 25). Each tensor is
+    therefore sampled at ``SAMPLE_QPS`` shifted by 6·log2(8σ / range): the same quantizer
+    steps relative to its spread as per-row scaling gets at ``SAMPLE_QPS`` — the range of
+    rates the allocator needs, for every tensor.
+    """
+    base = SAMPLE_QPS[policy.codec]
+    if policy.affine.get("granularity") != "tensor" or policy.codec not in LOG_STEP_CODECS:
+        return base
+    x = np.asarray(array).ravel()
+    every = max(1, x.size >> 20)  # σ from ≤ 1 M evenly strided weights: no full-size copy
+    lo, hi, sigma = float(x.min()), float(x.max()), float(np.std(x[::every], dtype=np.float64))
+    if not (hi > lo and sigma > 0 and math.isfinite(hi - lo)):
+        return base
+    shift = round(6 * math.log2(ROW_RANGE_SIGMAS * sigma / (hi - lo)))
+    qrange = _qrange(policy.codec)
+    return tuple(sorted({min(qrange[-1], max(qrange[0], q + shift)) for q in base}))
 
 
 @dataclass
@@ -112,7 +139,6 @@ class Plan:
 def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = SAMPLE_FRACTION,
                    progress: Progress | None = None) -> Plan:
     """Step 1: RD samples of the lossy tensors, exact sizes of the others."""
-    qps = SAMPLE_QPS[policy.codec]
     items = list(source.tensors())
     curves: dict[str, RDCurve] = {}
     params: dict[str, int] = {}
@@ -122,8 +148,9 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
     def work(item: tuple[str, Any]) -> tuple[str, Any]:
         name, entry = item
         if policy.is_lossy(name, entry.dtype, entry.shape):
-            m = measure(name, entry(), lambda q: policy.pipeline(name, entry.dtype, entry.shape, q),
-                        qps, fraction)
+            array = entry()
+            m = measure(name, array, lambda q: policy.pipeline(name, entry.dtype, entry.shape, q),
+                        sample_qps(policy, array), fraction)
             return name, m
         packed = encode_one(name, entry(), policy.pipeline(name, entry.dtype, entry.shape))
         return name, packed

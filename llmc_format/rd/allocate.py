@@ -31,19 +31,42 @@ class Allocation:
     predicted_distortion: float  # Σ w·n·D
 
 
+#: QPs beyond a curve's measured samples it may be used at (end slopes extrapolated)
+EXTRAPOLATE = 4
+
+
 class _Tables:
-    """Rate and distortion of every tensor at every QP, as (tensors x QPs) arrays."""
+    """Rate and distortion of every tensor at every QP, as (tensors x QPs) arrays.
+
+    A tensor may only take QPs within ``EXTRAPOLATE`` of its own samples (tensors are
+    sampled at different QPs: ``pipeline.target.sample_qps``); elsewhere rate and
+    distortion are +inf, so no choice lands there.
+    """
 
     def __init__(self, curves: Mapping[str, RDCurve], weights: Mapping[str, float], qrange: range):
         self.names = list(curves)
         self.q = np.array(list(qrange))
         self.n = np.array([curves[k].numel for k in self.names], dtype=np.float64)
         self.w = np.array([weights.get(k, 1.0) for k in self.names], dtype=np.float64)
-        self.rate = np.array([[curves[k].rate(int(q)) for q in self.q] for k in self.names])
-        self.dist = np.array([[curves[k].distortion(int(q)) for q in self.q] for k in self.names])
+        lo = np.array([curves[k].qps[0] - EXTRAPOLATE for k in self.names])
+        hi = np.array([curves[k].qps[-1] + EXTRAPOLATE for k in self.names])
+        self.valid = (self.q[None, :] >= lo[:, None]) & (self.q[None, :] <= hi[:, None])
+        for k, ok in zip(self.names, self.valid.any(axis=1), strict=True):
+            if not ok:
+                raise TargetError(f"tensor {k!r}: its RD samples (QPs {curves[k].qps}) lie "
+                                  f"outside the codec's QPs {qrange[0]}..{qrange[-1]}")
+        self.rate = np.array([[curves[k].rate(int(q)) if v else np.inf
+                               for q, v in zip(self.q, vs, strict=True)]
+                              for k, vs in zip(self.names, self.valid, strict=True)])
+        self.dist = np.array([[curves[k].distortion(int(q)) if v else np.inf
+                               for q, v in zip(self.q, vs, strict=True)]
+                              for k, vs in zip(self.names, self.valid, strict=True)])
+        #: per tensor, the index of its coarsest allowed QP
+        self.coarsest = len(self.q) - 1 - np.argmax(self.valid[:, ::-1], axis=1)
 
     def choose(self, lam: float) -> np.ndarray:
-        cost = self.w[:, None] * self.dist + lam * self.rate
+        with np.errstate(invalid="ignore"):
+            cost = np.where(self.valid, self.w[:, None] * self.dist + lam * self.rate, np.inf)
         # argmin over QPs; on ties prefer the highest QP (fewest bits): search reversed
         return len(self.q) - 1 - np.argmin(cost[:, ::-1], axis=1)
 
@@ -64,11 +87,11 @@ def allocate_rate(curves: Mapping[str, RDCurve], budget_bits: float, qrange: ran
     if not curves:
         return Allocation({}, None, 0.0, 0.0)
     t = _Tables(curves, weights or {}, qrange)
-    coarsest = np.full(len(t.names), len(t.q) - 1)
+    coarsest = t.coarsest.copy()
     if t.bits(coarsest) > budget_bits:
         raise TargetError(
             f"the target leaves {budget_bits / 8:,.0f} bytes for the lossy tensors, but even "
-            f"the coarsest QP {qrange[-1]} needs about {t.bits(coarsest) / 8:,.0f}: ask for a "
+            f"the coarsest QPs need about {t.bits(coarsest) / 8:,.0f}: ask for a "
             "larger size or keep fewer tensors lossy"
         )
     lo, hi = -60.0, 60.0  # bounds on log λ: distortion per bit spans many decades
@@ -90,12 +113,13 @@ def _greedy_fill(t: _Tables, idx: np.ndarray, budget_bits: float) -> np.ndarray:
     while True:
         can = idx > 0
         prev = np.maximum(idx - 1, 0)
-        cost = t.n * (t.rate[rows, prev] - t.rate[rows, idx])
-        gain = t.w * t.n * (t.dist[rows, idx] - t.dist[rows, prev])
-        ok = can & (cost > 0) & (gain > 0) & (bits + cost <= budget_bits)
+        with np.errstate(invalid="ignore"):  # inf - inf where the finer QP is not allowed
+            cost = t.n * (t.rate[rows, prev] - t.rate[rows, idx])
+            gain = t.w * t.n * (t.dist[rows, idx] - t.dist[rows, prev])
+            ok = can & np.isfinite(cost) & (cost > 0) & (gain > 0) & (bits + cost <= budget_bits)
         if not ok.any():
             return idx
-        ratio = np.where(ok, gain / np.where(cost > 0, cost, 1), -np.inf)
+        ratio = np.where(ok, gain / np.where(ok, cost, 1), -np.inf)
         k = int(np.argmax(ratio))
         idx[k] -= 1
         bits += float(cost[k])
@@ -105,8 +129,12 @@ def allocate_snr(curves: Mapping[str, RDCurve], snr_db: float, qrange: range) ->
     """The highest QP per tensor whose predicted SNR is at least ``snr_db``."""
     qps: dict[str, int] = {}
     for n, c in curves.items():
-        ok = [q for q in qrange if c.snr_db(q) >= snr_db]
-        qps[n] = max(ok) if ok else qrange[0]
+        allowed = [q for q in qrange if c.qps[0] - EXTRAPOLATE <= q <= c.qps[-1] + EXTRAPOLATE]
+        if not allowed:
+            raise TargetError(f"tensor {n!r}: its RD samples (QPs {c.qps}) lie outside the "
+                              f"codec's QPs {qrange[0]}..{qrange[-1]}")
+        ok = [q for q in allowed if c.snr_db(q) >= snr_db]
+        qps[n] = max(ok) if ok else allowed[0]
     t = _Tables(curves, {}, qrange)
     idx = np.array([qps[k] - qrange[0] for k in t.names])
     return t.allocation(idx, None)

@@ -1,0 +1,50 @@
+"""Lagrangian QP allocation: each tensor stays within reach of its own RD samples."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from llmc_format.errors import TargetError
+from llmc_format.rd.allocate import EXTRAPOLATE, allocate_rate, allocate_snr
+from llmc_format.rd.model import RDCurve
+
+
+def curve(qps: list[int], offset: float, numel: int = 1000) -> RDCurve:
+    """A synthetic curve: rate falls 1/7 bit per QP, MSE doubles every 6 QP, shifted."""
+    return RDCurve(qps, [max(0.0, (50 - q - offset) / 7) for q in qps],
+                   [2.0 ** ((q + offset) / 6) * 1e-6 for q in qps], numel, 1.0)
+
+
+QRANGE = range(0, 64)
+
+
+def test_each_tensor_is_allocated_within_its_sample_span() -> None:
+    curves = {"low": curve([4, 11, 18, 25], offset=18), "high": curve([22, 29, 36, 43], 0)}
+    for budget in (1500.0, 3000.0, 6000.0):
+        alloc = allocate_rate(curves, budget, QRANGE)
+        assert alloc.predicted_bits <= budget
+        for name, c in curves.items():
+            assert c.qps[0] - EXTRAPOLATE <= alloc.qps[name] <= c.qps[-1] + EXTRAPOLATE
+    # equal weights, the same curve shape shifted by 18 QP: equal slopes, QPs 18 apart
+    alloc = allocate_rate(curves, 3000.0, QRANGE)
+    assert alloc.qps["high"] - alloc.qps["low"] == pytest.approx(18, abs=1)
+
+
+def test_budget_below_the_coarsest_allowed_qps_is_refused() -> None:
+    curves = {"a": curve([22, 29, 36, 43], 0)}
+    coarsest_bits = 1000 * curves["a"].rate(43 + EXTRAPOLATE)
+    allocate_rate(curves, coarsest_bits + 1, QRANGE)
+    with pytest.raises(TargetError, match="coarsest"):
+        allocate_rate(curves, coarsest_bits * 0.9, QRANGE)
+
+
+def test_snr_floor_uses_each_tensors_span() -> None:
+    curves = {"low": curve([4, 11, 18, 25], offset=18), "high": curve([22, 29, 36, 43], 0)}
+    alloc = allocate_snr(curves, 15.0, QRANGE)
+    for name, c in curves.items():
+        assert c.snr_db(alloc.qps[name]) >= 15.0
+        assert c.qps[0] - EXTRAPOLATE <= alloc.qps[name] <= c.qps[-1] + EXTRAPOLATE
+    with pytest.raises(TargetError, match="outside"):
+        allocate_snr({"x": curve([70, 80], 0)}, 30.0, QRANGE)
+    assert np.isfinite(alloc.predicted_distortion)
