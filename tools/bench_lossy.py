@@ -74,11 +74,11 @@ DEFAULT_POINTS: dict[str, list[int]] = {
     "vvc": [28, 33, 39],
     "vvc-untuned": [40, 36, 32, 28],
     "vvc-tuned": [32, 28, 24, 20, 16],
-    "hevc-tuned": [32, 28, 24, 20, 16],
+    "hevc-tuned": [28, 24, 20, 16, 12],
     "hevc": [25, 30, 35],
     "av1": [20, 30, 41],
     "rtn": [2, 3, 4],
-    "nncodec": [-12, -15, -17, -21],
+    "nncodec": [-12, -15, -17, -21, -23],
     "hqq": [2, 3, 4],
 }
 #: NNCodec's QP sets an absolute step size, so it needs other QPs on MiniLM's larger weights.
@@ -248,6 +248,8 @@ def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str 
     method = codec + ("-tuned" if tuned else "-untuned" if vvenc_params == "" else "")
     if tuned:
         label += " tuned"
+    elif vvenc_params == "":
+        label += " untuned"
     run = Run(model, method, label, f"qp {qp}")
     enc_clock, dec_clock = Clock(), Clock()
     with enc_clock, ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
