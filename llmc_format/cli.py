@@ -129,8 +129,11 @@ def pack(
     size: Annotated[str | None, typer.Option(help="Target: whole-file size, e.g. 60MB.")] = None,
     snr: Annotated[float | None, typer.Option(help="Target: every lossy tensor at least this "
                                               "SNR in dB.")] = None,
-    weighting: Annotated[str, typer.Option(help="RD weighting per tensor: nmse (relative error; "
-                                           "default) or mse (equal weight per parameter).")] = "nmse",
+    weighting: Annotated[str, typer.Option(help="RD weighting per tensor without --calibration: "
+                                           "auto (default: --calibration self when "
+                                           "transformers can build the model, up to 2 B "
+                                           "weights, else nmse), nmse (relative error) or "
+                                           "mse (equal weight per parameter).")] = "auto",
     allow_over: Annotated[bool, typer.Option(help="Let a size/bpw target be exceeded by up to "
                                              "the 2% tolerance.")] = False,
     calibration: Annotated[str | None, typer.Option(help="Text file: weigh each tensor by its "

@@ -84,6 +84,36 @@ class Target:
                 "allow_over": self.allow_over}
 
 
+#: the largest model (in weights) ``weighting="auto"`` builds for self-calibration
+AUTO_SELF_MAX_WEIGHTS = 2_000_000_000
+
+
+def _checked(weights: dict[str, float], names: set[str]) -> dict[str, float]:
+    missing = names - set(weights)
+    if missing:
+        raise TargetError(f"--calibration: the model has no parameter for {sorted(missing)[:3]}")
+    return weights
+
+
+def _auto_weights(source: Source, names: set[str]) -> tuple[dict[str, float] | None, str]:
+    """Self-calibration when the model can be built here, else (None, why nmse)."""
+    from llmc_format.errors import SourceError
+    from llmc_format.rd.calibration import SELF, sensitivities
+
+    if not any(rel == "config.json" for rel, _ in source.attachments()):
+        return None, "nmse (auto: no config.json to build the model from)"
+    total = sum(math.prod(e.shape) for _, e in source.tensors())
+    if total > AUTO_SELF_MAX_WEIGHTS:
+        return None, f"nmse (auto: {total:,} weights is too many to self-calibrate here)"
+    try:
+        weights = sensitivities(source, SELF, names=names)
+    except SourceError as exc:
+        return None, f"nmse (auto: {exc})"
+    if names - set(weights):
+        return None, "nmse (auto: the built model lacks some of the lossy tensors)"
+    return weights, "calibration-self (auto)"
+
+
 def with_target_scaling(policy: Policy) -> Policy:
     """The policy with per-tensor affine scaling unless the user chose a granularity.
 
@@ -189,7 +219,7 @@ def pack_to_target(
     *,
     policy: Policy,
     jobs: int | None = None,
-    weighting: str = "nmse",
+    weighting: str = "auto",
     progress: Progress | None = None,
     plan: Plan | None = None,
     calibration: str | None = None,
@@ -199,13 +229,16 @@ def pack_to_target(
 
     ``calibration`` (a text, or ``rd.calibration.SELF`` for text the model samples itself)
     replaces the data-free weighting by each tensor's mean squared loss gradient on that
-    text (``rd.calibration``).
+    text (``rd.calibration``). ``weighting="auto"`` (the default) uses ``SELF`` when the
+    source is a model transformers can build and has at most ``AUTO_SELF_MAX_WEIGHTS``
+    weights (it is built in float32 on this machine), else ``nmse``; the summary's
+    ``weighting`` says which ran, and why.
     """
     if policy.codec not in SAMPLE_QPS:
         raise TargetError(f"size/quality targets need a lossy codec (vvc, hevc, av1), not "
                           f"{policy.codec!r}")
-    if weighting not in ("mse", "nmse"):
-        raise TargetError(f"weighting must be 'mse' or 'nmse', not {weighting!r}")
+    if weighting not in ("auto", "mse", "nmse"):
+        raise TargetError(f"weighting must be 'auto', 'mse' or 'nmse', not {weighting!r}")
     jobs = jobs or default_jobs()
     policy = with_target_scaling(policy)
     plan = plan or measure_source(source, policy, jobs, progress=progress)
@@ -214,15 +247,15 @@ def pack_to_target(
                           "(see --lossy / --min-lossy-numel)")
     qrange = _qrange(policy.codec)
     names = set(plan.curves)
-    if calibration is not None:
+    weights: dict[str, float] | None = None
+    if calibration is None and weighting == "auto":
+        weights, weighting = _auto_weights(source, names)
+    elif calibration is not None:
         from llmc_format.rd.calibration import SELF, sensitivities
 
-        weights = sensitivities(source, calibration, names=names)
-        missing = names - set(weights)
-        if missing:
-            raise TargetError(f"--calibration: the model has no parameter for {sorted(missing)[:3]}")
+        weights = _checked(sensitivities(source, calibration, names=names), names)
         weighting = "calibration-self" if calibration == SELF else "calibration"
-    else:
+    if weights is None:
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
                    for n, c in plan.curves.items()}
     dst = Path(dst)

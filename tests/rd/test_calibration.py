@@ -59,3 +59,19 @@ def test_self_generated_calibration_is_reproducible(tiny_model_dir: Path) -> Non
         c = sensitivities(src, SELF, sequences=2, seq_len=32, names=names, seed=1)
     assert a == b and a != c  # fixed seed: same samples, same weights (same archive)
     assert all(v > 0 for v in a.values())
+
+
+def test_auto_weighting_self_calibrates_a_buildable_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from llmc_format.io.memory import MemorySource
+    from llmc_format.pipeline.policy import Policy
+    from llmc_format.pipeline.target import Target, pack_to_target
+
+    policy = Policy(codec="vvc", min_lossy_numel=1024, preset="faster")
+    with open_source(tiny_model_dir) as src:
+        rd = pack_to_target(src, tmp_path / "t.llmc", Target.parse(snr=10.0), policy=policy, jobs=2)
+        tensors = {n: e() for n, e in src.tensors()}
+    assert rd["weighting"] == "calibration-self (auto)"
+    # no config.json: nothing to build, the data-free weighting says why
+    rd = pack_to_target(MemorySource(tensors), tmp_path / "m.llmc", Target.parse(snr=10.0),
+                        policy=policy, jobs=2)
+    assert rd["weighting"].startswith("nmse (auto: no config.json")
