@@ -256,6 +256,7 @@ def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str 
         encoded = dict(zip(weights, pool.map(encode, weights), strict=True))
     for name, w in weights.items():
         enc = encoded[name]
+        enc.reconstruction = None  # time a real decode of the bitstreams, as llmc reads
         with dec_clock:
             decoded = decode_encoded(enc, specs[name])
         signal, noise = error_sums(w, decoded)
