@@ -51,13 +51,21 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
         if not (Path(tmp) / "config.json").exists():
             raise SourceError("--calibration needs the model's config.json and tokenizer "
                               "(pack a Hugging Face directory or a GGUF file)")
+        verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()  # its advice is not the user's business here
         try:
             config = transformers.AutoConfig.from_pretrained(tmp)
             tokenizer = transformers.AutoTokenizer.from_pretrained(tmp)
             model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         except Exception as exc:
             raise SourceError(f"--calibration: transformers cannot build this model: {exc}") from None
+        finally:
+            transformers.logging.set_verbosity(verbosity)
     params = dict(model.named_parameters())
+    missing = sorted((names or set()) - set(params))
+    if missing:  # before any generation or gradient: say so at once
+        raise SourceError(f"--calibration: the model transformers builds has no parameter "
+                          f"{missing[0]!r} ({len(missing)} lossy tensors missing)")
     with torch.no_grad():
         for name, entry in source.tensors():
             if name in params:

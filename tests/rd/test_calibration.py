@@ -75,3 +75,10 @@ def test_auto_weighting_self_calibrates_a_buildable_model(tiny_model_dir: Path, 
     rd = pack_to_target(MemorySource(tensors), tmp_path / "m.llmc", Target.parse(snr=10.0),
                         policy=policy, jobs=2)
     assert rd["weighting"].startswith("nmse (auto: no config.json")
+
+
+def test_a_lossy_tensor_the_built_model_lacks_is_reported_first(tiny_model_dir: Path) -> None:
+    from llmc_format.errors import SourceError
+
+    with open_source(tiny_model_dir) as src, pytest.raises(SourceError, match=r"no parameter 'x\.weight'"):
+        sensitivities(src, "self", names={"x.weight", "model.layers.0.mlp.up_proj.weight"})
