@@ -413,8 +413,10 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
         if not lossy:
             raise TargetError(f"{src} holds no lossy tensor: nothing to re-target")
         video, affine = lossy[0].pipeline[-1], lossy[0].pipeline[0]
+        # the archive's scaling: its recorded RD samples were measured with it
         policy = Policy(codec=str(video["id"]), preset=video.get("preset"),
                         bits=int(affine.get("bits", 10)), min_lossy_numel=2**62,
+                        affine={"granularity": str(affine.get("granularity", "row"))},
                         lossy_patterns=tuple(_glob_escape(e.name) for e in lossy))
         plan = None
         if all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy):
