@@ -446,7 +446,7 @@ def at_rates(runs: Sequence[Run], rates: Sequence[float]) -> list[dict[str, Any]
     by_method: dict[str, list[Run]] = OrderedDict()
     for r in runs:
         by_method.setdefault(r.label, []).append(r)
-    ref = next((v for k, v in by_method.items() if k == "nncodec"), None)
+    ref = by_method.get("nncodec")
     rows = []
     for label, rs in by_method.items():
         row: dict[str, Any] = {"method": label, "model": rs[0].model}

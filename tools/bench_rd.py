@@ -59,7 +59,7 @@ def main() -> None:
                     help="uniform VVC QPs (one RD run each); the defaults land near 2.0, 2.5, "
                     "3.0 and 4.0 bits per weight")
     ap.add_argument("--preset", default="faster")
-    ap.add_argument("--variants", default="calibration,mse",
+    ap.add_argument("--variants", default="calibration,self,nmse",
                     help="RD weightings to run at each point: nmse, mse, calibration (a text), "
                     "self (text the model samples itself)")
     ap.add_argument("--bpw-points", default="",

@@ -88,30 +88,18 @@ class Target:
 AUTO_SELF_MAX_WEIGHTS = 2_000_000_000
 
 
-def _checked(weights: dict[str, float], names: set[str]) -> dict[str, float]:
-    missing = names - set(weights)
-    if missing:
-        raise TargetError(f"--calibration: the model has no parameter for {sorted(missing)[:3]}")
-    return weights
-
-
 def _auto_weights(source: Source, names: set[str]) -> tuple[dict[str, float] | None, str]:
     """Self-calibration when the model can be built here, else (None, why nmse)."""
     from llmc_format.errors import SourceError
     from llmc_format.rd.calibration import SELF, sensitivities
 
-    if not any(rel == "config.json" for rel, _ in source.attachments()):
-        return None, "nmse (auto: no config.json to build the model from)"
     total = sum(math.prod(e.shape) for _, e in source.tensors())
     if total > AUTO_SELF_MAX_WEIGHTS:
         return None, f"nmse (auto: {total:,} weights is too many to self-calibrate here)"
     try:
-        weights = sensitivities(source, SELF, names=names)
-    except SourceError as exc:
+        return sensitivities(source, SELF, names=names), "calibration-self (auto)"
+    except SourceError as exc:  # no config, not a causal LM transformers knows, other names
         return None, f"nmse (auto: {exc})"
-    if names - set(weights):
-        return None, "nmse (auto: the built model lacks some of the lossy tensors)"
-    return weights, "calibration-self (auto)"
 
 
 def with_target_scaling(policy: Policy) -> Policy:
@@ -253,7 +241,7 @@ def pack_to_target(
     elif calibration is not None:
         from llmc_format.rd.calibration import SELF, sensitivities
 
-        weights = _checked(sensitivities(source, calibration, names=names), names)
+        weights = sensitivities(source, calibration, names=names)  # has every one of names
         weighting = "calibration-self" if calibration == SELF else "calibration"
     if weights is None:
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)

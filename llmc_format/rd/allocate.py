@@ -127,14 +127,10 @@ def _greedy_fill(t: _Tables, idx: np.ndarray, budget_bits: float) -> np.ndarray:
 
 def allocate_snr(curves: Mapping[str, RDCurve], snr_db: float, qrange: range) -> Allocation:
     """The highest QP per tensor whose predicted SNR is at least ``snr_db``."""
-    qps: dict[str, int] = {}
-    for n, c in curves.items():
-        allowed = [q for q in qrange if c.qps[0] - EXTRAPOLATE <= q <= c.qps[-1] + EXTRAPOLATE]
-        if not allowed:
-            raise TargetError(f"tensor {n!r}: its RD samples (QPs {c.qps}) lie outside the "
-                              f"codec's QPs {qrange[0]}..{qrange[-1]}")
-        ok = [q for q in allowed if c.snr_db(q) >= snr_db]
-        qps[n] = max(ok) if ok else allowed[0]
-    t = _Tables(curves, {}, qrange)
-    idx = np.array([qps[k] - qrange[0] for k in t.names])
-    return t.allocation(idx, None)
+    t = _Tables(curves, {}, qrange)  # refuses curves sampled outside ``qrange``
+    idx = []
+    for k, valid in zip(t.names, t.valid, strict=True):
+        allowed = np.flatnonzero(valid)
+        ok = [i for i in allowed if curves[k].snr_db(int(t.q[i])) >= snr_db]
+        idx.append(max(ok) if ok else allowed[0])
+    return t.allocation(np.array(idx), None)

@@ -36,6 +36,11 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
     ``text`` is the calibration text, or ``SELF`` for sequences the model samples itself
     (``seed`` makes them, and so the archive, reproducible).
     """
+    attachments = list(source.attachments())
+    if not any(rel == "config.json" for rel, _ in attachments):  # before importing anything
+        raise SourceError("no config.json to build the model from: --calibration needs the "
+                          "model's config.json and tokenizer (pack a Hugging Face directory "
+                          "or a GGUF file)")
     try:
         import torch
         import transformers
@@ -44,13 +49,10 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
     from llmc_format.io.torchconv import to_torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        for rel, data in source.attachments():
+        for rel, data in attachments:
             p = Path(tmp) / rel
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
-        if not (Path(tmp) / "config.json").exists():
-            raise SourceError("--calibration needs the model's config.json and tokenizer "
-                              "(pack a Hugging Face directory or a GGUF file)")
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # its advice is not the user's business here
         try:
