@@ -188,6 +188,47 @@ def _retied(model: Any, aliases: Mapping[str, str]) -> dict[str, str]:
     return {a: t for a, t in aliases.items() if tied.get(a) == t or tied.get(t) == a}
 
 
+def retied_record(config_json: bytes, aliases: Mapping[str, str],
+                  names: list[str]) -> dict[str, Any] | None:
+    """The archive metadata ``tied`` (spec/FORMAT.md §5.2): which aliases transformers
+    re-ties from this ``config.json``, decided while packing.
+
+    Unpack then leaves those aliases out without importing transformers and building the
+    model (6–10 s of CPU, more than decoding a 135 M-weight VVC archive). None when there
+    are no aliases or transformers cannot tell (not installed, unknown architecture).
+    """
+    from llmc_format.container.layout import checksum
+
+    if not aliases:
+        return None
+    try:
+        _transformers()
+        with tempfile.TemporaryDirectory(prefix="llmc-config-") as tmp:
+            (Path(tmp) / CONFIG_NAME).write_bytes(config_json)
+            config = _transformers().AutoConfig.from_pretrained(tmp, local_files_only=True)
+        retied = retied_aliases(config, aliases, names=names)
+    except Exception:  # no transformers, custom code, unknown model type...: decide at unpack
+        return None
+    return {"retied": sorted(retied), "config_checksum": checksum(config_json),
+            "by": f"transformers {_transformers().__version__}"}
+
+
+def recorded_retied(reader: Reader, aliases: Mapping[str, str]) -> dict[str, str] | None:
+    """The aliases the archive's ``tied`` record says transformers re-ties, or None when
+    there is no usable record (absent, malformed, or written for another config.json)."""
+    from llmc_format.container.layout import checksum
+
+    record = reader.metadata.get("tied")
+    if not isinstance(record, dict) or CONFIG_NAME not in reader.attachment_names():
+        return None
+    retied = record.get("retied")
+    if not isinstance(retied, list) or not all(isinstance(a, str) for a in retied):
+        return None
+    if record.get("config_checksum") != checksum(reader.read_attachment(CONFIG_NAME)):
+        return None
+    return {a: aliases[a] for a in retied if a in aliases}
+
+
 def archive_aliases(reader: Reader) -> dict[str, str]:
     """alias -> target of every alias entry of the archive."""
     return {t.name: t.alias_of for t in reader.index.tensors if t.alias_of is not None}

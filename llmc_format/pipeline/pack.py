@@ -41,7 +41,7 @@ from llmc_format.dtypes import name_of
 from llmc_format.errors import CodecError, LlmcError, SourceError
 from llmc_format.io.base import Source
 from llmc_format.io.base import TensorEntry as SourceTensor
-from llmc_format.pipeline.executor import Executor, LocalExecutor, Ready
+from llmc_format.pipeline.executor import Executor, LocalExecutor, Ready, ahead_window
 from llmc_format.pipeline.policy import Policy
 from llmc_format.rd.metrics import distortion
 
@@ -118,6 +118,8 @@ class EncodeJob:
     pipeline: list[dict[str, Any]]
     array: np.ndarray | None = None
     load: Callable[[], np.ndarray] | None = None
+    #: the tensor's bytes (the executor's memory budget counts them)
+    nbytes: int = 0
 
 
 def run_job(job: EncodeJob) -> PackedTensor:
@@ -184,6 +186,23 @@ def _check_resumed(resumed: tuple[TensorEntry, ...], items: list[tuple[str, Sour
         if progress:
             progress("resumed", name, done, total)
     return done
+
+
+def _tied_record(aliases: dict[str, str], attachments: list[tuple[str, bytes]],
+                 names: list[str]) -> dict[str, Any] | None:
+    """Metadata ``tied``: which aliases transformers re-ties (for unpack; see
+    ``llmc_format.transformers.retied_record``); None without aliases or a config.json."""
+    config = dict(attachments).get("config.json")
+    if not aliases or config is None:
+        return None
+    from llmc_format.transformers import retied_record
+
+    return retied_record(config, aliases, names + sorted(aliases))
+
+
+def _job_bytes(job: EncodeJob | Ready[PackedTensor]) -> int:
+    """The source bytes a job holds while it runs (a copied tensor holds none)."""
+    return 0 if isinstance(job, Ready) else job.nbytes
 
 
 def default_jobs() -> int:
@@ -254,6 +273,10 @@ def pack_source(
     rd_records = rd_records or {}
     reuse_names = reuse_names or set()
     items = list(source.tensors())
+    attachments = list(source.attachments())
+    tied = _tied_record(source.aliases(), attachments, [name for name, _ in items])
+    if tied is not None:
+        metadata["tied"] = tied
     specs = {name: entry.spec for name, entry in items}
     total = sum(s.numel for s in specs.values())
     done = 0
@@ -270,8 +293,9 @@ def pack_source(
                 continue
             pipe = policy.pipeline(name, entry.dtype, entry.shape, qp_overrides.get(name))
             # a remote worker cannot call the source (open files, memory maps): ship the data
-            yield EncodeJob(name, pipe, array=entry()) if ex.remote else \
-                EncodeJob(name, pipe, load=entry)
+            nbytes = specs[name].nbytes
+            yield EncodeJob(name, pipe, array=entry(), nbytes=nbytes) if ex.remote else \
+                EncodeJob(name, pipe, load=entry, nbytes=nbytes)
 
     fingerprint = pack_fingerprint(
         metadata, policy, alignment, items, source.aliases(), qp_overrides=qp_overrides,
@@ -285,7 +309,12 @@ def pack_source(
             done = _check_resumed(writer.resumed, items, progress, total)
             todo = items[len(writer.resumed):]
             # closing: an error while writing stops the executor's work at once
-            with contextlib.closing(ex.map_ordered(run_job, jobs_in_order(todo))) as results:
+            # a window of many tensors, bounded in bytes: tiny norms and biases go on
+            # encoding while a large matrix holds the head of the line
+            results_iter = ex.map_ordered(
+                run_job, jobs_in_order(todo), ahead_window(ex.workers), cost=_job_bytes,
+                budget=ex.workers * max((s.nbytes for s in specs.values()), default=1))
+            with contextlib.closing(results_iter) as results:
                 for packed in results:
                     name = packed.name
                     if not record_timings and packed.rd:
@@ -302,7 +331,7 @@ def pack_source(
                 if t is None:
                     raise SourceError(f"alias {alias!r} points at {target!r}, which the source lacks")
                 writer.add_tensor(TensorEntry(alias, t.dtype, t.shape, alias_of=target))
-            for rel, data in source.attachments():
+            for rel, data in attachments:
                 writer.add_attachment(rel, data)
     finally:
         if own:

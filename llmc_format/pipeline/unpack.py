@@ -92,16 +92,22 @@ def iter_tensors(reader: Reader, dtype: str | None = None,
     """Decode tensors in archive order or ``names``' order, with bounded memory.
 
     ``jobs`` tensors are decoded at once on threads (the decoders release the GIL: PyAV
-    around libavcodec, zstd and numpy in ``exact``), results still in order; at most
-    ``jobs`` decoded tensors wait besides the one the caller holds (one at a time with
-    ``jobs=1``). Float tensors are cast to ``dtype`` when given. ``progress(name, done,
-    total)`` counts weights, so the bar moves in proportion to the work.
+    around libavcodec, zstd and numpy in ``exact``), results still in order. Decoding runs
+    ahead of the caller by up to ``ahead_window(jobs)`` tensors as long as they hold at
+    most ``jobs`` times the largest tensor's bytes (``Executor.map_ordered``'s budget), so
+    the decoders stay busy past a slow tensor at the head of the line without holding
+    more than ``jobs + 2`` large tensors at once. Float tensors are cast to ``dtype``
+    when given. ``progress(name, done, total)`` counts weights, so the bar moves in
+    proportion to the work.
     """
-    from llmc_format.pipeline.executor import LocalExecutor
+    from llmc_format.pipeline.executor import LocalExecutor, ahead_window
 
     names = reader.keys() if names is None else names
     sizes = [reader.tensor(n).numel for n in names]
     total, done = sum(sizes), 0
+    nbytes = {n: size * dtypes.itemsize(_cast_to(reader, n, dtype))
+              for n, size in zip(names, sizes, strict=True)}
+    budget = jobs * max(nbytes.values(), default=1)
 
     def decode(name: str) -> np.ndarray:
         arr = read_tensor(reader, name)  # Reader uses pread: safe from many threads
@@ -110,7 +116,8 @@ def iter_tensors(reader: Reader, dtype: str | None = None,
             arr = arr.astype(dtypes.to_numpy(target))
         return arr
 
-    with LocalExecutor(jobs) as ex, contextlib.closing(ex.map_ordered(decode, names, jobs)) as arrays:
+    with LocalExecutor(jobs) as ex, contextlib.closing(ex.map_ordered(
+            decode, names, ahead_window(jobs), cost=nbytes.__getitem__, budget=budget)) as arrays:
         for name, size, arr in zip(names, sizes, arrays, strict=True):
             yield name, arr
             done += size
@@ -134,11 +141,18 @@ def plan_aliases(reader: Reader, tied: str) -> tuple[dict[str, str], dict[str, s
 
 
 def _retied(reader: Reader, aliases: dict[str, str]) -> tuple[dict[str, str], str]:
-    """The aliases transformers re-ties from config.json, or ({}, why none can be left out)."""
-    from llmc_format.transformers import load_config, retied_aliases
+    """The aliases transformers re-ties from config.json, or ({}, why none can be left out).
+
+    The pack-time record (metadata ``tied``) answers when it was made for this config.json;
+    else transformers is asked (importing it and building the model on the meta device).
+    """
+    from llmc_format.transformers import load_config, recorded_retied, retied_aliases
 
     if CONFIG_NAME not in reader.attachment_names():
         return {}, f"no {CONFIG_NAME}: tied tensors written in full"
+    recorded = recorded_retied(reader, aliases)
+    if recorded is not None:
+        return recorded, f"transformers re-ties them from {CONFIG_NAME} (recorded at pack time)"
     try:
         retied = retied_aliases(load_config(reader), aliases, names=reader.keys())
     except Exception as exc:  # no transformers, unknown architecture, custom code...

@@ -90,22 +90,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import ml_dtypes
 import numpy as np
 
+from llmc_format import dtypes
 from llmc_format.codecs.base import ArrayArrayCodec, ArraySpec, BlobFetcher, Encoded, Rows
-from llmc_format.errors import CodecError
+from llmc_format.errors import CodecError, FormatError
 from llmc_format.quant.grid import GRANULARITIES, Grid, Window, window
 from llmc_format.quant.metrics import snr_from_sums
 
 #: Tensor dtypes the stage accepts (float8 is excluded: 10-bit codes for 256 values is no gain).
 INPUT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
 CODES_DTYPE = "uint16"
-PARAM_DTYPES: dict[str, np.dtype] = {
-    "float16": np.dtype("<f2"),
-    "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float32": np.dtype("<f4"),
-}
+#: element types of the stored scales and offsets (numpy types from ``dtypes.to_numpy``)
+PARAM_DTYPES = ("float16", "bfloat16", "float32")
 PARAM_DTYPE_CHOICES = ("auto", *PARAM_DTYPES)
 CLIP_CHOICES = ("none", "mse")
 
@@ -116,7 +113,7 @@ CLIP_RATIOS = np.arange(100, 49, -1, dtype=np.float64) / 100.0
 _F32_MAX = float(np.finfo(np.float32).max)
 _CLAMP: dict[str, np.float32] = {
     "float16": np.float32(np.finfo(np.float16).max),
-    "bfloat16": np.float32(ml_dtypes.finfo(ml_dtypes.bfloat16).max),
+    "bfloat16": np.float32(float.fromhex("0x1.fep127")),  # largest finite bfloat16
     "float32": np.float32(_F32_MAX),
     "float64": np.float32(_F32_MAX),
 }
@@ -143,7 +140,7 @@ class AffineParams:
     @classmethod
     def from_bytes(cls, blob: bytes, grid: Grid, dtype: str, name: str) -> AffineParams:
         """Parse and validate a params blob: exact length, finite values, scales ≥ 0."""
-        dt = PARAM_DTYPES[dtype]
+        dt = dtypes.to_numpy(dtype)
         n = grid.n_cells
         want = 2 * n * dt.itemsize
         if len(blob) != want:
@@ -185,7 +182,7 @@ def _fit_params(lo: np.ndarray, hi: np.ndarray, bits: int, dtype: str) -> Affine
 def _fit_params_unchecked(
     lo: np.ndarray, hi: np.ndarray, bits: int, dtype: str
 ) -> AffineParams | None:
-    dt = PARAM_DTYPES[dtype]
+    dt = dtypes.to_numpy(dtype)
     levels = float(2**bits - 1)
     offset = _round_directed(lo, dt, up=False)
     off64 = offset.astype(np.float64)
@@ -311,7 +308,7 @@ def dequantize_block(
         np.multiply(v, scale32, out=v, casting="no")
         np.add(v, offset32, out=v, casting="no")
     np.clip(v, -_CLAMP[dtype], _CLAMP[dtype], out=v)
-    return v.astype(_np_dtype(dtype))
+    return v.astype(dtypes.to_numpy(dtype))
 
 
 def _quantize_block(
@@ -404,21 +401,20 @@ def dequantize(
 ) -> np.ndarray:
     """Dequantize the codes of matrix block ``win`` (shaped (nrows, ncols)) to ``dtype``."""
     s32, o32 = params.wide()
-    out = np.empty((win.nrows, win.ncols), dtype=_np_dtype(dtype))
+    out = np.empty((win.nrows, win.ncols), dtype=dtypes.to_numpy(dtype))
     for w in grid.row_blocks(win):
         local = slice(w.row0 - win.row0, w.row0 - win.row0 + w.nrows)
         out[local] = dequantize_block(codes[local], grid.expand(s32, w), grid.expand(o32, w), dtype)
     return out
 
 
-def _np_dtype(name: str) -> np.dtype:
-    return {"float64": np.dtype("<f8"), **PARAM_DTYPES}[name]
-
-
 def _dtype_name(dt: np.dtype) -> str:
-    for name in INPUT_DTYPES:
-        if _np_dtype(name) == dt:
-            return name
+    try:
+        name = dtypes.name_of(dt)
+    except FormatError:
+        name = None
+    if name in INPUT_DTYPES:
+        return name
     raise CodecError(f"affine quantization takes float16/bfloat16/float32/float64, got {dt}")
 
 

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import llmc_format
+from llmc_format.container.reader import Reader
 
 Run = Callable[..., Any]
 PROMPT = torch.tensor([[1, 5, 9, 42, 77, 3, 100, 12]])
@@ -185,3 +186,53 @@ def test_from_pretrained_straight_from_the_archive(
     assert type(model) is LlamaForCausalLM
     assert _tied(model) == (which == "tied")
     assert torch.equal(_logits(model), logits)
+
+
+def test_pack_records_what_transformers_reties(
+        tied_archive: tuple[Path, torch.Tensor],
+        shared_untied_archive: tuple[Path, torch.Tensor]) -> None:
+    import transformers
+
+    from llmc_format.container.layout import checksum
+
+    with Reader(tied_archive[0]) as r:
+        tied = r.metadata["tied"]
+        assert tied["retied"] == ["lm_head.weight"]
+        assert tied["config_checksum"] == checksum(r.read_attachment("config.json"))
+        assert tied["by"] == f"transformers {transformers.__version__}"
+    with Reader(shared_untied_archive[0]) as r:
+        assert r.metadata["tied"]["retied"] == []  # untied config: nothing may be left out
+
+
+def test_unpack_uses_the_record_without_importing_transformers(
+        tied_archive: tuple[Path, torch.Tensor], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    archive, _ = tied_archive
+    code = ("import sys, llmc_format\n"
+            f"r = llmc_format.unpack({str(archive)!r}, {str(tmp_path / 'out')!r})\n"
+            "assert r.tied_dropped == {'lm_head.weight': 'model.embed_tokens.weight'}, r\n"
+            "assert 'recorded at pack time' in r.tied_reason, r.tied_reason\n"
+            "print(sorted(m for m in ('transformers', 'torch') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    assert "lm_head.weight" not in _keys(tmp_path / "out")
+
+
+def test_a_record_for_another_config_is_ignored(tied_archive: tuple[Path, torch.Tensor],
+                                                tmp_path: Path) -> None:
+    import shutil
+
+    from llmc_format.container.writer import append_metadata_update
+
+    lying = tmp_path / "lying.llmc"
+    shutil.copy(tied_archive[0], lying)
+    with Reader(lying) as r:
+        metadata = dict(r.metadata)
+    # says nothing is re-tied, but for a different config.json: transformers decides
+    metadata["tied"] = {**metadata["tied"], "retied": [], "config_checksum": 1}
+    append_metadata_update(lying, metadata=metadata)
+    result = llmc_format.unpack(lying, tmp_path / "out")
+    assert result.tied_dropped == {"lm_head.weight": "model.embed_tokens.weight"}
+    assert "recorded" not in result.tied_reason

@@ -10,6 +10,8 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from llmc_format.cli import app
@@ -65,6 +67,54 @@ def test_map_ordered_draws_at_most_window_items_ahead(window: int) -> None:
     assert worst == window
 
 
+@settings(max_examples=40, deadline=None)
+@given(costs=st.lists(st.integers(0, 50), max_size=30), budget=st.integers(1, 80),
+       window=st.integers(1, 10))
+def test_budget_bounds_the_cost_drawn_ahead(costs: list[int], budget: int, window: int) -> None:
+    """Drawn-not-yielded items never cost more than the budget plus the last one drawn,
+    never number more than the window, and come back in order."""
+    drawn: list[int] = []
+    yielded = 0
+    worst_cost = worst_count = 0
+
+    def items() -> Iterator[int]:
+        nonlocal worst_cost, worst_count
+        for i in range(len(costs)):
+            drawn.append(i)
+            ahead = drawn[yielded:]
+            worst_count = max(worst_count, len(ahead))
+            # what was in flight before this item, plus this one
+            worst_cost = max(worst_cost, sum(costs[k] for k in ahead[:-1]) - budget + 1)
+            yield i
+
+    with LocalExecutor(2) as ex:
+        for got in ex.map_ordered(lambda x: x, items(), window, cost=costs.__getitem__,
+                                  budget=budget):
+            assert got == yielded
+            yielded += 1
+    assert yielded == len(costs)
+    assert worst_count <= window
+    assert worst_cost <= 0  # an item is drawn only while the others cost less than budget
+
+
+def test_small_items_flow_past_a_large_one_within_the_budget() -> None:
+    """The point of the budget: with a large window, tiny items are drawn (and worked on)
+    while the head item is still running, but large ones are held back."""
+    costs = [100, 1, 1, 1, 1, 100, 1, 100]
+    drawn: list[int] = []
+
+    def items() -> Iterator[int]:
+        for i in range(len(costs)):
+            drawn.append(i)
+            yield i
+
+    with LocalExecutor(2) as ex:
+        it = ex.map_ordered(lambda x: x, items(), 8, cost=costs.__getitem__, budget=150)
+        assert next(it) == 0
+        assert drawn == [0, 1, 2, 3, 4, 5]  # 100 + 4 (<150) then the next 100: stop
+        assert list(it) == [1, 2, 3, 4, 5, 6, 7]
+
+
 def test_ready_items_pass_through_in_place() -> None:
     with LocalExecutor(2) as ex:
         out = list(ex.map_ordered(lambda x: -x, [1, Ready("kept"), 3]))
@@ -95,6 +145,8 @@ def test_error_surfaces_at_its_item_and_stops_drawing() -> None:
 def test_bad_arguments_are_llmc_errors() -> None:
     with pytest.raises(LlmcError, match="window"):
         list(LocalExecutor(1).map_ordered(abs, [1], window=0))
+    with pytest.raises(LlmcError, match="cost and budget"):
+        list(LocalExecutor(1).map_ordered(abs, [1], budget=10))
     with pytest.raises(LlmcError, match="jobs"):
         LocalExecutor(0)
     with pytest.raises(LlmcError, match="executor must be"):
