@@ -38,6 +38,11 @@ from llmc_format.errors import FormatError, LlmcError
 DEFAULT_JOURNAL_INTERVAL = 1.0
 
 
+#: zstd level of attachments. SmolLM2's tokenizer.json (3.52 MB): level 12 gives 596 KB in
+#: 0.33 s, level 19 507 KB in 3.1 s — 3 s more per pack for 0.08% of a 110 MB archive.
+ATTACHMENT_ZSTD_LEVEL = 12
+
+
 class Writer:
     """Write one archive. Use as a context manager; nothing appears at ``path`` until close."""
 
@@ -161,7 +166,7 @@ class Writer:
             raise FormatError(f"attachment {name!r} was already written to this archive")
         encoding, payload = "raw", data
         if compress and data:
-            packed = zstandard.ZstdCompressor(level=19).compress(data)
+            packed = zstandard.ZstdCompressor(level=ATTACHMENT_ZSTD_LEVEL).compress(data)
             if len(packed) < len(data):
                 encoding, payload = "zstd", packed
         if not payload:  # an empty file still needs a (non-empty) blob: store it as zstd

@@ -200,6 +200,21 @@ def _tied_record(aliases: dict[str, str], attachments: list[tuple[str, bytes]],
     return retied_record(config, aliases, names + sorted(aliases))
 
 
+def with_encoder_threads(policy: Policy, workers: int, *, remote: bool = False) -> Policy:
+    """``policy`` with the video encoders' thread count set, unless the caller set one.
+
+    ``threads`` is a run-time knob of the video codecs (not stored; it does not change the
+    bitstream). ``workers`` encoders run at once; each gets its share of the usable cores
+    (one on a ``remote`` worker, which reserves one CPU per task): with more threads
+    than that, libvvenc spends 10–20% more CPU for the same frame and each process
+    starts up 0.04 CPU s slower (SmolLM2 layer 3, 2 cores; docs/results/speed.md).
+    """
+    if policy.codec == "exact" or "threads" in policy.video:
+        return policy
+    threads = 1 if remote else max(1, default_jobs() // workers)
+    return dataclasses.replace(policy, video={**policy.video, "threads": threads})
+
+
 def _job_bytes(job: EncodeJob | Ready[PackedTensor]) -> int:
     """The source bytes a job holds while it runs (a copied tensor holds none)."""
     return 0 if isinstance(job, Ready) else job.nbytes
@@ -283,6 +298,7 @@ def pack_source(
 
     own = executor is None
     ex = LocalExecutor(jobs or default_jobs()) if executor is None else executor
+    encoding = with_encoder_threads(policy, ex.workers, remote=ex.remote)
 
     def jobs_in_order(todo: list[tuple[str, SourceTensor]]
                       ) -> Iterator[EncodeJob | Ready[PackedTensor]]:
@@ -291,7 +307,7 @@ def pack_source(
             if reuse is not None and name in reuse_names:
                 yield Ready(copy_packed(reuse, name))
                 continue
-            pipe = policy.pipeline(name, entry.dtype, entry.shape, qp_overrides.get(name))
+            pipe = encoding.pipeline(name, entry.dtype, entry.shape, qp_overrides.get(name))
             # a remote worker cannot call the source (open files, memory maps): ship the data
             nbytes = specs[name].nbytes
             yield EncodeJob(name, pipe, array=entry(), nbytes=nbytes) if ex.remote else \

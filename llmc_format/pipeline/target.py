@@ -37,7 +37,7 @@ from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
-from llmc_format.pipeline.pack import default_jobs, encode_one, pack_source
+from llmc_format.pipeline.pack import default_jobs, encode_one, pack_source, with_encoder_threads
 from llmc_format.pipeline.policy import Policy
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
 from llmc_format.rd.model import RDCurve
@@ -158,6 +158,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
                    progress: Progress | None = None) -> Plan:
     """Step 1: RD samples of the lossy tensors, exact sizes of the others."""
     items = list(source.tensors())
+    policy = with_encoder_threads(policy, jobs)
     curves: dict[str, RDCurve] = {}
     params: dict[str, int] = {}
     exact_bytes = 0

@@ -18,8 +18,8 @@ from llmc_format.cli import app
 from llmc_format.container.reader import Reader
 from llmc_format.errors import CodecError, LlmcError
 from llmc_format.io.memory import MemorySource
-from llmc_format.pipeline.executor import LocalExecutor, Ready, make_executor
-from llmc_format.pipeline.pack import TIMING_KEYS, pack_source
+from llmc_format.pipeline.executor import LocalExecutor, Ready, default_jobs, make_executor
+from llmc_format.pipeline.pack import TIMING_KEYS, pack_source, with_encoder_threads
 from llmc_format.pipeline.policy import Policy
 from llmc_format.pipeline.unpack import iter_tensors
 
@@ -113,6 +113,18 @@ def test_small_items_flow_past_a_large_one_within_the_budget() -> None:
         assert next(it) == 0
         assert drawn == [0, 1, 2, 3, 4, 5]  # 100 + 4 (<150) then the next 100: stop
         assert list(it) == [1, 2, 3, 4, 5, 6, 7]
+
+
+def test_encoder_threads_share_the_usable_cores() -> None:
+    cores = default_jobs()
+    vvc = Policy(codec="vvc")
+    assert with_encoder_threads(vvc, cores).video["threads"] == 1
+    assert with_encoder_threads(vvc, 1).video["threads"] == cores
+    assert with_encoder_threads(vvc, 4 * cores).video["threads"] == 1
+    assert with_encoder_threads(vvc, 1, remote=True).video["threads"] == 1
+    chosen = Policy(codec="vvc", video={"threads": 3})
+    assert with_encoder_threads(chosen, 1) == chosen  # the caller's choice stands
+    assert with_encoder_threads(Policy(), 1) == Policy()  # exact has no encoder threads
 
 
 def test_ready_items_pass_through_in_place() -> None:
