@@ -101,6 +101,30 @@ def _cached_tensor_name_map(gguf: Any) -> Iterator[None]:
             gguf.get_tensor_name_map = original
 
 
+@contextlib.contextmanager
+def _shared_reader(gguf: Any, path: Path, reader: Any) -> Iterator[None]:
+    """Hand ``reader`` to whoever constructs a ``gguf.GGUFReader`` of ``path`` meanwhile.
+
+    transformers' ``load_gguf_checkpoint`` imports ``GGUFReader`` from the module at call
+    time and only reads the fields and tensor list, so sharing our parse changes nothing
+    it computes. Other paths still get a fresh reader.
+    """
+    target = os.path.realpath(path)
+    with _PATCH_LOCK:
+        original = gguf.GGUFReader
+
+        def reader_for(file: Any, *args: Any, **kwargs: Any) -> Any:
+            if not args and not kwargs and os.path.realpath(file) == target:
+                return reader
+            return original(file, *args, **kwargs)
+
+        gguf.GGUFReader = reader_for
+        try:
+            yield
+        finally:
+            gguf.GGUFReader = original
+
+
 class GgufFile(Source):
     """A GGUF file read as the Hugging Face model transformers builds from it."""
 
@@ -115,14 +139,19 @@ class GgufFile(Source):
         self.architecture = self._field("general.architecture")
         name_field = self._reader.fields.get("general.name")
         self._model_name = _string_value(name_field) if name_field is not None else None
-        # The vocabulary and merges parsed into fields are ~150 MB of small objects for a
-        # 49k vocabulary; we need none of it (transformers re-reads what it wants).
-        self._reader.fields = {}
         self._check_supported(transformers)
-        self._config = self._load_config(transformers)
+        # transformers parses the file again for the config and again for the tokenizer
+        # (5 s each for SmolLM2's 49k vocabulary); both get our reader instead, and the
+        # tokenizer is converted now, while its fields are still parsed.
+        with _shared_reader(gguf, path, self._reader):
+            self._config = self._load_config(transformers)
+            tokenizer = self._tokenizer_files()
+        # The vocabulary and merges parsed into fields are ~150 MB of small objects for a
+        # 49k vocabulary; nothing needs them any more.
+        self._reader.fields = {}
         self._model = self._meta_model(transformers)
         self._processor = self._make_processor()
-        self._attachments: list[tuple[str, bytes]] | None = None
+        self._attachments = sorted({"config.json": self._config_json(), **tokenizer}.items())
         self._eager: dict[str, Any] | None = None
         self._skipped: list[str] = []
         if type(self._processor).__name__ in _LAYOUT_PROCESSORS | _ARITHMETIC_PROCESSORS:
@@ -320,10 +349,6 @@ class GgufFile(Source):
     # -- attachments -------------------------------------------------------------------
 
     def attachments(self) -> Iterator[tuple[str, bytes]]:
-        if self._attachments is None:
-            files = {"config.json": self._config_json()}
-            files.update(self._tokenizer_files())
-            self._attachments = sorted(files.items())
         return iter(list(self._attachments))
 
     def _config_json(self) -> bytes:

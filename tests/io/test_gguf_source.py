@@ -72,6 +72,34 @@ def test_tiny_quantized_llama_matches_transformers(tmp_path: Path, make_tiny_ggu
     assert facts["hf_model_class"] == "LlamaForCausalLM"
 
 
+def test_file_is_parsed_once_for_config_and_tokenizer(
+    tmp_path: Path, make_tiny_gguf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers would parse the file again for the config and for the tokenizer."""
+    import gguf
+
+    path = tmp_path / "tiny.gguf"
+    make_tiny_gguf(path, lin_type="Q4_1", emb_type="Q8_0")
+    parsed: list[str] = []
+    original = gguf.GGUFReader
+
+    def counting(file, *args, **kwargs):
+        parsed.append(str(file))
+        return original(file, *args, **kwargs)
+
+    monkeypatch.setattr(gguf, "GGUFReader", counting)
+    with open_source(path) as src:
+        assert gguf.GGUFReader is counting  # the sharing ended with construction
+        config = json.loads(dict(src.attachments())["config.json"])
+    assert parsed == [str(path)]
+    monkeypatch.setattr(gguf, "GGUFReader", original)
+    expected = transformers.AutoConfig.from_pretrained(
+        str(tmp_path), gguf_file=path.name, local_files_only=True
+    )
+    assert config["num_hidden_layers"] == expected.num_hidden_layers
+    assert config["vocab_size"] == expected.vocab_size
+
+
 def test_q_and_k_are_unpermuted(tmp_path: Path, make_tiny_gguf) -> None:
     """The raw GGUF q rows are llama.cpp's rope order; ours must differ from them (and
     equal transformers', checked above) — i.e. the un-permutation really ran."""
