@@ -15,6 +15,7 @@ was finished, so that the work can be resumed.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterable
@@ -90,7 +91,9 @@ class Writer:
         self._fingerprint = fingerprint
         self._journal: journal_file.JournalWriter | None = None
         self._journal_interval = interval
-        self._last_commit = time.monotonic()
+        # the first finished tensor is journaled at once: a pack whose writing takes less
+        # than one interval is resumable too (the interval then spaces later commits)
+        self._last_commit = -math.inf
         self._committed = 0  # entries of self._tensors already journaled (or skipped)
         self._tensors_end = self.header.data_start  # file position after the last tensor
 
@@ -110,7 +113,8 @@ class Writer:
     def commit(self, *, force: bool = False) -> None:
         """Make the tensors finished so far resumable: fsync their data, then journal them.
 
-        Without ``force`` this happens at most every ``journal_interval`` seconds. Aliases
+        Without ``force`` this happens for the first finished tensor, then at most every
+        ``journal_interval`` seconds. Aliases
         are not journaled (a resumed pack adds them again at the end)."""
         if self._fingerprint is None or self._committed == len(self._tensors):
             return
