@@ -6,7 +6,9 @@ losing SNR at equal bits per weight (issue 7). Each setting is appended to a bas
 the base at equal rate (SNR interpolated linearly in bpw); "bitstream"/"luma" say whether
 the key changed anything at all. Per-tensor 10-bit codes, frames as llmc plans them, one
 FFmpeg process at a time with one thread; CPU = getrusage(RUSAGE_CHILDREN) around each
-encode. Results are cached per (setting, QP, tensor) in ``--cache-dir``.
+encode; "dec M w/CPU s" is llmc's own in-process decode (``decode.decode_frame``, PyAV,
+one thread) timed with the thread's CPU clock, since a setting can make the bitstream
+cheaper to decode too. Results are cached per (setting, QP, tensor) in ``--cache-dir``.
 
     python -m tools.probe_vvenc_speed --layer 15 --qps 15 20 24 28 \
         --params "" "MinQTISlice=16" "MinQTISlice=16:IntraEstDecBit=4:ALF=0:CCALF=0"
@@ -50,29 +52,26 @@ def child_cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def decode_luma(blob: bytes, w: int, h: int) -> np.ndarray:
-    import io
+def decode_luma(blob: bytes, w: int, h: int) -> tuple[np.ndarray, float]:
+    """The decoded luma plane, and the CPU seconds llmc's decoder took for it."""
+    from llmc_format.codecs.video import decode
 
-    import av
-
-    with av.open(io.BytesIO(blob), format="vvc") as c:
-        frames = list(c.decode(video=0))
-    assert len(frames) == 1
-    p = frames[0].planes[0]
-    data = np.frombuffer(p, dtype="<u2")
-    return np.lib.stride_tricks.as_strided(data, shape=(h, w), strides=(p.line_size, 2)).copy()
+    t0 = time.thread_time()
+    luma = decode.decode_frame(blob, decode.FrameFormat("vvc", "", w, h, PIX), "probe")
+    return luma, time.thread_time() - t0
 
 
 def vparams(extra: str) -> str:
     return BASE + (":" + extra if extra else "")
 
 
-def encode_tensor(codes: np.ndarray, qp: int, extra: str) -> tuple[int, np.ndarray, float, str, str]:
+def encode_tensor(codes: np.ndarray, qp: int, extra: str
+                  ) -> tuple[int, np.ndarray, float, float, str, str]:
     rows, cols = codes.shape
     geom = framing.plan(rows, cols, max_width=4096, max_height=4096, target_pixels=1 << 20,
                         align=8, min_size=16)
     out = np.empty_like(codes)
-    nbytes, cpu = 0, 0.0
+    nbytes, cpu, dec_cpu = 0, 0.0, 0.0
     hb, hl = hashlib.sha1(), hashlib.sha1()
     args = ["-preset", "faster", "-qp", str(qp), "-qpa", "0", "-g", "1",
             "-vvenc-params", vparams(extra)]
@@ -82,12 +81,13 @@ def encode_tensor(codes: np.ndarray, qp: int, extra: str) -> tuple[int, np.ndarr
         t0 = child_cpu()
         blob = ffmpeg.encode_frame("libvvenc", PIX, w, h, raw, args, "vvc", threads=1, what="probe")
         cpu += child_cpu() - t0
-        luma = decode_luma(blob, w, h)
+        luma, dc = decode_luma(blob, w, h)
+        dec_cpu += dc
         framing.place(out, luma, geom, k, (0, rows, 0, cols))
         nbytes += len(blob)
         hb.update(blob)
         hl.update(luma.tobytes())
-    return nbytes, np.minimum(out, 1023), cpu, hb.hexdigest()[:16], hl.hexdigest()[:16]
+    return nbytes, np.minimum(out, 1023), cpu, dec_cpu, hb.hexdigest()[:16], hl.hexdigest()[:16]
 
 
 def load_cache() -> dict[str, dict]:
@@ -101,26 +101,26 @@ def load_cache() -> dict[str, dict]:
 
 
 def point(weights, cache, extra: str, qp: int, rerun: bool = False) -> dict:
-    tot = {"bytes": 0, "sse": 0.0, "cpu": 0.0, "n": 0, "sig": 0.0, "hb": "", "hl": ""}
+    tot = {"bytes": 0, "sse": 0.0, "cpu": 0.0, "dec": 0.0, "n": 0, "sig": 0.0, "hb": "", "hl": ""}
     for name, x in weights.items():
         key = f"{extra}|{qp}|{name}"
-        if key not in cache or rerun:
+        if key not in cache or rerun or "dec" not in cache[key]:
             lo, hi = float(x.min()), float(x.max())
             scale = (hi - lo) / 1023.0
             codes = np.clip(np.rint((x.astype(np.float64) - lo) / scale), 0, 1023).astype(np.uint16)
-            nbytes, dec, cpu, hb, hl = encode_tensor(codes, qp, extra)
+            nbytes, dec, cpu, dec_cpu, hb, hl = encode_tensor(codes, qp, extra)
             xhat = lo + dec.astype(np.float64) * scale
             d = {"key": key, "extra": extra, "qp": qp, "name": name, "bytes": nbytes,
                  "sse": float(np.sum((x.astype(np.float64) - xhat) ** 2)),
                  "sig": float(np.sum(x.astype(np.float64) ** 2)), "n": int(x.size),
-                 "cpu": cpu, "hb": hb, "hl": hl, "time": time.time()}
+                 "cpu": cpu, "dec": dec_cpu, "hb": hb, "hl": hl, "time": time.time()}
             if rerun and key in cache:
                 d["cpu_prev"] = cache[key].get("cpu")
             cache[key] = d
             with CACHE.open("a") as f:
                 f.write(json.dumps(d) + "\n")
         d = cache[key]
-        for k in ("bytes", "sse", "cpu", "n", "sig"):
+        for k in ("bytes", "sse", "cpu", "dec", "n", "sig"):
             tot[k] += d[k]
         tot["hb"] += d["hb"][:4]
         tot["hl"] += d["hl"][:4]
@@ -164,9 +164,11 @@ def main() -> None:
     n = next(iter(base.values()))["n"]
     print(f"base ({BASE}): " + ", ".join(f"QP{q}: {p['bpw']:.3f} bpw {p['snr']:.2f} dB "
                                           f"{p['cpu']:.2f} s" for q, p in base.items()))
-    print(f"\n| -vvenc-params (after {BASE}) | QPs | CPU s/pt | CPU vs base | M w/CPU s | "
+    base_dec = np.mean([p["dec"] for p in base.values()])
+    print(f"base decode: {n / base_dec / 1e6:.2f} M w/CPU s")
+    print(f"\n| -vvenc-params (after {BASE}) | QPs | CPU s/pt | CPU vs base | M w/CPU s | dec M w/CPU s | "
           + " | ".join(f"ΔSNR@{t:g}" for t in args.targets) + " | bitstream | luma |")
-    print("|---|---|---|---|---|" + "---|" * len(args.targets) + "---|---|")
+    print("|---|---|---|---|---|---|" + "---|" * len(args.targets) + "---|---|")
     for extra in args.params:
         try:
             again = args.rerun and extra != "" and args.rerun_extra
@@ -178,6 +180,7 @@ def main() -> None:
             continue
         curve = [(p["bpw"], p["snr"]) for p in pts.values()]
         cpu = np.mean([p["cpu"] for p in pts.values()])
+        dec = np.mean([p["dec"] for p in pts.values()])
         same_qps = [q for q in args.qps if q in base]
         hb = all(pts[q]["hb"] == base[q]["hb"] for q in same_qps) if same_qps else None
         hl = all(pts[q]["hl"] == base[q]["hl"] for q in same_qps) if same_qps else None
@@ -192,7 +195,7 @@ def main() -> None:
                 b, s = curve[0]
                 deltas.append(f"{s - interp(base_curve, b):+.3f}@{b:.2f}")
         print(f"| {extra or '(base)'} | {' '.join(map(str, args.qps))} | {cpu:.2f} | "
-              f"{cpu / cpu_b:.2f}x | {n / cpu / 1e6:.3f} | " + " | ".join(deltas)
+              f"{cpu / cpu_b:.2f}x | {n / cpu / 1e6:.3f} | {n / dec / 1e6:.2f} | " + " | ".join(deltas)
               + f" | {'identical' if hb else 'differs'} | {'identical' if hl else 'differs'} |")
         sys.stdout.flush()
 

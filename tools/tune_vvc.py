@@ -19,11 +19,13 @@ QP allocation across matrices:
 Levers (``--lever``; each prints one markdown table): ``scaling`` (per-row / per-tensor /
 per-group min-max, MSE clipping), ``alloc`` (one QP vs equal step), ``preset``, ``tools``
 (``-vvenc-params`` keys on the tuned base), ``layout`` (row/column sorting, inverse-DCT
-probe), ``frames`` (transpose, frame size, weights in chroma), ``final`` (untuned vs tuned
-under both allocations), ``full`` (the three-way comparison for all 210 matrices),
-``nncodec`` (the reference), ``probe`` (does each ``-vvenc-params`` key change the
-bitstream and the decoded picture?). Sets: SmolLM2 layers (``--layers 0 7 15 29``, the
-default; ``all``) or ``--minilm``.
+probe), ``dct`` (the inverse-DCT pre-transform of the codes or of the float weights, with
+and without ``FORCE32``: every CU and TB exactly 32x32 DCT-II), ``frames`` (transpose,
+frame size, weights in chroma), ``final`` (untuned vs tuned under both allocations),
+``full`` (the three-way comparison for all 210 matrices), ``nncodec`` (the reference),
+``probe`` (does each ``-vvenc-params`` key change the bitstream and the decoded picture?),
+``dctcheck`` (do the ``FORCE32`` keys make the encoder's transform our 32x32 DCT?). Sets:
+SmolLM2 layers (``--layers 0 7 15 29``, the default; ``all``) or ``--minilm``.
 
 Results are cached (one JSON line per tensor/quantizer/encoder/QP, keyed by a hash of the
 weights) so re-runs and new tables reuse old encodes: ``--cache``. Run, e.g.::
@@ -98,7 +100,11 @@ class Enc:
     params: str = ""
     #: luma: weights in Y, chroma constant; yuv: weights fill Y, then Cb and Cr;
     #: dct32: luma holds the inverse DCT of each 32x32 block of codes, so the encoder's
-    #: DCT sees the codes themselves (a research probe: decoding needs our forward DCT)
+    #: DCT sees the codes themselves (a research probe: decoding needs our forward DCT);
+    #: dct32f: the same, but the inverse DCT is taken of the float weights (scaled per
+    #: tensor into 10 bits, rounded once: no affine codes; see ``PreTransform``). With
+    #: ``FORCE32`` params every transform block the encoder uses is one of our 32x32
+    #: blocks under a plain DCT-II (unforced, libvvenc picks nearly all of them anyway)
     layout: str = "luma"
     target_pixels: int = 1 << 20
     max_width: int = 4096
@@ -297,9 +303,8 @@ def _dct_matrix(n: int) -> np.ndarray:
     return d
 
 
-def _block_dct(m: np.ndarray, inverse: bool) -> np.ndarray:
-    """2-D DCT (or its inverse) of each 32x32 block; sides must be multiples of 32."""
-    n = _DCT_N
+def _block_dct(m: np.ndarray, inverse: bool, n: int = _DCT_N) -> np.ndarray:
+    """2-D DCT (or its inverse) of each n x n block; sides must be multiples of n."""
     r, c = m.shape
     if r % n or c % n:
         raise ValueError(f"dct32 layout needs sides that are multiples of {n}, got {m.shape}")
@@ -313,8 +318,55 @@ def _up(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
-def code_matrix(codes: np.ndarray, enc: Enc, qp: int, threads: int = 0) -> tuple[int, np.ndarray, float]:
-    """Code a codes matrix with ``enc`` at ``qp``: (bytes, decoded matrix, encoder CPU s)."""
+#: layouts whose pixels are the inverse block DCT of the float weights -> block size
+FLOAT_DCT = {"dct32f": 32}
+#: pretransform leaves this many code values free at each end of [0, 1023]
+_DCT_MARGIN = 8
+
+
+@dataclass(frozen=True)
+class PreTransform:
+    """Float weights -> pixels: ``pix = rint(512 + IDCT(w - mean) / scale)`` per n x n block.
+
+    The matrix is zero-padded (after centering) to multiples of n; ``scale`` puts the
+    largest IDCT value ``_DCT_MARGIN`` codes inside [0, 1023]. The weights are rounded once
+    (in the IDCT domain). Decoding: ``DCT(decoded - 512) * scale + mean``, cropped; the
+    encoder's step in pixel units is its step in units of ``scale`` in the weights
+    (the DCT is orthonormal), so ``scale`` plays the affine scale's role in QP allocation.
+    """
+
+    pix: np.ndarray
+    scale: float
+    mean: float
+    shape: tuple[int, int]
+    n: int
+    #: stored params: scale and mean as float32
+    nbytes: int = 8
+
+    @classmethod
+    def of(cls, w: np.ndarray, n: int) -> PreTransform:
+        m = w.reshape(w.shape[0], -1).astype(np.float64)
+        mean = float(np.float32(m.mean()))
+        r, c = m.shape
+        padded = np.zeros((_up(r, n), _up(c, n)))
+        padded[:r, :c] = m - mean
+        y = _block_dct(padded, inverse=True, n=n)
+        scale = float(np.float32(max(float(np.abs(y).max()), 1e-30) / (_DCT_MID - _DCT_MARGIN)))
+        pix = np.clip(np.rint(_DCT_MID + y / scale), 0, 1023).astype(np.uint16)
+        return cls(pix, scale, mean, (r, c), n)
+
+    def decode(self, dec: np.ndarray) -> np.ndarray:
+        back = _block_dct(dec.astype(np.float64) - _DCT_MID, inverse=False, n=self.n)
+        r, c = self.shape
+        return back[:r, :c] * self.scale + self.mean
+
+
+def code_matrix(codes: np.ndarray, enc: Enc, qp: int, threads: int = 0,
+                align: int = 8) -> tuple[int, np.ndarray, float]:
+    """Code a codes matrix with ``enc`` at ``qp``: (bytes, decoded matrix, encoder CPU s).
+
+    ``align``: frame sides (and frame boundaries in the matrix) are multiples of it.
+    """
     m = codes.T.copy() if enc.transpose else codes
     if enc.layout == "dct32":
         center = float(np.rint(m.mean()))
@@ -335,7 +387,7 @@ def code_matrix(codes: np.ndarray, enc: Enc, qp: int, threads: int = 0) -> tuple
             cpu += c
     else:
         geom = framing.plan(rows, cols, max_width=enc.max_width, max_height=4096,
-                            target_pixels=enc.target_pixels, align=8, min_size=16)
+                            target_pixels=enc.target_pixels, align=align, min_size=16)
         for k, frame in enumerate(framing.split(m, geom)):
             blob, dec, c = _encode_decode(frame, enc, qp, threads)
             framing.place(out, dec, geom, k, (0, rows, 0, cols))
@@ -362,6 +414,7 @@ class Bench:
                     rec = json.loads(line)
                     self.cache[rec["k"]] = rec["v"]
         self._scales: dict[tuple[str, str], float] = {}
+        self._pre: dict[tuple[str, str], PreTransform] = {}
 
     def _key(self, name: str, w: np.ndarray, quant: Quant, enc: Enc, qp: int) -> str:
         digest = hashlib.blake2b(w.tobytes(), digest_size=8).hexdigest()
@@ -374,10 +427,20 @@ class Bench:
             self._scales[k] = quantize_for(self.weights[name], quant, 32)[3]
         return self._scales[k]
 
+    def pretransform(self, name: str, n: int) -> PreTransform:
+        k = (name, f"pretransform{n}")
+        if k not in self._pre:
+            self._pre[k] = PreTransform.of(self.weights[name], n)
+        return self._pre[k]
+
     def qp_of(self, name: str, v: Variant, qp: int) -> int:
         if v.alloc == "one":
             return qp
-        off = 6.0 * math.log2(S_REF / self.scale(name, v.quant))
+        if v.enc.layout in FLOAT_DCT:
+            s = self.pretransform(name, FLOAT_DCT[v.enc.layout]).scale
+        else:
+            s = self.scale(name, v.quant)
+        off = 6.0 * math.log2(S_REF / s)
         return int(min(63, max(0, round(qp + off))))
 
     def point(self, name: str, v: Variant, qp: int) -> dict[str, float]:
@@ -385,6 +448,8 @@ class Bench:
         key = self._key(name, w, v.quant, v.enc, qp)
         if key in self.cache:
             return self.cache[key]
+        if v.enc.layout in FLOAT_DCT:
+            return self._float_point(name, v, qp, key)
         t0 = time.process_time()
         rperm, cperm = _perms(w, v.quant.row_order)
         wq = w.reshape(w.shape[0], -1)
@@ -408,6 +473,24 @@ class Bench:
         rec_d = {
             "video": nbytes, "params": pbytes, "sse": float(np.sum((x - rec) ** 2)),
             "grid_sse": float(np.sum((x - grid_rec) ** 2)), "cpu": cpu, "qcpu": qcpu,
+        }
+        self.cache[key] = rec_d
+        with self.cache_path.open("a") as f:
+            f.write(json.dumps({"k": key, "v": rec_d}) + "\n")
+        return rec_d
+
+    def _float_point(self, name: str, v: Variant, qp: int, key: str) -> dict[str, float]:
+        """``point`` for the float pre-transform layouts (no affine stage, no permutations)."""
+        w = self.weights[name]
+        t0 = time.process_time()
+        pre = self.pretransform(name, FLOAT_DCT[v.enc.layout])
+        qcpu = time.process_time() - t0
+        enc = replace(v.enc, layout="luma", transpose=False)
+        nbytes, dec, cpu = code_matrix(pre.pix, enc, qp, self.threads, align=pre.n)
+        x = w.reshape(pre.shape).astype(np.float64)
+        rec_d = {
+            "video": nbytes, "params": pre.nbytes, "sse": float(np.sum((x - pre.decode(dec)) ** 2)),
+            "grid_sse": float(np.sum((x - pre.decode(pre.pix)) ** 2)), "cpu": cpu, "qcpu": qcpu,
         }
         self.cache[key] = rec_d
         with self.cache_path.open("a") as f:
@@ -500,6 +583,23 @@ TOOL_PARAMS = (
 )
 
 
+#: the ``VvcCodec`` default ``-vvenc-params`` (llmc_format/codecs/video/codecs.py)
+CODEC_DEFAULT = DQ + ":MinQTISlice=16:IntraEstDecBit=4:ALF=0:CCALF=0"
+#: keys that make every luma CU and transform block exactly 32x32 under DCT-II in an
+#: intra frame (frame sides multiples of 32): CTU 32 with no quad-tree split below 32 and
+#: no binary/ternary splits (so CU = CTU), TB 32 (no implicit TU split), no explicit or
+#: implicit MTS (DST-VII/DCT-VIII), no LFNST, ISP, transform skip, BDPCM; SBT is inter
+#: only, off anyway. In-loop filters off too: deblocking and SAO would filter our block
+#: edges after the transform. libvvenc's "CODING TOOL CFG" dump (FFmpeg -loglevel debug)
+#: shows each of them set; ``--lever dctcheck`` measures which ones bind.
+FORCE32_KEYS = ("CTUSize=32", "MinQTISlice=32", "MaxMTTDepthI=0", "Log2MaxTbSize=5", "MTS=0",
+                "MTSImplicit=0", "LFNST=0", "ISP=0", "TransformSkip=0", "BDPCM=0", "SBT=0",
+                "LoopFilterDisable=1", "SAO=0")
+FORCE32 = ":".join(FORCE32_KEYS)
+#: the codec default with the partition forced (MinQTISlice=32 replaces its 16)
+CODEC_FORCE32 = DQ + ":IntraEstDecBit=4:ALF=0:CCALF=0:" + FORCE32
+
+
 def tuned_base(label: str = "tuned", **kw: Any) -> Variant:
     """Per-tensor min-max scaling, equal-step QP allocation, dependent quantization."""
     opts: dict[str, Any] = {"granularity": "tensor", "params": DQ, **kw}
@@ -538,6 +638,20 @@ def levers() -> dict[str, list[Variant]]:
             tuned_base("+ rows and columns sorted by RMS", row_order="norm2"),
             tuned_base("+ inverse-DCT'd 32x32 blocks (research)", layout="dct32",
                        params=DQ + ":Log2MaxTbSize=5"),
+        ],
+        "dct": [
+            tuned_base("tuned (codec default params)", params=CODEC_DEFAULT),
+            tuned_base("+ forced 32x32 DCT-II blocks, no pre-transform", params=CODEC_FORCE32),
+            tuned_base("+ inverse DCT of the codes (dct32), not forced", layout="dct32",
+                       params=CODEC_DEFAULT),
+            tuned_base("+ inverse DCT of the codes (dct32), forced", layout="dct32",
+                       params=CODEC_FORCE32),
+            tuned_base("+ inverse DCT of the float weights (dct32f), not forced", layout="dct32f",
+                       params=CODEC_DEFAULT),
+            tuned_base("+ inverse DCT of the float weights (dct32f), forced", layout="dct32f",
+                       params=CODEC_FORCE32),
+            tuned_base("+ dct32f, forced with CTU 64 (CU 64 or 32, TBs 32)", layout="dct32f",
+                       params=CODEC_FORCE32.replace("CTUSize=32", "CTUSize=64")),
         ],
         "frames": [
             tuned_base("tuned (tensor, equal step, DQ)"),
@@ -625,13 +739,83 @@ def _blob(codes: np.ndarray, enc: Enc, qp: int) -> bytes:
     return ffmpeg.encode_frame(ENCODER, PIX_FMT, w, h, raw, enc.args(qp), "vvc", what="probe")
 
 
+def dct_check(weights: dict[str, np.ndarray], qps: tuple[int, ...] = (4, 22, 32)) -> None:
+    """Do the FORCE32 keys make the encoder's transform our 32x32 DCT? (one 576x576 matrix)
+
+    Contents, each the inverse 32x32 block DCT of a coefficient pattern: the weights
+    (``PreTransform``), a sparse pattern (8 random coefficients of ±200 pixel units per
+    block, the rest zero), and that pattern shifted by 16 pixels (our blocks then straddle
+    the codec's: a negative control). Each under the tuned quantizer (DepQuant) and a plain
+    one (no DepQuant, no RDOQ: a dead-zone scalar quantizer). Errors are measured in our
+    DCT domain, in units of the step 2^((QP+8)/6) pixel units (10-bit samples: 4x the 8-bit
+    step 2^((QP-4)/6)). If every transform block is one of our blocks under DCT-II, the
+    plain quantizer's error is its scalar error per coefficient (plus the integer
+    transform's and the reconstruction's rounding): max |error| under a step, and the sparse
+    pattern stays 8 nonzero coefficients per TB (few bytes). Any other partition or
+    transform spreads each of our coefficients over many of its own: more bytes, errors
+    that are sums of many quantization errors (no such bound). The leave-one-out rows drop
+    one forcing key at a time from the forced tuned set (bitstream/decoded: does dropping
+    it change anything on this content?).
+    """
+    name = next(n for n, w in weights.items() if w.shape == (576, 576))
+    rng = np.random.default_rng(0)
+    sparse = np.zeros((576, 576))
+    blocks = sparse.reshape(18, 32, 18, 32)
+    for i in range(18):
+        for j in range(18):
+            idx = rng.choice(1024, 8, replace=False)
+            blocks[i, idx // 32, j, idx % 32] = rng.choice([-200.0, 200.0], 8)
+    sparse_pix = np.clip(np.rint(_DCT_MID + _block_dct(sparse, True)), 0, 1023).astype(np.uint16)
+    #: content -> (pixels, pixel shift applied before encoding and undone after decoding)
+    contents = {"weights": (PreTransform.of(weights[name], 32).pix, 0), "sparse": (sparse_pix, 0),
+                "sparse shifted 16 px": (sparse_pix, 16)}
+    plain = "DepQuant=0:SignHideFlag=0:RDOQ=0:RDOQTS=0"
+    sets = [("tuned, not forced", CODEC_DEFAULT), ("tuned, forced", CODEC_FORCE32),
+            ("plain quantizer, not forced", CODEC_DEFAULT.replace(DQ, plain)),
+            ("plain quantizer, forced", CODEC_FORCE32.replace(DQ, plain))]
+    drop = [(f"forced without {k}", ":".join(p for p in CODEC_FORCE32.split(":") if p != k))
+            for k in FORCE32_KEYS]
+    print(f"\n### forced-partition check ({name}; error in our 32x32 DCT domain, in steps)\n")
+    print("| content | QP | params | bytes | vs forced: bitstream, decoded | err RMS | "
+          "max abs err | enc CPU s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for cname, (pix, shift) in contents.items():
+        coef = _block_dct(pix.astype(np.float64) - _DCT_MID, inverse=False)
+        src = np.roll(pix, (shift, shift), (0, 1))
+        for qp in qps:
+            step = 2.0 ** ((qp + 8) / 6)
+            ref: tuple[bytes, np.ndarray] | None = None
+            for label, params in sets + (drop if qp == 22 and not shift else []):
+                t0 = _child_cpu()
+                try:
+                    blob = _blob(src, Enc(params=params), qp)
+                except CodecError as exc:
+                    print(f"| {cname} | {qp} | {label} | failed: {str(exc).splitlines()[0][:60]} |"
+                          " | | | |")
+                    continue
+                cpu = _child_cpu() - t0
+                dec = np.roll(_decode_planes(blob, 576, 576)[0], (-shift, -shift), (0, 1))
+                err = _block_dct(dec.astype(np.float64) - _DCT_MID, inverse=False) - coef
+                vs = ""
+                if label == "tuned, forced":
+                    ref = (blob, dec)
+                elif ref is not None and label.startswith("forced without"):
+                    vs = (("identical" if blob == ref[0] else "differs") + ", "
+                          + ("identical" if np.array_equal(dec, ref[1]) else "differs"))
+                print(f"| {cname} | {qp} | {label} | {len(blob)} | {vs} | "
+                      f"{float(np.sqrt(np.mean(err * err))) / step:.3f} | "
+                      f"{float(np.abs(err).max()) / step:.2f} | {cpu:.2f} |")
+    sys.stdout.flush()
+
+
 # --------------------------------------------------------------------------- main
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--lever", nargs="+", default=["scaling"],
-                    help="nncodec scaling alloc preset tools layout frames probe final full | all")
+                    help="nncodec scaling alloc preset tools layout dct frames probe dctcheck final full "
+                         "| all")
     ap.add_argument("--layers", nargs="+", default=[str(i) for i in DEFAULT_LAYERS],
                     help="SmolLM2 decoder layers, or 'all'")
     ap.add_argument("--minilm", action="store_true", help="MiniLM-L6 matrices instead")
@@ -662,6 +846,9 @@ def main(argv: list[str] | None = None) -> None:
     for lever in names:
         if lever == "probe":
             probe(weights)
+            continue
+        if lever == "dctcheck":
+            dct_check(weights)
             continue
         if lever == "nncodec":
             nncodec_row(bench, targets, log)
