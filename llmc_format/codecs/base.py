@@ -138,7 +138,16 @@ class ArrayArrayCodec(Codec):
         self, array: np.ndarray, fetch: BlobFetcher, n_blobs: int, spec: ArraySpec,
         rows: Rows | None = None,
     ) -> np.ndarray:
-        """Invert ``encode``: ``array`` holds the output rows ``rows``; return input rows."""
+        """Invert ``encode``: ``array`` holds the output rows ``input_rows(rows)``; return
+        input rows ``rows``."""
+
+    def input_rows(self, rows: Rows | None, spec: ArraySpec) -> Rows | None:
+        """The rows of this stage's output needed to decode rows ``rows`` of its input.
+
+        Most stages map row to row; a stage mixing neighbouring rows (``blockdct``: whole
+        bands of 32) widens the range, and the pipeline fetches the wider range below it.
+        """
+        return rows
 
 
 class ArrayBytesCodec(Codec):

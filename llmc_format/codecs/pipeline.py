@@ -84,19 +84,24 @@ def decode_tensor(
     specs = [spec]
     for s in stages[:-1]:
         specs.append(s.resolve(specs[-1]))  # type: ignore[attr-defined]
+    # want[k]: the rows of specs[k] to produce; a stage may need more rows from below
+    want: list[Rows | None] = [rows]
+    for k, s in enumerate(stages[:-1]):
+        assert isinstance(s, ArrayArrayCodec)
+        want.append(s.input_rows(want[k], specs[k]))
     last = stages[-1]
     assert isinstance(last, ArrayBytesCodec)
     k = len(stages) - 1
     if last_output is None:
-        array = last.decode(lambda i: fetch(k, i), blob_counts[k], specs[k], rows)
+        array = last.decode(lambda i: fetch(k, i), blob_counts[k], specs[k], want[k])
     else:
-        array = last_output
-    specs[k].check(array, rows)
+        array = last_output if want[k] is None else last_output[want[k][0]:want[k][1]]
+    specs[k].check(array, want[k])
     for k in range(len(stages) - 2, -1, -1):
         stage = stages[k]
         assert isinstance(stage, ArrayArrayCodec)
-        array = stage.decode(array, lambda i, k=k: fetch(k, i), blob_counts[k], specs[k], rows)
-        specs[k].check(array, rows)
+        array = stage.decode(array, lambda i, k=k: fetch(k, i), blob_counts[k], specs[k], want[k])
+        specs[k].check(array, want[k])
     return array
 
 

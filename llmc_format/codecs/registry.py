@@ -19,6 +19,7 @@ from llmc_format.errors import CodecError, UnknownCodecError
 _BUILTIN: dict[str, str] = {
     "exact": "llmc_format.codecs.exact:ExactCodec",
     "affine": "llmc_format.quant.affine:AffineCodec",
+    "blockdct": "llmc_format.quant.blockdct:BlockDctCodec",
     "vvc": "llmc_format.codecs.video.codecs:VvcCodec",
     "hevc": "llmc_format.codecs.video.codecs:HevcCodec",
     "av1": "llmc_format.codecs.video.codecs:Av1Codec",

@@ -98,7 +98,7 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
         if "qp" in video:
             rd["qp"] = video["qp"]
         rd["codec"] = video["id"]
-        quant = enc.info[0] if enc.info and enc.pipeline[0]["id"] == "affine" else None
+        quant = enc.info[0] if enc.info and enc.pipeline[0]["id"] in ("affine", "blockdct") else None
     elif dec_digest != src_digest:
         raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
     return PackedTensor(name, spec, enc, quant, rd,

@@ -21,6 +21,9 @@ from llmc_format.errors import SourceError
 
 LOSSY_CODECS = ("vvc", "hevc", "av1", "ffv1")
 ALL_CODECS = ("exact", *LOSSY_CODECS)
+#: how a lossy tensor becomes integer samples: ``none`` = the ``affine`` stage; ``dct`` =
+#: the ``blockdct`` stage (codes of the block-wise inverse DCT, one scale per tensor)
+TRANSFORMS = ("none", "dct")
 
 #: names of token embeddings and output heads across common architectures
 _EMBEDDING_RE = re.compile(
@@ -46,10 +49,21 @@ class Policy:
     lossless_patterns: tuple[str, ...] = ()
     affine: dict[str, Any] = field(default_factory=dict)
     video: dict[str, Any] = field(default_factory=dict)
+    transform: str = "none"
 
     def __post_init__(self) -> None:
         if self.codec not in ALL_CODECS:
             raise SourceError(f"unknown codec {self.codec!r}; choose one of {', '.join(ALL_CODECS)}")
+        if self.transform not in TRANSFORMS:
+            raise SourceError(f"unknown transform {self.transform!r}; choose one of "
+                              f"{', '.join(TRANSFORMS)}")
+        if self.transform == "dct" and self.codec == "ffv1":
+            raise SourceError("transform dct is for the lossy codecs (vvc, hevc, av1), not ffv1")
+
+    @property
+    def per_tensor_scale(self) -> bool:
+        """Whether each lossy tensor has one quantization scale (its QP then sets its step)."""
+        return self.transform == "dct" or self.affine.get("granularity") == "tensor"
 
     def is_lossy(self, name: str, dtype: str, shape: Sequence[int]) -> bool:
         """Whether ``name`` goes through the lossy codec under this policy."""
@@ -77,4 +91,6 @@ class Policy:
             video["qp"] = self.qp if qp is None else qp
         if self.preset is not None and self.codec != "ffv1":
             video["preset"] = self.preset
+        if self.transform == "dct":
+            return [{"id": "blockdct", "bits": self.bits}, video]
         return [{"id": "affine", "bits": self.bits, **self.affine}, video]

@@ -110,7 +110,7 @@ def with_target_scaling(policy: Policy) -> Policy:
     per-row parameters: +0.9–1.0 dB over per-row scaling at equal rate on SmolLM2
     (docs/results/tuning.md §2). With one QP for all tensors per-row stays the default.
     """
-    if "granularity" in policy.affine:
+    if "granularity" in policy.affine or policy.transform != "none":
         return policy
     return dataclasses.replace(policy, affine={**policy.affine, "granularity": "tensor"})
 
@@ -132,14 +132,20 @@ def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
     rates the allocator needs, for every tensor.
     """
     base = SAMPLE_QPS[policy.codec]
-    if policy.affine.get("granularity") != "tensor" or policy.codec not in LOG_STEP_CODECS:
+    if not policy.per_tensor_scale or policy.codec not in LOG_STEP_CODECS:
         return base
     x = np.asarray(array).ravel()
     every = max(1, x.size >> 20)  # σ from ≤ 1 M evenly strided weights: no full-size copy
-    lo, hi, sigma = float(x.min()), float(x.max()), float(np.std(x[::every], dtype=np.float64))
-    if not (hi > lo and sigma > 0 and math.isfinite(hi - lo)):
+    sigma = float(np.std(x[::every], dtype=np.float64))
+    if policy.transform == "dct":  # the codes cover the inverse-DCT domain's range
+        from llmc_format.quant.blockdct import BlockDctCodec
+
+        span = BlockDctCodec(bits=policy.bits).code_span(np.asarray(array))
+    else:
+        span = float(x.max()) - float(x.min())
+    if not (span > 0 and sigma > 0 and math.isfinite(span)):
         return base
-    shift = round(6 * math.log2(ROW_RANGE_SIGMAS * sigma / (hi - lo)))
+    shift = round(6 * math.log2(ROW_RANGE_SIGMAS * sigma / span))
     qrange = _qrange(policy.codec)
     return tuple(sorted({min(qrange[-1], max(qrange[0], q + shift)) for q in base}))
 
@@ -402,10 +408,12 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
         if not lossy:
             raise TargetError(f"{src} holds no lossy tensor: nothing to re-target")
         video, affine = lossy[0].pipeline[-1], lossy[0].pipeline[0]
-        # the archive's scaling: its recorded RD samples were measured with it
+        # the archive's scaling and transform: its recorded RD samples were measured with them
+        dct = affine.get("id") == "blockdct"
         policy = Policy(codec=str(video["id"]), preset=video.get("preset"),
                         bits=int(affine.get("bits", 10)), min_lossy_numel=2**62,
-                        affine={"granularity": str(affine.get("granularity", "row"))},
+                        affine={} if dct else {"granularity": str(affine.get("granularity", "row"))},
+                        transform="dct" if dct else "none",
                         lossy_patterns=tuple(_glob_escape(e.name) for e in lossy))
         plan = None
         if all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy):

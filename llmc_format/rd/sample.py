@@ -30,18 +30,26 @@ MAX_SAMPLE = 1 << 20
 SAMPLE_BLOCKS = 4
 
 
-def sample_blocks(rows: int, cols: int, fraction: float = SAMPLE_FRACTION) -> list[tuple[int, int]]:
-    """Evenly spaced row blocks covering about ``fraction`` of a (rows x cols) matrix."""
+def sample_blocks(rows: int, cols: int, fraction: float = SAMPLE_FRACTION,
+                  align: int = 1) -> list[tuple[int, int]]:
+    """Evenly spaced row blocks covering about ``fraction`` of a (rows x cols) matrix.
+
+    With ``align`` > 1 the blocks start and end on multiples of ``align`` (or at the last
+    row), so that a stage mixing bands of ``align`` rows (``blockdct``) decodes each block
+    from exactly its own rows.
+    """
     want = min(rows * cols, max(MIN_SAMPLE, min(MAX_SAMPLE, int(fraction * rows * cols))))
     n_rows = min(rows, max(1, math.ceil(want / max(cols, 1))))
     if n_rows >= rows:
         return [(0, rows)]
     blocks = min(SAMPLE_BLOCKS, n_rows)
-    h = math.ceil(n_rows / blocks)
-    starts = np.linspace(0, rows - h, blocks).round().astype(int)
+    h = -(-math.ceil(n_rows / blocks) // align) * align
+    if h >= rows:
+        return [(0, rows)]
+    starts = np.linspace(0, rows - h, blocks).round().astype(int) // align * align
     out: list[tuple[int, int]] = []
     for s in starts:  # merge overlaps so no row is counted twice
-        a, b = int(s), int(s) + h
+        a, b = int(s), min(rows, int(s) + h)
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], max(out[-1][1], b))
         else:
@@ -81,7 +89,8 @@ def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict
     params_bytes = sum(len(b) for blobs in side for b in blobs)
     two_d = array.ndim >= 2
     matrix = codes.reshape(codes.shape[0], -1) if two_d else codes.reshape(1, -1)
-    blocks = sample_blocks(*matrix.shape, fraction)
+    align = max((getattr(s, "row_align", 1) for s in array_stages), default=1)
+    blocks = sample_blocks(*matrix.shape, fraction, align)
     sample = np.concatenate([matrix[a:b] for a, b in blocks], axis=0)
     code_spec = specs[-1]
     sspec = ArraySpec(code_spec.dtype, (sample.shape[0], *code_spec.shape[1:]) if two_d

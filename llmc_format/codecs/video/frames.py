@@ -21,6 +21,9 @@ With ``up(x, a) = ceil(x / a) * a`` and ``down(x, a) = floor(x / a) * a``:
    (edge replication codes cheaper than zeros: no artificial edge for the transform),
    to ``max(min_size, up(h, align)) x max(min_size, up(w, align))``.
 
+An encoder may round the tile sizes of steps 1–2 to a multiple of ``align`` instead
+(``tile_align``; ``vvc``: 32, its coding-block grid, when there is more than one band /
+tile column); readers only require multiples of ``align``.
 Balancing the tiles (step 1 and 2 divide evenly instead of cutting full tiles plus a
 remainder) avoids thin slivers; aligning ``tile_rows``/``tile_cols`` means only the last
 band / tile column ever carries padding. ``target_pixels`` trades encoder start-up cost
@@ -138,17 +141,27 @@ class FrameGeometry:
 
 def plan(
     rows: int, cols: int, *, max_width: int, max_height: int, target_pixels: int,
-    align: int, min_size: int,
+    align: int, min_size: int, tile_align: int | None = None,
 ) -> FrameGeometry:
-    """Cut an ``rows x cols`` matrix into frames by the rule in the module docstring."""
+    """Cut an ``rows x cols`` matrix into frames by the rule in the module docstring.
+
+    ``tile_align`` (a multiple of ``align``; default ``align``) is an encoder's choice, not
+    part of the format: the rule's steps 1–2 round tile sizes to it instead of ``align``,
+    so every frame starts on a multiple of it (``vvc``: 32, its coding-block grid, which
+    ``blockdct``'s 32x32 blocks must coincide with). It applies when ``max_width`` and
+    ``max_height`` are multiples of it; readers only check multiples of ``align``.
+    """
     if max_width % align or max_height % align or min(max_width, max_height) < align:
         raise CodecError(f"max_width={max_width} and max_height={max_height} must be "
                          f"positive multiples of {align}")
+    step = tile_align or align
+    if step % align or max_width % step or max_height % step:
+        step = align
     n_cols = -(-cols // max_width)
-    tile_cols = _up(-(-cols // n_cols), align)
-    h0 = min(max_height, max(align, target_pixels // tile_cols // align * align))
+    tile_cols = _up(-(-cols // n_cols), align if n_cols == 1 else step)  # one tile starts at 0
+    h0 = min(max_height, max(step, target_pixels // tile_cols // step * step))
     n_bands = -(-rows // h0)
-    tile_rows = _up(-(-rows // n_bands), align)
+    tile_rows = _up(-(-rows // n_bands), align if n_bands == 1 else step)
     return FrameGeometry(rows, cols, tile_rows, tile_cols, align, min_size)
 
 
