@@ -69,6 +69,9 @@ def main() -> None:
                     "after the perplexity region (chars 100000 on)")
     ap.add_argument("--granularity", default=None, choices=("row", "tensor"),
                     help="affine granularity of the RD packs (default: llmc's, tensor)")
+    ap.add_argument("--transform", default="none,dct",
+                    help="comma list of RD pack transforms to run (none: affine codes; dct: "
+                    "llmc pack --transform dct)")
     ap.add_argument("--skip", default="", help="comma list of: fp32, rd, rtn, hqq, nncodec")
     ap.add_argument("--max-tokens", type=int, default=8192)
     ap.add_argument("--jobs", type=int, default=None)
@@ -102,20 +105,24 @@ def main() -> None:
             report(f"vvc uniform qp={qp}", fig, time.time() - t0)
             points.append(fig["bpw"])
         affine = {"granularity": args.granularity} if args.granularity else {}
-        rd_policy = with_target_scaling(Policy(codec="vvc", preset=args.preset, affine=affine))
-        # the RD samples depend on the policy only: measure once, reuse for every target
-        plan = measure_source(source, rd_policy, args.jobs or default_jobs()) if points else None
-        for bpw in points if "rd" not in skip else []:
-            for variant in args.variants.split(","):
-                t0 = time.time()
-                rd = Path(tmp) / f"rd{bpw}{variant}.llmc"
-                summary = pack_to_target(
-                    source, rd, Target.parse(bpw=bpw), policy=rd_policy, jobs=args.jobs,
-                    weighting=variant if variant in ("mse", "nmse") else "nmse",
-                    calibration={"calibration": calibration, "self": SELF}.get(variant),
-                    plan=copy.deepcopy(plan))
-                report(f"vvc RD {variant} @{bpw:.3f} ({summary['passes']} passes)",
-                       evaluate(rd, ref, args.max_tokens), time.time() - t0)
+        for transform in args.transform.split(",") if "rd" not in skip else []:
+            rd_policy = with_target_scaling(Policy(
+                codec="vvc", preset=args.preset, transform=transform,
+                affine=affine if transform == "none" else {}))
+            # the RD samples depend on the policy only: measure once, reuse for every target
+            plan = measure_source(source, rd_policy, args.jobs or default_jobs()) if points else None
+            tag = "" if transform == "none" else f" {transform}"
+            for bpw in points:
+                for variant in args.variants.split(","):
+                    t0 = time.time()
+                    rd = Path(tmp) / f"rd{bpw}{variant}{transform}.llmc"
+                    summary = pack_to_target(
+                        source, rd, Target.parse(bpw=bpw), policy=rd_policy, jobs=args.jobs,
+                        weighting=variant if variant in ("mse", "nmse") else "nmse",
+                        calibration={"calibration": calibration, "self": SELF}.get(variant),
+                        plan=copy.deepcopy(plan))
+                    report(f"vvc RD{tag} {variant} @{bpw:.3f} ({summary['passes']} passes)",
+                           evaluate(rd, ref, args.max_tokens), time.time() - t0)
     names = sorted(ref)
     if "rtn" not in skip:
         from llmc_format.quant.rtn import rtn_quantize

@@ -1,7 +1,8 @@
 """Reading one ``.safetensors`` file, lazily and bit-exactly.
 
-The ``safetensors`` library validates the header (bounds, overlaps, dtype codes) at open;
-we open it with the torch framework because its numpy framework has no bfloat16. Only
+The ``safetensors`` library validates the header (bounds, overlaps, dtype codes) at open
+(its numpy framework: we never ask it for a tensor, so its lack of bfloat16 does not
+matter, and torch, ~0.5 GiB resident, is not imported). Only
 the header is read at open; a tensor's bytes are read when its entry is called, with
 ``pread`` into an array the caller owns (at the offsets of the header safetensors has
 validated), not through safetensors' memory map: pages of a memory map stay mapped once
@@ -36,7 +37,7 @@ class SafetensorsFile(Source):
         #: how errors and ``describe`` name the file (a shard's path relative to its directory)
         self.display_name = display_name or path.name
         try:
-            self._handle = safe_open(str(path), framework="pt")
+            self._handle = safe_open(str(path), framework="numpy")
         except (SafetensorError, OSError, ValueError) as exc:
             raise SourceError(f"{self.display_name}: not a readable safetensors file: {exc}") from None
         self._metadata: dict[str, str] = dict(self._handle.metadata() or {})

@@ -15,7 +15,6 @@ from llmc_format.errors import SourceError
 from llmc_format.io.base import Source, require_exists
 from llmc_format.io.hf_dir import HfDirectory, find_weight_files
 from llmc_format.io.safetensors_source import SafetensorsFile
-from llmc_format.io.torch_source import TorchFile
 
 _TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
@@ -50,6 +49,8 @@ def _open_file(path: Path, fmt: str) -> Source:
     if fmt == "safetensors":
         return SafetensorsFile(path)
     if fmt == "torch":
+        from llmc_format.io.torch_source import TorchFile  # imports torch: only when needed
+
         return TorchFile(path)
     if fmt == "gguf":
         from llmc_format.io.gguf_source import GgufFile  # imports transformers: only when needed
