@@ -91,6 +91,6 @@ class Policy:
             video["qp"] = self.qp if qp is None else qp
         if self.preset is not None and self.codec != "ffv1":
             video["preset"] = self.preset
-        if self.transform == "dct":
-            return [{"id": "blockdct", "bits": self.bits}, video]
+        if self.transform == "dct" and len(shape) >= 2:  # (a 1-D tensor named by --lossy:
+            return [{"id": "blockdct", "bits": self.bits}, video]  # affine, one row = per tensor)
         return [{"id": "affine", "bits": self.bits, **self.affine}, video]

@@ -137,7 +137,7 @@ def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
     x = np.asarray(array).ravel()
     every = max(1, x.size >> 20)  # σ from ≤ 1 M evenly strided weights: no full-size copy
     sigma = float(np.std(x[::every], dtype=np.float64))
-    if policy.transform == "dct":  # the codes cover the inverse-DCT domain's range
+    if policy.transform == "dct" and np.ndim(array) >= 2:  # codes cover the inverse-DCT range
         from llmc_format.quant.blockdct import BlockDctCodec
 
         span = BlockDctCodec(bits=policy.bits).code_span(np.asarray(array))

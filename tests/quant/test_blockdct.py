@@ -175,3 +175,12 @@ def test_target_pack_with_dct_transform_verifies(tmp_path: Path) -> None:
     report = verify(out, against=src)
     assert report.ok, report
     assert all(t.snr_db_measured is not None and t.snr_db_measured > 5 for t in report.tensors)
+
+
+def test_dct_policy_keeps_affine_for_a_vector_named_lossy() -> None:
+    from llmc_format.pipeline.policy import Policy
+
+    p = Policy(codec="vvc", transform="dct", lossy_patterns=("norm*",))
+    assert [c["id"] for c in p.pipeline("norm.weight", "float32", (4096,))] == ["affine", "vvc"]
+    assert [c["id"] for c in p.pipeline("a.weight", "float32", (512, 512))] == ["blockdct", "vvc"]
+    assert p.per_tensor_scale and not Policy(codec="vvc").per_tensor_scale
