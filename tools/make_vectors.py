@@ -96,12 +96,20 @@ def main() -> None:
     def lossy_vvc(p: Path) -> None:
         llmc_format.save_file(_lossy_tensors(), p, codec="vvc", qp=32, jobs=1)
 
+    def lossy_vvc_blockdct(p: Path) -> None:
+        # core blocks, an edge band of 4 rows and an edge strip of 10 columns (spec §7.5)
+        rng = np.random.default_rng(7)
+        w = (rng.laplace(size=(100, 170)) * 0.03).astype(np.float32)
+        llmc_format.save_file({"mlp.weight": w, "attn.weight.bf16": w[:64, :96].astype(
+            ml_dtypes.bfloat16)}, p, codec="vvc", qp=30, transform="dct", min_lossy_numel=1024,
+            jobs=1)
+
     def updated(p: Path) -> None:
         llmc_format.save_file({"t": np.arange(12, dtype=np.float32).reshape(3, 4)}, p)
         append_metadata_update(p, metadata={"user": {"updated": True}})
 
     valid = {"v1-exact-basic": exact_basic, "v1-lossy-vvc": lossy_vvc,
-             "v1-metadata-update": updated}
+             "v1-metadata-update": updated, "v1-lossy-vvc-blockdct": lossy_vvc_blockdct}
     for name, fn in valid.items():
         if args.only not in (None, name):
             continue
