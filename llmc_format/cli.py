@@ -154,12 +154,12 @@ def pack(
                                                 "tensor; default: row with --qp (one QP for "
                                                 "all), tensor with a target, which gives each "
                                                 "tensor its own QP (+0.9 dB at equal size).")] = None,
-    transform: Annotated[str, typer.Option(help="How lossy tensors become video samples: none "
-                                           "(affine codes, --scaling) or dct (codes of each "
-                                           "32x32 block's inverse DCT, one scale per tensor: "
-                                           "the codec then quantizes the weights themselves; "
-                                           "+0.1 to +0.3 dB at equal size on SmolLM2, more on "
-                                           "fp32 models; needs a target).")] = "none",
+    transform: Annotated[str, typer.Option(help="How lossy tensors become video samples: dct "
+                                           "(codes of each 32x32 block's inverse DCT, one "
+                                           "scale per tensor: the codec then quantizes the "
+                                           "weights themselves; needs a target), none (affine "
+                                           "codes, --scaling), or auto (default: dct with a "
+                                           "target and vvc/hevc, else none).")] = "auto",
     lossy: Annotated[list[str] | None, typer.Option("--lossy", help="Glob of tensor names to code lossy "
                                                     "(e.g. '*embed_tokens*'); repeatable.")] = None,
     lossless: Annotated[list[str] | None, typer.Option("--lossless", help="Glob of tensor names to "
@@ -199,8 +199,8 @@ def pack(
         raise typer.BadParameter("needs --executor ray", param_hint="--ray-address")
     if scaling not in (None, "row", "tensor"):
         raise typer.BadParameter("must be row or tensor", param_hint="--scaling")
-    if transform not in ("none", "dct"):
-        raise typer.BadParameter("must be none or dct", param_hint="--transform")
+    if transform not in ("auto", "none", "dct"):
+        raise typer.BadParameter("must be auto, none or dct", param_hint="--transform")
     if transform == "dct" and scaling is not None:
         raise typer.BadParameter("--transform dct has its own per-tensor scale", param_hint="--scaling")
     with _errors():

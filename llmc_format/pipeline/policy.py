@@ -22,8 +22,12 @@ from llmc_format.errors import SourceError
 LOSSY_CODECS = ("vvc", "hevc", "av1", "ffv1")
 ALL_CODECS = ("exact", *LOSSY_CODECS)
 #: how a lossy tensor becomes integer samples: ``none`` = the ``affine`` stage; ``dct`` =
-#: the ``blockdct`` stage (codes of the block-wise inverse DCT, one scale per tensor)
-TRANSFORMS = ("none", "dct")
+#: the ``blockdct`` stage (codes of the block-wise inverse DCT, one scale per tensor);
+#: ``auto`` = ``dct`` for packs to a target with vvc or hevc (unless an affine
+#: granularity is chosen), else ``none`` (``pipeline.target.with_target_scaling``)
+TRANSFORMS = ("auto", "none", "dct")
+#: codecs ``auto`` gives ``blockdct`` under a target (measured gains: docs/results/tuning.md)
+DCT_CODECS = ("vvc", "hevc")
 
 #: names of token embeddings and output heads across common architectures
 _EMBEDDING_RE = re.compile(
@@ -49,7 +53,7 @@ class Policy:
     lossless_patterns: tuple[str, ...] = ()
     affine: dict[str, Any] = field(default_factory=dict)
     video: dict[str, Any] = field(default_factory=dict)
-    transform: str = "none"
+    transform: str = "auto"
 
     def __post_init__(self) -> None:
         if self.codec not in ALL_CODECS:

@@ -232,7 +232,7 @@ def test_save_file_takes_the_pack_targets(vvc_codec: None, tmp_path: Path) -> No
     path = llmc_format.save_file({"w": rng.standard_normal((256, 512)).astype(np.float32)},
                                  tmp_path / "w.llmc", codec="vvc", snr=15.0)
     (entry,) = llmc_format.inspect(path)["tensors"]
-    assert entry["codec"] == "affine+vvc" and entry["snr_db"] >= 15.0 * 0.98
+    assert entry["codec"] == "blockdct+vvc" and entry["snr_db"] >= 15.0 * 0.98  # the target default
     with llmc_format.safe_open(path) as f:
         assert f.metadata()["policy"]["codec"] == "vvc"
 

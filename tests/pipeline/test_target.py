@@ -118,20 +118,39 @@ def test_cli_target_inspect_rd_plot_and_repack(tmp_path: Path) -> None:
     assert verify(small).ok
 
 
-@pytest.mark.parametrize("scaling", [None, "row"])
-def test_target_scaling_is_per_tensor_unless_chosen(tmp_path: Path, scaling: str | None) -> None:
+@pytest.mark.parametrize(("scaling", "transform"), [(None, "auto"), (None, "none"), ("row", "auto")])
+def test_target_scaling_is_per_tensor_unless_chosen(tmp_path: Path, scaling: str | None,
+                                                    transform: str) -> None:
+    """A target packs with one scale per tensor: blockdct by default (vvc), per-tensor
+    affine with transform="none", and the chosen affine granularity if there is one."""
     out = tmp_path / "m.llmc"
-    policy = Policy(codec="vvc", min_lossy_numel=1024, preset="faster",
+    policy = Policy(codec="vvc", min_lossy_numel=1024, preset="faster", transform=transform,
                     affine={"granularity": scaling} if scaling else {})
     pack_to_target(MemorySource(synthetic_model()), out, Target.parse(bpw=3.0), policy=policy,
                    jobs=2)
     with Reader(out) as r:
-        got = {r.tensor(n).pipeline[0]["granularity"] for n in LOSSY}
+        first = [r.tensor(n).pipeline[0] for n in LOSSY]
         params = sum(b.length for n in LOSSY for b in r.tensor(n).blobs if b.stage == 0)
-    assert got == {scaling or "tensor"}
+        assert r.tensor("norm.weight").pipeline[0]["id"] == "exact"
+    if scaling is None and transform == "auto":
+        assert {c["id"] for c in first} == {"blockdct"} and params == 0  # scale in the config
+        return
+    assert {c["granularity"] for c in first} == {scaling or "tensor"}
     # one (scale, offset) pair per tensor vs one per row: the params shrink accordingly
     rows = sum(synthetic_model()[n].shape[0] for n in LOSSY)
     assert params == (4 * rows if scaling == "row" else 4 * len(LOSSY))
+
+
+def test_with_target_scaling_resolves_auto() -> None:
+    from llmc_format.pipeline.target import with_target_scaling
+
+    assert with_target_scaling(Policy(codec="vvc")).transform == "dct"
+    assert with_target_scaling(Policy(codec="hevc")).transform == "dct"
+    av1 = with_target_scaling(Policy(codec="av1"))
+    assert av1.transform == "none" and av1.affine == {"granularity": "tensor"}
+    row = with_target_scaling(Policy(codec="vvc", affine={"granularity": "row"}))
+    assert row.transform == "none" and row.affine == {"granularity": "row"}
+    assert Policy(codec="vvc").pipeline("w", "float32", (256, 256))[0]["id"] == "affine"  # --qp
 
 
 def test_sample_qps_follow_each_tensors_spread_under_tensor_scaling() -> None:
