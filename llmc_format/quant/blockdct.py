@@ -83,10 +83,6 @@ def _bound_ok(bits: int, block: int, precision: int) -> bool:
     return block * block * (2 ** (bits - 1)) * m * m < 2**53
 
 
-def _split(rows: int, cols: int, block: int) -> tuple[int, int]:
-    return block * (rows // block), block * (cols // block)
-
-
 def _matrix_shape(shape: tuple[int, ...], name: str) -> tuple[int, int]:
     if len(shape) < 2:
         raise CodecError(f"tensor {name!r}: blockdct needs a tensor of >= 2 dimensions, "
@@ -126,7 +122,8 @@ class BlockDctCodec(ArrayArrayCodec):
         if scale is not None:
             for key, value in (("scale", scale), ("offset", offset)):
                 if isinstance(value, bool) or not isinstance(value, int | float) or not (
-                        math.isfinite(value) and abs(value) <= _F32_MAX):
+                        math.isfinite(value) and abs(value) <= _F32_MAX
+                        and float(np.float32(value)) == value):
                     raise CodecError(f"blockdct: {key} must be a finite float32 value, got {value!r}")
             if not scale > 0:
                 raise CodecError(f"blockdct: scale must be > 0, got {scale!r}")

@@ -109,6 +109,7 @@ def test_constant_and_bfloat16_tensors() -> None:
     {"block": 24}, {"bits": 0}, {"bits": 17}, {"precision": 7}, {"scale": 1.0},
     {"scale": -1.0, "offset": 0.0}, {"scale": float("nan"), "offset": 0.0},
     {"scale": 1.0, "offset": float("inf")}, {"bits": 16, "block": 64, "precision": 16},
+    {"scale": 0.1, "offset": 0.0},  # not a binary32 value
 ])
 def test_bad_configs_are_codec_errors(config: dict[str, float]) -> None:
     with pytest.raises(CodecError):
