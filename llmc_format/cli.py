@@ -150,10 +150,11 @@ def pack(
                                                     "the model samples itself (no data needed).")] = None,
     preset: Annotated[str | None, typer.Option(help="Encoder preset (vvc: faster, fast, medium...).")] = None,
     bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
-    scaling: Annotated[str | None, typer.Option(help="Affine quantization scale per row or per "
-                                                "tensor; default: row with --qp (one QP for "
-                                                "all), tensor with a target, which gives each "
-                                                "tensor its own QP (+0.9 dB at equal size).")] = None,
+    scaling: Annotated[str | None, typer.Option(help="Affine codes with one scale per row "
+                                                "(default with --qp: one QP for all) or per "
+                                                "tensor (needs a target, which gives each "
+                                                "tensor its own QP). With a target and no "
+                                                "--scaling, --transform auto codes blockdct.")] = None,
     transform: Annotated[str, typer.Option(help="How lossy tensors become video samples: dct "
                                            "(codes of each 32x32 block's inverse DCT, one "
                                            "scale per tensor: the codec then quantizes the "
