@@ -146,6 +146,21 @@ def affine_params_nan(m: ArchiveModel, d: dict[str, bytes]) -> None:
     set_payload(m, b, b"\xff\x7f" * (len(m.payload[id(b)]) // 2))  # float16 NaNs
 
 
+BLOCKDCT = {"id": "blockdct", "bits": 10, "block": 32, "precision": 14, "scale": 1.0,
+            "offset": 0.0}
+
+
+def blockdct_with_a_blob(m: ArchiveModel, d: dict[str, bytes]) -> None:
+    """A blockdct stage (which owns no blob) in place of affine, the params blob left."""
+    tensor(m, "layer.weight")["pipeline"][0] = dict(BLOCKDCT)
+
+
+def blockdct_scale_nan(m: ArchiveModel, d: dict[str, bytes]) -> None:
+    t = tensor(m, "layer.weight")
+    t["pipeline"][0] = {**BLOCKDCT, "scale": float("nan")}
+    t["blobs"] = [b for b in t["blobs"] if b["stage"] != 0]
+
+
 def video_stage_first(m: ArchiveModel, d: dict[str, bytes]) -> None:
     t = tensor(m, "layer.weight")
     t["pipeline"].reverse()
@@ -261,6 +276,8 @@ VIDEO_LIES: list[tuple[str, Lie, type[LlmcError]]] = [
     ("frame side beyond the limit", frame_geometry_oversized, CodecError),
     ("affine params blob short", affine_params_short, CodecError),
     ("affine params NaN", affine_params_nan, CodecError),
+    ("blockdct stage owning a blob", blockdct_with_a_blob, CodecError),
+    ("blockdct scale NaN", blockdct_scale_nan, CodecError),
     ("stages in the wrong order", video_stage_first, CodecError),
 ]
 EXACT_LIES: list[tuple[str, Lie, type[LlmcError]]] = [
@@ -359,4 +376,4 @@ def test_attachment_lie_is_a_typed_error(label: str, lie: Lie, error: type[LlmcE
 
 def test_the_lie_table_covers_every_class() -> None:
     """For the report: how many lies of each class the tests above try."""
-    assert (len(VIDEO_LIES), len(EXACT_LIES), len(ATTACHMENT_LIES)) == (19, 8, 5)
+    assert (len(VIDEO_LIES), len(EXACT_LIES), len(ATTACHMENT_LIES)) == (21, 8, 5)
