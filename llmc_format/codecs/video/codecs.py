@@ -388,6 +388,8 @@ class HevcCodec(VideoCodec):
 
     codec_id = "hevc"
     encoders = ("libx265",)
+    #: frames start on the 32x32 grid of x265's largest transform (and of ``blockdct``)
+    tile_align = 32
     decoder = "hevc"
     muxer = "hevc"
     max_bits = 12

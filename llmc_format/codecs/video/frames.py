@@ -22,7 +22,7 @@ With ``up(x, a) = ceil(x / a) * a`` and ``down(x, a) = floor(x / a) * a``:
    to ``max(min_size, up(h, align)) x max(min_size, up(w, align))``.
 
 An encoder may round the tile sizes of steps 1–2 to a multiple of ``align`` instead
-(``tile_align``; ``vvc``: 32, its coding-block grid, when there is more than one band /
+(``tile_align``; ``vvc`` and ``hevc``: 32, their block grid, when there is more than one band /
 tile column); readers only require multiples of ``align``.
 Balancing the tiles (step 1 and 2 divide evenly instead of cutting full tiles plus a
 remainder) avoids thin slivers; aligning ``tile_rows``/``tile_cols`` means only the last
