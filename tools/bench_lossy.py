@@ -10,7 +10,12 @@ writes.
 
 Methods (``--codecs``): ``vvc``, ``hevc``, ``av1`` at QPs; ``rtn`` (round-to-nearest,
 groups of 128, float16 scale and minimum) at 2/3/4 bits; ``nncodec`` (one NNC stream per
-matrix) at its QPs; ``hqq`` (groups of 64, not in the default set) at 2/3/4 bits.
+matrix) at its QPs; ``hqq`` (groups of 64, not in the default set) at 2/3/4 bits; and
+issue 8's variants ``vvc-untuned``, ``vvc-tuned``, ``vvc-dct``, ``hevc-tuned``, ``hevc-dct``
+(see ``VIDEO_VARIANTS``), compared at equal rate with NNCodec in a final table:
+
+    python tools/bench_lossy.py --model smollm2 --layers 0,7,15,29 -j 1 --threads 1 \
+        --codecs vvc-untuned,vvc-tuned,vvc-dct,hevc-tuned,hevc-dct,nncodec
 
 Weights: SmolLM2-135M's 210 decoder Linear weights and MiniLM-L6's 36 encoder matrices
 (``tools/models.py``), optionally a subset of layers.
