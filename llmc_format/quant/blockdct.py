@@ -51,9 +51,11 @@ from typing import Any
 
 import numpy as np
 
+from llmc_format import dtypes
 from llmc_format.codecs.base import ArrayArrayCodec, ArraySpec, BlobFetcher, Encoded, Rows
 from llmc_format.errors import CodecError
-from llmc_format.quant.affine import _CLAMP, CODES_DTYPE, INPUT_DTYPES, snr_from_sums
+from llmc_format.quant.affine import CODES_DTYPE, INPUT_DTYPES, _check_finite, dequantize_block
+from llmc_format.quant.metrics import snr_from_sums
 
 BLOCKS = (4, 8, 16, 32, 64)
 DEFAULT_BLOCK = 32
@@ -75,6 +77,12 @@ def dct_matrix(block: int, precision: int) -> np.ndarray:
                 raise CodecError(f"blockdct: M[{k}][{n}] = {v!r} is too close to a rounding tie")
             out[k, n] = int(math.copysign(math.floor(abs(v) + 0.5), v))
     return out
+
+
+@functools.cache
+def _matrix64(block: int, precision: int) -> np.ndarray:
+    """``M`` as float64 (exact: small integers), the operand of step 2's products."""
+    return dct_matrix(block, precision).astype(np.float64)
 
 
 def _bound_ok(bits: int, block: int, precision: int) -> bool:
@@ -172,13 +180,13 @@ class BlockDctCodec(ArrayArrayCodec):
         config = {**self.get_config(), "scale": float(scale), "offset": float(offset)}
         done = BlockDctCodec.from_config(config)
         assert isinstance(done, BlockDctCodec)
-        for band in _bands(rows, block):
-            y = self._forward(x[band], offset, inv)
+        for band, core in _bands(rows, block):
+            y = self._forward(x[band], offset, inv, core)
             q = np.clip(np.rint(y / float(scale)) + half, 0, 2 * half - 1).astype(np.uint16)
             codes[band] = q
-            back = done._dequantize(q, band.start, rows, cols, np.float64)
-            diff = x[band].astype(np.float64) - back
-            sig += float(np.vdot(x[band].astype(np.float64), x[band].astype(np.float64)))
+            x64 = x[band].astype(np.float64)
+            diff = x64 - done._dequantize(q, core, spec.dtype).astype(np.float64)
+            sig += float(np.vdot(x64, x64))
             noise += float(np.vdot(diff, diff))
             max_err = max(max_err, float(np.abs(diff).max(initial=0.0)))
         info = {
@@ -194,18 +202,12 @@ class BlockDctCodec(ArrayArrayCodec):
         """(offset, scale, A⁻¹) the encoder rule picks for the matrix ``x`` (two passes)."""
         bits, block, prec = self.params["bits"], self.params["block"], self.params["precision"]
         half = 2 ** (bits - 1)
-        rows = x.shape[0]
-        total = 0.0
-        for band in _bands(rows, block):
-            xb = x[band].astype(np.float64)
-            if not np.isfinite(xb).all():
-                raise CodecError(f"tensor {name!r}: non-finite values; lossy coding of NaN/inf "
-                                 "is not allowed — store this tensor exactly")
-            total += float(xb.sum())
+        _check_finite(x, name)
+        total = sum(float(x[band].sum(dtype=np.float64)) for band, _ in _bands(x.shape[0], block))
         offset = np.float32(total / max(x.size, 1))
-        inv = np.linalg.inv(dct_matrix(block, prec).astype(np.float64) / 2.0**prec)
-        peak = max((float(np.abs(self._forward(x[band], offset, inv)).max(initial=0.0))
-                    for band in _bands(rows, block)), default=0.0)
+        inv = np.linalg.inv(_matrix64(block, prec) / 2.0**prec)
+        peak = max((float(np.abs(self._forward(x[band], offset, inv, core)).max(initial=0.0))
+                    for band, core in _bands(x.shape[0], block)), default=0.0)
         room = half - 1 - half // 64
         scale = _smallest_f32_at_least(peak / room) if peak > 0 and room > 0 else np.float32(1.0)
         if not (np.isfinite(scale) and scale > 0):
@@ -219,15 +221,18 @@ class BlockDctCodec(ArrayArrayCodec):
         _, scale, _ = self._offset_and_scale(np.asarray(array).reshape(rows, cols), "")
         return float(scale) * (2 ** self.params["bits"] - 1)
 
-    def _forward(self, xb: np.ndarray, offset: np.float32, inv: np.ndarray) -> np.ndarray:
-        """``y`` of one band of rows: the inverse transform of its core blocks, edge as is."""
-        block = self.params["block"]
+    def _forward(self, xb: np.ndarray, offset: np.float32, inv: np.ndarray,
+                 core: bool) -> np.ndarray:
+        """``y`` of one band of rows: the inverse transform of its core blocks (``core``:
+        a band of ``block`` core rows), the edge as is."""
         y = xb.astype(np.float64) - float(offset)
-        n, cols = y.shape
-        core_cols = block * (cols // block)
-        if n == block and core_cols:
+        core_cols = self._core_cols(y.shape[1])
+        if core and core_cols:
             y[:, :core_cols] = _blocks_transform(y[:, :core_cols], inv)
         return y
+
+    def _core_cols(self, cols: int) -> int:
+        return self.params["block"] * (cols // self.params["block"])
 
     # -- decode ------------------------------------------------------------------------
 
@@ -252,53 +257,44 @@ class BlockDctCodec(ArrayArrayCodec):
                              f"{self.params['bits']} bits")
         out = np.empty((want[1] - want[0], cols), dtype=spec.np_dtype)
         block = self.params["block"]
-        core = block * (n_rows // block)
+        core_rows = block * (n_rows // block)
         r = have[0]
         while r < have[1]:
-            n = block if r < core else have[1] - r  # a core band, or all the edge rows asked
-            band = slice(r - have[0], r - have[0] + n)
-            u = self._dequantize(codes[band], r, n_rows, cols, np.float32)
+            core = r < core_rows
+            n = block if core else have[1] - r  # a core band, or all the edge rows asked
             lo, hi = max(r, want[0]), min(r + n, want[1])
             if lo < hi:
-                u = np.clip(u[lo - r:hi - r], -_CLAMP[spec.dtype], _CLAMP[spec.dtype])
-                out[lo - want[0]:hi - want[0]] = u.astype(spec.np_dtype)
+                u = self._dequantize(codes[r - have[0]:r - have[0] + n], core, spec.dtype)
+                out[lo - want[0]:hi - want[0]] = u[lo - r:hi - r]
             r += n
         return out.reshape(spec.rows_shape(rows))
 
-    def _dequantize(self, q: np.ndarray, row0: int, n_rows: int, cols: int,
-                    dtype: type) -> np.ndarray:
-        """Steps 1–3 for the band of codes ``q`` starting at matrix row ``row0``."""
-        bits, block, prec = self.params["bits"], self.params["block"], self.params["precision"]
+    def _dequantize(self, q: np.ndarray, core: bool, dtype: str) -> np.ndarray:
+        """Steps 1–5 for a band of codes ``q`` (``core``: ``block`` rows of the core).
+
+        Steps 3–5 are ``affine``'s normative ones (``dequantize_block``): the core's values
+        are ``float32(Z)`` with the step ``T``, the edge's the centred codes with ``S``.
+        """
+        bits, prec = self.params["bits"], self.params["precision"]
         s32, o32 = np.float32(self.params["scale"]), np.float32(self.params["offset"])
         c = q.astype(np.float64) - 2 ** (bits - 1)  # integers, exact in float64
-        n = q.shape[0]
-        core_cols = block * (cols // block)
-        u = np.empty(q.shape, dtype=np.float32)
-        with np.errstate(over="ignore", invalid="ignore"):
-            if n == block and row0 + block <= block * (n_rows // block) and core_cols:
-                z = _blocks_transform(c[:, :core_cols], dct_matrix(block, prec).astype(np.float64))
-                t32 = np.float32(s32 * np.float32(2.0 ** (-2 * prec)))
-                v = z.astype(np.float32)
-                np.multiply(v, t32, out=v, casting="no")
-                np.add(v, o32, out=v, casting="no")
-                u[:, :core_cols] = v
-                edge = slice(core_cols, cols)
-            else:
-                edge = slice(0, cols)
-            v = c[:, edge].astype(np.float32)
-            np.multiply(v, s32, out=v, casting="no")
-            np.add(v, o32, out=v, casting="no")
-            u[:, edge] = v
-        return u.astype(dtype)
+        core_cols = self._core_cols(q.shape[1]) if core else 0
+        out = np.empty(q.shape, dtype=dtypes.to_numpy(dtype))
+        if core_cols:
+            z = _blocks_transform(c[:, :core_cols], _matrix64(self.params["block"], prec))
+            t32 = np.float32(s32 * np.float32(2.0 ** (-2 * prec)))
+            out[:, :core_cols] = dequantize_block(z, t32, o32, dtype)
+        out[:, core_cols:] = dequantize_block(c[:, core_cols:], s32, o32, dtype)
+        return out
 
 
-def _bands(rows: int, block: int) -> Iterator[slice]:
-    """Bands of ``block`` rows over the core, then single edge rows (one band each)."""
+def _bands(rows: int, block: int) -> Iterator[tuple[slice, bool]]:
+    """(rows, is core) of the bands of ``block`` core rows, then of all the edge rows."""
     core = block * (rows // block)
     for r in range(0, core, block):
-        yield slice(r, r + block)
+        yield slice(r, r + block), True
     if core < rows:  # edge rows are not transformed: one band for all of them
-        yield slice(core, rows)
+        yield slice(core, rows), False
 
 
 def _blocks_transform(x: np.ndarray, m: np.ndarray) -> np.ndarray:
