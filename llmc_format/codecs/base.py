@@ -149,6 +149,12 @@ class ArrayArrayCodec(Codec):
         """
         return rows
 
+    @property
+    def row_align(self) -> int:
+        """Row ranges starting and ending on multiples of this (or at the last row) need no
+        widening by ``input_rows`` (RD sampling picks its row blocks so)."""
+        return 1
+
 
 class ArrayBytesCodec(Codec):
     """The final stage: an array becomes one or more independently decodable blobs."""

@@ -140,7 +140,6 @@ class BlockDctCodec(ArrayArrayCodec):
 
     @property
     def row_align(self) -> int:
-        """Row blocks a reader should ask for start and end on multiples of this."""
         return self.params["block"]
 
     def resolve(self, spec: ArraySpec) -> ArraySpec:

@@ -89,7 +89,7 @@ def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict
     params_bytes = sum(len(b) for blobs in side for b in blobs)
     two_d = array.ndim >= 2
     matrix = codes.reshape(codes.shape[0], -1) if two_d else codes.reshape(1, -1)
-    align = max((getattr(s, "row_align", 1) for s in array_stages), default=1)
+    align = max((s.row_align for s in array_stages), default=1)
     blocks = sample_blocks(*matrix.shape, fraction, align)
     sample = np.concatenate([matrix[a:b] for a, b in blocks], axis=0)
     code_spec = specs[-1]
