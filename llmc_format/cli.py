@@ -40,7 +40,7 @@ from rich.progress import (
 from rich.table import Table
 
 import llmc_format
-from llmc_format.errors import LlmcError
+from llmc_format.errors import LlmcError, UsageError
 from llmc_format.units import format_size, parse_size
 
 app = typer.Typer(
@@ -49,6 +49,7 @@ app = typer.Typer(
     "codecs (VVC/H.266, HEVC, AV1) at a chosen QP.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=True,
 )
 out = Console()
@@ -56,6 +57,7 @@ err = Console(stderr=True)
 
 EXIT_VERIFY_FAILED = 1
 EXIT_LLMC_ERROR = 3
+EXIT_USAGE = 2
 
 
 def _version(value: bool) -> None:
@@ -77,6 +79,11 @@ def _errors() -> Iterator[None]:
     """Turn llmc errors into one clear line and exit code 3."""
     try:
         yield
+    except UsageError as exc:
+        if os.environ.get("LLMC_DEBUG"):
+            raise
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE) from None
     except LlmcError as exc:
         if os.environ.get("LLMC_DEBUG"):
             raise
@@ -111,7 +118,7 @@ def _parse_meta(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise LlmcError(f"--meta expects KEY=VALUE, got {item!r}")
+            raise UsageError(f"--meta expects KEY=VALUE, got {item!r}")
         try:
             meta[key] = json.loads(value)  # typed: numbers, booleans, lists...
         except json.JSONDecodeError:
@@ -122,154 +129,172 @@ def _parse_meta(items: list[str]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- pack
 
 
-@app.command()
+_TARGETS = "Targets (RD optimization: a QP per tensor)"
+_LOSSY = "Lossy coding"
+_TENSORS = "Which tensors go lossy"
+_RUN = "Execution"
+_OUT = "Output"
+
+
+@app.command(epilog="Examples:\n\n"
+             "  llmc pack model_dir -o m.llmc                     # lossless\n\n"
+             "  llmc pack model.gguf -o m.llmc --codec vvc --bpw 3  # 3 bits per lossy weight\n\n"
+             "  llmc pack model_dir -o m.llmc --codec vvc --qp 34  # one QP for every tensor")
 def pack(
     src: Annotated[Path, typer.Argument(help="A .safetensors file, a Hugging Face model "
                                         "directory, a torch state dict (.bin/.pt) or a .gguf file.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
-    codec: Annotated[str, typer.Option(help="exact (lossless) or a lossy video codec: vvc, hevc, "
-                                       "av1; ffv1 is a lossless video codec for comparison.")] = "exact",
-    qp: Annotated[int, typer.Option(help="Quantizer of the lossy codec (higher = smaller); "
-                                    "ignored with a target.")] = 37,
-    bpw: Annotated[float | None, typer.Option(help="Target: all-in bits per lossy weight "
-                                              "(bitstreams, quantization parameters, index) — "
-                                              "QPs chosen per tensor by RD optimization.")] = None,
-    size: Annotated[str | None, typer.Option(help="Target: whole-file size, e.g. 60MB.")] = None,
-    snr: Annotated[float | None, typer.Option(help="Target: every lossy tensor at least this "
-                                              "SNR in dB.")] = None,
-    weighting: Annotated[str, typer.Option(help="RD weighting per tensor without --calibration: "
-                                           "auto (default: --calibration self when "
-                                           "transformers can build the model, up to 2 B "
-                                           "weights, else nmse), nmse (relative error) or "
-                                           "mse (equal weight per parameter).")] = "auto",
-    allow_over: Annotated[bool, typer.Option(help="Let a size/bpw target be exceeded by up to "
-                                             "the 2% tolerance.")] = False,
-    calibration: Annotated[str | None, typer.Option(help="Text file: weigh each tensor by its "
-                                                    "squared loss gradient on it (needs a model "
-                                                    "transformers can build); 'self': on text "
-                                                    "the model samples itself (no data needed).")] = None,
-    preset: Annotated[str | None, typer.Option(help="Encoder preset (vvc: faster, fast, medium...).")] = None,
-    bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
-    scaling: Annotated[str | None, typer.Option(help="Affine codes with one scale per row "
-                                                "(default with --qp: one QP for all) or per "
-                                                "tensor (needs a target, which gives each "
-                                                "tensor its own QP). With a target and no "
-                                                "--scaling, --transform auto codes blockdct.")] = None,
-    transform: Annotated[str, typer.Option(help="How lossy tensors become video samples: dct "
-                                           "(codes of each 32x32 block's inverse DCT, one "
-                                           "scale per tensor: the codec then quantizes the "
-                                           "weights themselves; needs a target), none (affine "
-                                           "codes, --scaling), or auto (default: dct with a "
-                                           "target and vvc/hevc, else none).")] = "auto",
-    lossy: Annotated[list[str] | None, typer.Option("--lossy", help="Glob of tensor names to code lossy "
-                                                    "(e.g. '*embed_tokens*'); repeatable.")] = None,
-    lossless: Annotated[list[str] | None, typer.Option("--lossless", help="Glob of tensor names to "
-                                                       "keep exact; wins over --lossy; repeatable.")] = None,
-    min_lossy_numel: Annotated[int, typer.Option(help="Tensors with fewer elements stay exact.")] = 16384,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.",
+                                         rich_help_panel=_OUT)],
+    codec: Annotated[str, typer.Option(metavar="[exact|vvc|hevc|av1|ffv1]",
+                                       help="exact = lossless; vvc, hevc, av1 = lossy video "
+                                       "codecs; ffv1 = lossless video (for comparison).",
+                                       rich_help_panel=_LOSSY)] = "exact",
+    qp: Annotated[int | None, typer.Option(help="One quantizer for every lossy tensor "
+                                           "(higher = smaller) \\[default: 37].",
+                                           rich_help_panel=_LOSSY)] = None,
+    preset: Annotated[str | None, typer.Option(metavar="NAME", help="Encoder preset (vvc: faster, fast, "
+                                               "medium...).", rich_help_panel=_LOSSY)] = None,
+    bits: Annotated[int | None, typer.Option(help="Bit depth of the quantization before "
+                                             "video coding \\[default: 10].",
+                                             rich_help_panel=_LOSSY)] = None,
+    scaling: Annotated[str | None, typer.Option(metavar="[row|tensor]",
+                                                help="Affine scale per row (default with "
+                                                "--qp) or per tensor (needs a target).",
+                                                rich_help_panel=_LOSSY)] = None,
+    transform: Annotated[str, typer.Option(metavar="[auto|none|dct]",
+                                           help="dct: 32x32 block DCT codes, one scale per "
+                                           "tensor (needs a target); none: affine codes; "
+                                           "auto: dct with a target and vvc/hevc.",
+                                           rich_help_panel=_LOSSY)] = "auto",
+    bpw: Annotated[float | None, typer.Option(help="All-in bits per lossy weight.",
+                                              rich_help_panel=_TARGETS)] = None,
+    size: Annotated[str | None, typer.Option(metavar="SIZE", help="Whole-file size, e.g. 60MB.",
+                                             rich_help_panel=_TARGETS)] = None,
+    snr: Annotated[float | None, typer.Option(help="Every lossy tensor at least this SNR (dB).",
+                                              rich_help_panel=_TARGETS)] = None,
+    weighting: Annotated[str, typer.Option(metavar="[auto|nmse|mse]",
+                                           help="How tensors' errors are weighed: auto = "
+                                           "self-calibration when transformers can build "
+                                           "the model (up to 2 B weights), else nmse "
+                                           "(relative error); mse = equal per weight.",
+                                           rich_help_panel=_TARGETS)] = "auto",
+    calibration: Annotated[str | None, typer.Option(metavar="FILE|self",
+                                                    help="Weigh tensors by their squared loss "
+                                                    "gradient on a text FILE, or on text the "
+                                                    "model samples itself.",
+                                                    rich_help_panel=_TARGETS)] = None,
+    allow_over: Annotated[bool, typer.Option("--allow-over", help="Let a size/bpw target be exceeded by up "
+                                             "to its 2% tolerance.",
+                                             rich_help_panel=_TARGETS)] = False,
+    lossy: Annotated[list[str] | None, typer.Option("--lossy", metavar="GLOB",
+                                                    help="Code these tensors lossy (e.g. "
+                                                    "'*embed_tokens*'); repeatable.",
+                                                    rich_help_panel=_TENSORS)] = None,
+    lossless: Annotated[list[str] | None, typer.Option("--lossless", metavar="GLOB",
+                                                       help="Keep these tensors exact; wins "
+                                                       "over --lossy; repeatable.",
+                                                       rich_help_panel=_TENSORS)] = None,
+    min_lossy_numel: Annotated[int, typer.Option(help="Tensors with fewer elements stay exact.",
+                                                 rich_help_panel=_TENSORS)] = 16384,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors encoded at once "
-                                             "(default: all cores; with --executor ray, all "
-                                             "the cluster's CPUs).")] = None,
-    executor: Annotated[str, typer.Option(help="Where tensors are encoded: local (threads) or "
-                                          "ray (Ray workers, one task per tensor; needs "
-                                          "pip install 'llmc-format[ray]'). The archive is "
-                                          "the same bytes either way.")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto, "
-                                                    "ray://head:10001); default: $RAY_ADDRESS, "
-                                                    "else a Ray instance on this machine.")] = None,
-    meta: Annotated[list[str] | None, typer.Option("--meta", help="KEY=VALUE user metadata (VALUE "
-                                                   "parsed as JSON when it is); repeatable.")] = None,
-    timestamp: Annotated[bool, typer.Option(help="Record the creation time and each tensor's "
-                                            "encode/decode seconds (off: the archive is "
-                                            "byte-identical across runs).")] = False,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUTPUT if it exists.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted pack of the same "
-                                         "SRC with the same options (from OUTPUT's hidden .partial "
-                                         "file and journal); the result is byte-identical to an "
-                                         "uninterrupted pack. Starts over if there is nothing to "
-                                         "resume.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+                                             "\\[default: all cores].", rich_help_panel=_RUN)] = None,
+    executor: Annotated[str, typer.Option(metavar="[local|ray]",
+                                          help="local threads, or Ray workers (pip install "
+                                          "'llmc-format\\[ray]'); same bytes either way.",
+                                          rich_help_panel=_RUN)] = "local",
+    ray_address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join (auto, "
+                                                    "ray://head:10001) \\[default: $RAY_ADDRESS].",
+                                                    rich_help_panel=_RUN)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fixed-QP "
+                                         "pack of the same SRC and options (same bytes).",
+                                         rich_help_panel=_RUN)] = False,
+    meta: Annotated[list[str] | None, typer.Option("--meta", metavar="KEY=VALUE",
+                                                   help="User metadata (VALUE parsed as JSON "
+                                                   "when it is); repeatable.",
+                                                   rich_help_panel=_OUT)] = None,
+    timestamp: Annotated[bool, typer.Option("--timestamp", help="Record the creation time and timings (the "
+                                            "archive is then not reproducible).",
+                                            rich_help_panel=_OUT)] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUTPUT if it exists.",
+                                        rich_help_panel=_OUT)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.",
+                                          rich_help_panel=_OUT)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.",
+                                        rich_help_panel=_OUT)] = False,
 ) -> None:
-    """Pack a model into one .llmc archive."""
-    from llmc_format.pipeline.executor import BACKENDS, make_executor
-    from llmc_format.pipeline.pack import pack as do_pack
-    from llmc_format.pipeline.policy import Policy
+    """Pack a model into one .llmc archive (lossless by default)."""
+    from llmc_format.io import open_source
+    from llmc_format.pipeline.executor import make_executor
+    from llmc_format.pipeline.options import PackOptions, check_paths, run_pack
 
-    if executor not in BACKENDS:
-        raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--executor")
-    if ray_address is not None and executor != "ray":
-        raise typer.BadParameter("needs --executor ray", param_hint="--ray-address")
-    if scaling not in (None, "row", "tensor"):
-        raise typer.BadParameter("must be row or tensor", param_hint="--scaling")
-    if transform not in ("auto", "none", "dct"):
-        raise typer.BadParameter("must be auto, none or dct", param_hint="--transform")
-    if transform == "dct" and scaling is not None:
-        raise typer.BadParameter("--transform dct has its own per-tensor scale", param_hint="--scaling")
+    given = {k for k, v in (("qp", qp), ("preset", preset), ("bits", bits), ("scaling", scaling),
+                            ("lossy", lossy), ("calibration", calibration)) if v}
+    given |= {k for k, v, d in (("transform", transform, "auto"), ("weighting", weighting, "auto"),
+                                ("allow_over", allow_over, False)) if v != d}
     with _errors():
-        if output.exists() and not force:
-            raise LlmcError(f"{output} exists; pass --force to overwrite it")
-        policy = Policy(codec=codec, qp=qp, preset=preset, bits=bits,
-                        affine={"granularity": scaling} if scaling else {}, transform=transform,
-                        min_lossy_numel=min_lossy_numel, lossy_patterns=tuple(lossy or ()),
-                        lossless_patterns=tuple(lossless or ()))
         created = None
         if timestamp:
             from datetime import UTC, datetime
 
             created = datetime.now(UTC).isoformat(timespec="seconds")
-        targeted = any(v is not None for v in (bpw, size, snr))
-        if (scaling == "tensor" or transform == "dct") and not targeted:
-            what = "--scaling tensor" if scaling == "tensor" else "--transform dct"
-            raise LlmcError(f"{what} needs a target (--bpw, --size or --snr): with one QP for "
-                            "every tensor, a tensor's outliers would set the step of all its "
-                            "weights (docs/results/tuning.md §2)")
-        if resume and targeted:
-            raise LlmcError("--resume works with a fixed --qp pack, not with --bpw/--size/--snr")
-        with make_executor(executor, jobs=jobs, address=ray_address) as ex, \
-                _progress(quiet, "packing") as update:
-            if targeted:
-                from llmc_format.io import open_source
-                from llmc_format.pipeline.target import Target, pack_to_target
+        options = PackOptions(
+            codec=codec, qp=qp, bpw=bpw, size=size, snr=snr, weighting=weighting,
+            allow_over=allow_over, calibration=calibration, preset=preset, bits=bits,
+            scaling=scaling, transform=transform, lossy=tuple(lossy or ()),
+            lossless=tuple(lossless or ()), min_lossy_numel=min_lossy_numel, jobs=jobs,
+            executor=executor, ray_address=ray_address, metadata=_parse_meta(meta or []),
+            created=created, record_timings=timestamp, resume=resume, given=frozenset(given))
+        check_paths(src, output, force=force)
+        for w in options.warnings():
+            _warn(w)
+        with open_source(src) as source, \
+                make_executor(executor, jobs=jobs, address=ray_address) as ex, \
+                _progress(quiet or as_json, "packing") as update:
+            try:
+                rd = run_pack(options, source, output, executor=ex, warn=_warn,
+                              progress=lambda ev, name, d, t: update(
+                                  name if ev == "tensor" else f"{ev} {name}", d, t))
+            except (LlmcError, KeyboardInterrupt):
+                if not options.targeted and \
+                        output.with_name(f".{output.name}.partial.journal").exists():
+                    err.print("note: finished tensors were kept; rerun the same command "
+                              "with --resume to continue")
+                raise
+        if as_json:
+            from llmc_format.pipeline.inspect import summarize
 
-                target = Target.parse(size=size, bpw=bpw, snr=snr, allow_over=allow_over)
-                with open_source(src) as source:
-                    rd = pack_to_target(
-                        source, output, target, policy=policy, jobs=jobs, weighting=weighting,
-                        calibration=_calibration_text(calibration),
-                        user_metadata=_parse_meta(meta or []), created=created,
-                        executor=ex, record_timings=timestamp,
-                        progress=lambda ev, name, d, t: update(f"{ev} {name}", d, t))
-            else:
-                try:
-                    do_pack(src, output, policy=policy, jobs=jobs, executor=ex,
-                            record_timings=timestamp,
-                            user_metadata=_parse_meta(meta or []), created=created,
-                            progress=lambda ev, name, d, t: update(name, d, t), resume=resume)
-                except (LlmcError, KeyboardInterrupt):
-                    if output.with_name(f".{output.name}.partial.journal").exists():
-                        err.print("note: finished tensors were kept; rerun the same command "
-                                  "with --resume to continue")
-                    raise
-        if not quiet:
+            out.print_json(data=_jsonable({"wrote": str(output), **summarize(output),
+                                           "rd": rd}))
+        elif not quiet:
             _print_summary(output)
-            if targeted:
+            if rd is not None:
                 a = rd["achieved"]
-                out.print(f"RD target {target.kind}={target.value:g}: {rd['passes']} pass(es); "
-                          f"lossy {a['lossy_bpw_all_in']:.3f} bits/weight all-in over "
+                target = options.target()
+                out.print(f"RD target {target.kind}={_fmt_target(target)}: {rd['passes']} "
+                          f"pass(es); lossy {a['lossy_bpw_all_in']:.3f} bits/weight all-in over "
                           f"{a['lossy_weights']:,} weights, min SNR {_fmt(a['min_snr_db'])} dB; "
                           f"lossless tensors {format_size(a['lossless_tensor_bytes'])}, "
                           f"attachments {format_size(a['attachment_bytes'])}")
+        if rd is not None:
+            _warn_low_snr(rd)
 
 
-def _calibration_text(option: str | None) -> str | None:
-    """The --calibration text: a file's contents, or ``SELF`` for self-generated text."""
-    from llmc_format.rd.calibration import SELF
+def _fmt_target(target: Any) -> str:
+    return format_size(int(target.value)) if target.kind == "size" else f"{target.value:g}"
 
-    if option is None or option == SELF:
-        return option
-    path = Path(option)
-    if not path.is_file():
-        raise LlmcError(f"--calibration: no such file {option!r} (or give 'self')")
-    return path.read_text(errors="replace")
+
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _warn_low_snr(rd: dict[str, Any]) -> None:
+    from llmc_format.pipeline.options import LOW_SNR_DB
+
+    low = rd.get("achieved", {}).get("min_snr_db")
+    if low is not None and low < LOW_SNR_DB:
+        _warn(f"the target drives at least one tensor to {low:.2f} dB SNR (under "
+              f"{LOW_SNR_DB:g} dB its error is a large part of its signal); `llmc inspect "
+              "--sort snr` lists them")
 
 
 def _print_summary(path: Path) -> None:

@@ -72,3 +72,10 @@ class TensorNotFoundError(LlmcError, KeyError):
 
 class TargetError(LlmcError, ValueError):
     """A size / bits-per-weight / quality target cannot be met or is malformed."""
+
+
+class UsageError(LlmcError, ValueError):
+    """An option or argument is invalid or contradicts another (``llmc`` exits 2).
+
+    Raised before any work, so nothing is written and nothing is left behind.
+    """

@@ -39,7 +39,7 @@ from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
 from llmc_format.pipeline.pack import default_jobs, encode_one, pack_source, with_encoder_threads
 from llmc_format.pipeline.policy import DCT_CODECS, Policy
-from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
+from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr, min_bits
 from llmc_format.rd.model import RDCurve
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
 from llmc_format.units import parse_size
@@ -261,6 +261,7 @@ def pack_to_target(
     if weights is None:
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
                    for n, c in plan.curves.items()}
+    _refuse_impossible(target, plan, qrange)
     dst = Path(dst)
     work_dir = dst.with_name(f".{dst.name}.rd")
     work_dir.mkdir(exist_ok=True)
@@ -271,13 +272,41 @@ def pack_to_target(
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
+def _non_video_estimate(plan: Plan) -> float:
+    """Every byte of the file that is not a lossy bitstream, as estimated before encoding."""
+    return (layout.HEADER_SIZE + layout.FOOTER_SIZE + 64 * plan.n_blobs_est
+            + 600 * (len(plan.curves) + 8) + sum(plan.params_bytes.values())
+            + plan.exact_bytes + plan.attachment_bytes)
+
+
+def _refuse_impossible(target: Target, plan: Plan, qrange: range) -> None:
+    """Refuse a size or bpw target below what the coarsest QPs give, naming that minimum,
+    before anything is encoded (the estimate is the one the allocator works with)."""
+    if target.kind == "snr":
+        return
+    from llmc_format.units import format_size
+
+    smallest = _non_video_estimate(plan) + min_bits(plan.curves, qrange) / 8
+    if target.kind == "size" and target.value < smallest:
+        raise TargetError(f"--size {format_size(int(target.value))} is not achievable: the "
+                          f"smallest this model packs to with these options is about "
+                          f"{format_size(int(smallest))} (every lossy tensor at its coarsest "
+                          f"QP; lossless tensors {format_size(plan.exact_bytes)}, attachments "
+                          f"{format_size(plan.attachment_bytes)})")
+    lossless = plan.exact_bytes + plan.attachment_bytes
+    min_bpw = 8 * (smallest - lossless) / max(plan.lossy_weights, 1)
+    if target.kind == "bpw" and target.value < min_bpw:
+        raise TargetError(f"--bpw {target.value:g} is not achievable: the fewest bits per "
+                          f"lossy weight with these options are about {min_bpw:.3f} (every "
+                          "lossy tensor at its coarsest QP, all-in)")
+
+
 def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
             qrange: range, weights: dict[str, float], weighting: str, names: set[str],
             work_dir: Path, progress: Progress | None, pack_kwargs: dict[str, Any]) -> dict[str, Any]:
     # every byte of the file that is not a lossy bitstream: estimated, then measured
     lossless = plan.exact_bytes + plan.attachment_bytes
-    non_video = (layout.HEADER_SIZE + layout.FOOTER_SIZE + 64 * plan.n_blobs_est
-                 + 600 * (len(plan.curves) + 8) + sum(plan.params_bytes.values()) + lossless)
+    non_video = _non_video_estimate(plan)
     previous: Path | None = None
     prev_qps: dict[str, int] = {}
     summary: dict[str, Any] = {}

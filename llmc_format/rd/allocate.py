@@ -81,6 +81,14 @@ class _Tables:
                           lam, self.bits(idx), self.distortion(idx))
 
 
+def min_bits(curves: Mapping[str, RDCurve], qrange: range) -> float:
+    """The fewest bits the lossy tensors can take: every one at its coarsest allowed QP."""
+    if not curves:
+        return 0.0
+    t = _Tables(curves, {}, qrange)
+    return float(t.bits(t.coarsest.copy()))
+
+
 def allocate_rate(curves: Mapping[str, RDCurve], budget_bits: float, qrange: range,
                   weights: Mapping[str, float] | None = None) -> Allocation:
     """QPs minimizing weighted distortion with total predicted bits ≤ ``budget_bits``."""
