@@ -21,7 +21,7 @@ BINARY_SUFFIXES = {".llmc", ".gguf", ".safetensors", ".pt", ".bin", ".png", ".jp
 # Built from pieces so this file does not match itself.
 _ROOTS = "|".join(["wo" + "rk", "ro" + "ot", "ho" + "me", "Us" + "ers", "mn" + "t", "sr" + "v", "op" + "t"])
 PATTERNS = [
-    # /work/..., /root/..., /home/..., /Users/..., /mnt/..., /srv/..., /opt/... as a path start.
+    # a checkout, home, mount or add-on directory (work, root, home, Users, mnt, srv, opt) as a path start.
     re.compile(r"(?<![\w.~-])/(?:" + _ROOTS + r")/[\w.~-]"),
     # a real location under the system temp dir (not the bare word "/tmp").
     re.compile(r"(?<![\w.~-])/" + "tm" + r"p/[\w.-]"),
