@@ -397,16 +397,32 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 @app.command()
 def inspect(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
+    filters: Annotated[list[str] | None, typer.Option(
+        "--filter", metavar="GLOB", help="Only tensors whose name matches; repeatable.")] = None,
+    sort: Annotated[str | None, typer.Option(
+        metavar="[name|size|bpw|snr]", help="Order: name (natural: layers.2 before layers.10), "
+        "size or bpw (largest first), snr (worst first) [default: archive order].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     rd: Annotated[bool, typer.Option("--rd", help="Show the rate-distortion records: samples, "
                                      "chosen QP, predicted and achieved figures.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Draw the RD curves and chosen points "
                                               "to this PNG.")] = None,
 ) -> None:
-    """List tensors: dtype, shape, codec, stored bytes, bits per weight, QP, SNR; totals."""
+    """List tensors: dtype, shape, codec, stored bytes, bits per weight, QP, SNR; totals.
+
+    On a terminal: a header (source, policy, target, weighting) and full tensor names
+    (on their own line when the figures do not fit beside them). Through a pipe:
+    tab-separated values with a header row, one tensor per line.
+    """
+    from llmc_format import inspect_view as view
     from llmc_format.pipeline.inspect import describe
 
     with _errors():
+        if sort is not None and sort not in view.SORTS:
+            from llmc_format.pipeline.options import did_you_mean
+
+            raise UsageError(f"--sort: {sort!r} is not one of {', '.join(view.SORTS)}"
+                             f"{did_you_mean(sort, view.SORTS)}")
         d = describe(archive)
     if plot is not None:
         _plot_rd(d, plot)
@@ -416,21 +432,12 @@ def inspect(
     if rd:
         _print_rd(d)
         return
-    table = Table(title=f"{archive} — format {d['format_version']}, {d['metadata'].get('tool', '?')}")
-    for col in ("tensor", "dtype", "shape", "codec", "stored", "bpw", "ratio", "QP", "SNR dB"):
-        table.add_column(col, justify="right" if col not in ("tensor", "codec") else "left")
-    for t in d["tensors"]:
-        table.add_row(t["name"], t["dtype"], "x".join(map(str, t["shape"])) or "()", t["codec"],
-                      format_size(t["stored_bytes"]), _fmt(t["bpw"], ".3f"), _fmt(t["ratio"]),
-                      _fmt(t.get("qp"), "d"), _fmt(t.get("snr_db")))
-    out.print(table)
-    s = d["summary"]
-    out.print(
-        f"{s['tensors']} tensors ({s['lossy_tensors']} lossy), {s['weights']:,} weights, "
-        f"{len(d['attachments'])} attachments; file {format_size(s['file_bytes'])}, "
-        f"source {format_size(s['source_bytes'])}, ratio {s['ratio']:.3f}, "
-        f"{s['file_bpw']:.3f} bits/weight all-in"
-    )
+    rows = view.select(d["tensors"], filters or (), sort)
+    if not out.is_terminal:
+        sys.stdout.write("".join(line + "\n" for line in view.tsv(rows)))
+        return
+    for line in [*view.header(d), "", *view.table(rows, out.width), "", *view.totals(d, len(rows))]:
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _print_rd(d: dict[str, Any]) -> None:
