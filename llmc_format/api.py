@@ -20,8 +20,8 @@ import numpy as np
 
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.container.reader import Reader
+from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
-from llmc_format.pipeline.read import read_tensor
 
 _FRAMEWORKS = ("np", "numpy", "pt", "torch")
 

@@ -19,9 +19,9 @@ import numpy as np
 from llmc_format.container import layout
 from llmc_format.container.index import unpack_index_bytes
 from llmc_format.container.reader import Reader
+from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
 from llmc_format.pipeline.pack import tensor_digest
-from llmc_format.pipeline.read import read_tensor
 from llmc_format.rd.metrics import distortion
 
 #: recomputed SNR may differ from the recorded one by this much (dB) before it is flagged

@@ -1,4 +1,8 @@
-"""Decode a tensor (or a block of its rows) out of an open archive."""
+"""Decode a tensor (or a block of its rows) out of an open archive.
+
+The one place that turns an index entry into an array: the public API, the archive source
+(`repack`), unpack, verify, extract and `from_pretrained` all call `read_tensor`. It sits
+below `io/` and `pipeline/` (it needs only the container reader and the codec stages)."""
 
 from __future__ import annotations
 
