@@ -29,14 +29,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 import llmc_format
@@ -95,22 +87,19 @@ def _errors() -> Iterator[None]:
 
 
 @contextmanager
-def _progress(quiet: bool, what: str) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar with ETA on stderr; a no-op callback when quiet."""
-    if quiet:
-        yield lambda name, done, total: None
-        return
-    bar = Progress(
-        TextColumn(f"{what} [progress.description]{{task.description}}"),
-        BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err, transient=True,
-    )
-    task = bar.add_task("", total=None)
-    with bar:
-        def update(name: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=name[-40:])
+def _progress(quiet: bool, what: str, step: str = "",
+              verbose: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress line on stderr (``progress_view``) fed ``(item, done, total)`` for one
+    named ``step``; nothing drawn when quiet."""
+    with _view(quiet, what, verbose) as view:
+        yield lambda item, done, total: view(step, item, done, total)
 
-        yield update
+
+def _view(quiet: bool, what: str, verbose: bool = False) -> Any:
+    """The progress view of a command: step, item, bar, counts and a running clock."""
+    from llmc_format.progress_view import from_environment
+
+    return from_environment(err, what, quiet=quiet, verbose=verbose)
 
 
 def _parse_meta(items: list[str]) -> dict[str, Any]:
@@ -221,6 +210,8 @@ def pack(
                                           rich_help_panel=_OUT)] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.",
                                         rich_help_panel=_OUT)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print each step's "
+                                          "duration as it ends.", rich_help_panel=_OUT)] = False,
 ) -> None:
     """Pack a model into one .llmc archive (lossless by default)."""
     from llmc_format.io import open_source
@@ -249,11 +240,11 @@ def pack(
             _warn(w)
         with open_source(src) as source, \
                 make_executor(executor, jobs=jobs, address=ray_address) as ex, \
-                _progress(quiet or as_json, "packing") as update:
+                _view(quiet or as_json, "pack:", verbose) as view:
             try:
                 rd = run_pack(options, source, output, executor=ex, warn=_warn,
-                              progress=lambda ev, name, d, t: update(
-                                  name if ev == "tensor" else f"{ev} {name}", d, t))
+                              progress=lambda ev, name, d, t: view(
+                                  "encoding" if ev in ("tensor", "start") else ev, name, d, t))
             except (LlmcError, KeyboardInterrupt):
                 if not options.targeted and \
                         output.with_name(f".{output.name}.partial.journal").exists():
@@ -266,7 +257,7 @@ def pack(
             out.print_json(data=_jsonable({"wrote": str(output), **summarize(output),
                                            "rd": rd}))
         elif not quiet:
-            _print_summary(output)
+            _print_summary(output, view.elapsed)
             if rd is not None:
                 a = rd["achieved"]
                 target = options.target()
@@ -297,12 +288,14 @@ def _warn_low_snr(rd: dict[str, Any]) -> None:
               "--sort snr` lists them")
 
 
-def _print_summary(path: Path) -> None:
+def _print_summary(path: Path, seconds: float | None = None) -> None:
     from llmc_format.pipeline.inspect import summarize
+    from llmc_format.progress_view import format_duration
 
     s = summarize(path)
+    took = "" if seconds is None else f" in {format_duration(seconds)}"
     out.print(
-        f"wrote {path}: {s['tensors']} tensors, {format_size(s['file_bytes'])} "
+        f"wrote {path}{took}: {s['tensors']} tensors, {format_size(s['file_bytes'])} "
         f"({s['file_bpw']:.3f} bits/weight all-in, ratio {s['ratio']:.3f} vs "
         f"{format_size(s['source_bytes'])})"
     )
@@ -355,7 +348,7 @@ def unpack(
         if output.is_dir() and any(output.iterdir()) and not force:
             raise LlmcError(f"{output} is a non-empty directory; pass --force to write into it "
                             f"(weight files there are replaced, other files kept)")
-        with _progress(quiet, "unpacking") as update:
+        with _progress(quiet, "unpack:", "decoding") as update:
             result = up.unpack(archive, output, format=fmt, dtype=dtype, shard_size=shard,
                                tied=tied, progress=update, jobs=jobs or default_jobs())
     if not quiet:
@@ -517,11 +510,11 @@ def repack(
         if output.exists() and not force:
             raise LlmcError(f"{output} exists; pass --force to overwrite it")
         target = Target.parse(size=size, bpw=bpw, snr=snr)
-        with _progress(quiet, "repacking") as update:
+        with _view(quiet, "repack:") as view:
             rd = do_repack(archive, output, target, jobs=jobs, weighting=weighting,
-                           progress=lambda ev, name, d, t: update(f"{ev} {name}", d, t))
+                           progress=view)
         if not quiet:
-            _print_summary(output)
+            _print_summary(output, view.elapsed)
             out.print(f"lossy {rd['achieved']['lossy_bpw_all_in']:.3f} bits/weight all-in "
                       f"(target {target.kind}={target.value:g}), {rd['passes']} pass(es)")
 
@@ -541,7 +534,7 @@ def verify(
     """Check every checksum and byte, decode every tensor; exit 1 if anything is wrong."""
     from llmc_format.pipeline.verify import verify as do_verify
 
-    with _errors(), _progress(quiet or as_json, "verifying") as update:
+    with _errors(), _progress(quiet or as_json, "verify:", "checking") as update:
         report = do_verify(archive, against=against, progress=update)
     if as_json:
         out.print_json(data=report.to_dict())

@@ -391,6 +391,8 @@ def run_pack(options: PackOptions, source: Any, dst: str | os.PathLike[str], *,
     """
     from llmc_format.pipeline.pack import pack_source
 
+    if progress is not None:
+        progress("reading source", "", 0, 0)
     items = list(source.tensors())
     names = [n for n, _ in items]
     specs = {n: e for n, e in items}

@@ -88,7 +88,8 @@ class Target:
 AUTO_SELF_MAX_WEIGHTS = 2_000_000_000
 
 
-def _auto_weights(source: Source, names: set[str]) -> tuple[dict[str, float] | None, str]:
+def _auto_weights(source: Source, names: set[str], progress: Progress | None = None
+                  ) -> tuple[dict[str, float] | None, str]:
     """Self-calibration when the model can be built here, else (None, why nmse)."""
     from llmc_format.errors import SourceError
     from llmc_format.rd.calibration import SELF, sensitivities
@@ -97,7 +98,8 @@ def _auto_weights(source: Source, names: set[str]) -> tuple[dict[str, float] | N
     if total > AUTO_SELF_MAX_WEIGHTS:
         return None, f"nmse (auto: {total:,} weights is too many to self-calibrate here)"
     try:
-        return sensitivities(source, SELF, names=names), "calibration-self (auto)"
+        return (sensitivities(source, SELF, names=names, progress=progress),
+                "calibration-self (auto)")
     except SourceError as exc:  # no config, not a causal LM transformers knows, other names
         return None, f"nmse (auto: {exc})"
 
@@ -188,6 +190,8 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
         packed = encode_one(name, entry(), policy.pipeline(name, entry.dtype, entry.shape))
         return name, packed
 
+    if progress:
+        progress("sampling", "", 0, len(items))
     with ThreadPoolExecutor(jobs) as pool:
         for i, (name, result) in enumerate(pool.map(work, items)):
             if hasattr(result, "curve"):
@@ -198,7 +202,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
                 exact_bytes += sum(len(b) for _, b in result.encoded.blobs)
                 blobs += len(result.encoded.blobs)
             if progress:
-                progress("measure", name, i + 1, len(items))
+                progress("sampling", name, i + 1, len(items))
     att = 0
     for _, data in source.attachments():
         att += len(data)
@@ -252,11 +256,12 @@ def pack_to_target(
     names = set(plan.curves)
     weights: dict[str, float] | None = None
     if calibration is None and weighting == "auto":
-        weights, weighting = _auto_weights(source, names)
+        weights, weighting = _auto_weights(source, names, progress)
     elif calibration is not None:
         from llmc_format.rd.calibration import SELF, sensitivities
 
-        weights = sensitivities(source, calibration, names=names)  # has every one of names
+        weights = sensitivities(source, calibration, names=names,  # has every one of names
+                                progress=progress)
         weighting = "calibration-self" if calibration == SELF else "calibration"
     if weights is None:
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
@@ -338,11 +343,13 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
             pack_source(source, out, policy=policy, jobs=jobs, qp_overrides=alloc.qps,
                         rd_records=records, extra_metadata={"rd": summary}, reuse=reuse,
                         reuse_names=unchanged,
-                        progress=(lambda ev, n, d, t, k=npass: progress(f"pass {k}", n, d, t))
+                        progress=(lambda ev, n, d, t, k=npass: progress(f"pass {k}: encoding", n, d, t))
                         if progress else None, **pack_kwargs)
         finally:
             if reuse is not None:
                 reuse.close()
+        if progress:
+            progress(f"pass {npass}: checking", out.name, 0, 1)
         ok, file_bytes, lossless, video = _check(out, target, plan, names)
         under = target.kind != "snr" and _achieved_value(out, target, plan, names) <= target.value
         if previous is not None and previous != best_under:
@@ -375,6 +382,8 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
             raise TargetError(f"could not meet the {target.kind} target {target.value:g} in "
                               f"{MAX_PASSES} passes (last file {file_bytes:,} bytes)")
     assert previous is not None
+    if progress:
+        progress("writing", dst.name, 0, 1)
     os.replace(previous, dst)
     summary["achieved"] = _achieved(dst, names)
     return summary
