@@ -52,16 +52,46 @@ EXIT_LLMC_ERROR = 3
 EXIT_USAGE = 2
 
 
+def version_lines() -> list[str]:
+    """llmc, the format it writes, and the external coders it runs, with their versions
+    (what a bug report needs; an encoder that is missing says so instead)."""
+    from llmc_format.container import layout
+
+    lines = [f"llmc {llmc_format.__version__} (writes format "
+             f"{layout.MAJOR_VERSION}.{layout.MINOR_VERSION}, spec/FORMAT.md)"]
+    try:
+        from llmc_format.codecs.video import ffmpeg
+
+        lines.append(f"FFmpeg {ffmpeg.ffmpeg_version()} ({ffmpeg.ffmpeg_exe()})")
+        for enc, pix in (("libvvenc", "yuv420p10le"), ("libx265", "yuv420p10le"),
+                         ("libaom-av1", "yuv420p10le")):
+            try:
+                lines.append(f"  {enc} {ffmpeg.encoder_info(enc, pix).version}")
+            except LlmcError:
+                lines.append(f"  {enc}: not available")
+    except (LlmcError, OSError) as exc:
+        lines.append(f"FFmpeg: not available ({exc})")
+    try:
+        import av
+
+        lines.append(f"PyAV {av.__version__} (decoding)")
+    except ImportError:
+        lines.append("PyAV: not installed (needed to decode lossy archives)")
+    return lines
+
+
 def _version(value: bool) -> None:
     if value:
-        out.print(f"llmc {llmc_format.__version__}")
+        for line in version_lines():
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit()
 
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                          help="Print llmc's, the format's, FFmpeg's, the "
+                                          "encoders' and PyAV's versions and exit.")] = False,
 ) -> None:
     """llmc: compress and archive model weights."""
 
@@ -322,6 +352,7 @@ def unpack(
                                              "output order kept (default: all cores).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Write into OUTPUT even if it is a "
                                         "non-empty directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Unpack an archive to a model directory (weights plus config/tokenizer attachments).
@@ -348,10 +379,17 @@ def unpack(
         if output.is_dir() and any(output.iterdir()) and not force:
             raise LlmcError(f"{output} is a non-empty directory; pass --force to write into it "
                             f"(weight files there are replaced, other files kept)")
-        with _progress(quiet, "unpack:", "decoding") as update:
+        if str(output) == "-":
+            raise UsageError("-o -: unpack writes a directory; give its path")
+        with _progress(quiet or as_json, "unpack:", "decoding") as update:
             result = up.unpack(archive, output, format=fmt, dtype=dtype, shard_size=shard,
                                tied=tied, progress=update, jobs=jobs or default_jobs())
-    if not quiet:
+    if as_json:
+        out.print_json(data=_jsonable({
+            "wrote": str(output), "files": list(result.files),
+            "bytes": sum((output / f).stat().st_size for f in result.files),
+            "attachments": list(result.attachments), "tied_dropped": result.tied_dropped}))
+    elif not quiet:
         size = sum((output / f).stat().st_size for f in result.files)
         files = result.files[0] if len(result.files) == 1 else \
             f"{len(result.files) - 1} shards + {result.files[-1]}"
@@ -494,29 +532,74 @@ def repack(
     archive: Annotated[Path, typer.Argument(help="A lossy .llmc file (made with a target or a QP).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
     bpw: Annotated[float | None, typer.Option(help="Target bits per lossy weight (all-in).")] = None,
-    size: Annotated[str | None, typer.Option(help="Target whole-file size, e.g. 40MB.")] = None,
+    size: Annotated[str | None, typer.Option(metavar="SIZE",
+                                             help="Target whole-file size, e.g. 40MB.")] = None,
     snr: Annotated[float | None, typer.Option(help="Target SNR floor (dB) per lossy tensor, "
                                               "measured against the input archive.")] = None,
-    weighting: Annotated[str, typer.Option(help="nmse (default) or mse.")] = "nmse",
-    jobs: Annotated[int | None, typer.Option("-j", "--jobs")] = None,
-    force: Annotated[bool, typer.Option("--force", "-f")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    weighting: Annotated[str, typer.Option(metavar="[nmse|mse]",
+                                           help="Relative (nmse) or absolute (mse) error.")] = "nmse",
+    jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors encoded at once.")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUTPUT.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
-    """Re-encode a lossy archive to a smaller target from its recorded RD data (no source model)."""
+    """Re-encode a lossy archive to a smaller target from its recorded RD data (no source model).
+
+    Quality is reported against the original model as an estimate: the error the input
+    archive recorded plus the new coding error (independent errors add).
+    """
+    from llmc_format.pipeline.options import check_paths
     from llmc_format.pipeline.target import Target
     from llmc_format.pipeline.target import repack as do_repack
 
     with _errors():
-        if output.exists() and not force:
-            raise LlmcError(f"{output} exists; pass --force to overwrite it")
-        target = Target.parse(size=size, bpw=bpw, snr=snr)
-        with _view(quiet, "repack:") as view:
+        if weighting not in ("nmse", "mse"):
+            raise UsageError(f"--weighting: {weighting!r} is not one of nmse, mse")
+        check_paths(archive, output, force=force)
+        try:
+            target = Target.parse(size=size, bpw=bpw, snr=snr)
+        except LlmcError as exc:
+            raise UsageError(str(exc)) from None
+        _warn_repack_up(archive, target)
+        with _view(quiet or as_json, "repack:") as view:
             rd = do_repack(archive, output, target, jobs=jobs, weighting=weighting,
                            progress=view)
-        if not quiet:
+        v = rd.get("versus_original") or {}
+        if as_json:
+            from llmc_format.pipeline.inspect import summarize
+
+            out.print_json(data=_jsonable({"wrote": str(output), **summarize(output), "rd": rd}))
+        elif not quiet:
             _print_summary(output, view.elapsed)
-            out.print(f"lossy {rd['achieved']['lossy_bpw_all_in']:.3f} bits/weight all-in "
-                      f"(target {target.kind}={target.value:g}), {rd['passes']} pass(es)")
+            a = rd["achieved"]
+            out.print(f"lossy {a['lossy_bpw_all_in']:.3f} bits/weight all-in (target "
+                      f"{target.kind}={_fmt_target(target)}), {rd['passes']} pass(es); "
+                      f"min SNR {_fmt(a['min_snr_db'])} dB against {archive.name}",
+                      highlight=False, soft_wrap=True)
+            if v.get("min_snr_db") is not None:
+                out.print(f"against the original model (estimate: {archive.name}'s recorded "
+                          f"error plus this one): min SNR {v['min_snr_db']:.2f} dB, mean "
+                          f"{v['mean_snr_db']:.2f} dB", highlight=False, soft_wrap=True)
+        if v.get("min_snr_db") is not None:
+            _warn_low_snr({"achieved": {"min_snr_db": v["min_snr_db"]}})
+
+
+def _warn_repack_up(archive: Path, target: Any) -> None:
+    """Re-coding cannot win back quality: a target above the input's rate only grows it."""
+    from llmc_format.pipeline.inspect import summarize
+
+    s = summarize(archive)
+    if target.kind == "size" and target.value > s["file_bytes"]:
+        _warn(f"--size {_fmt_target(target)} is larger than {archive.name} "
+              f"({format_size(s['file_bytes'])}): re-coding cannot recover what that archive "
+              "lost; the result is larger and no closer to the original")
+    with llmc_format.safe_open(archive) as f:
+        rd = (f.metadata() or {}).get("rd") or {}
+    t = rd.get("target") or {}
+    if target.kind == "bpw" and t.get("kind") == "bpw" and target.value > float(t["value"]):
+        _warn(f"--bpw {target.value:g} is above {archive.name}'s {float(t['value']):g}: "
+              "re-coding cannot recover what that archive lost; the result is larger and no "
+              "closer to the original")
 
 
 # ----------------------------------------------------------------------------- verify
@@ -545,12 +628,24 @@ def verify(
         for t in bad:
             err.print(f"[red]tensor {t.name}:[/] {t.problem}", highlight=False, soft_wrap=True)
         if report.ok:
-            what = " and match the source" if against else ""
+            what = ""
+            if against:
+                lossy = [t for t in report.tensors if t.lossless is False]
+                est = sum(t.estimate for t in lossy)
+                what = (f" and match the source ({len(report.tensors) - len(lossy)} "
+                        f"bit-identical, {len(lossy)} lossy within their recorded error"
+                        + (f", {est} of them against an estimate: repacked" if est else "")
+                        + ")")
             out.print(f"OK: {len(report.tensors)} tensors and {report.attachments_checked} "
-                      f"attachments intact{what}")
+                      f"attachments intact{what}", highlight=False, soft_wrap=True)
         elif report.tensors:
-            out.print(f"FAILED: {len(bad)} of {len(report.tensors)} tensors damaged; "
-                      f"{len(report.intact)} intact")
+            damaged = sum(t.kind != "mismatch" for t in bad)
+            mismatch = len(bad) - damaged
+            parts = [f"{damaged} of {len(report.tensors)} tensors damaged"] if damaged else []
+            if mismatch:
+                parts.append(f"{mismatch} intact but not matching {against}")
+            out.print(f"FAILED: {'; '.join(parts)}; {len(report.intact)} OK",
+                      highlight=False, soft_wrap=True)
         else:
             out.print("FAILED")
     if not report.ok:

@@ -115,7 +115,7 @@ class ProgressView:
         return self.clock() - self.start
 
     def __enter__(self) -> ProgressView:
-        if not self.quiet:
+        if not self.quiet and self.console.is_terminal:  # a log file gets no bar
             self._bar = Progress(_StepColumn(self), BarColumn(bar_width=self.BAR),
                                  _CountClock(self), console=self.console, transient=True,
                                  refresh_per_second=4)

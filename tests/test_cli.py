@@ -108,3 +108,6 @@ def test_verify_detects_corruption(bf16_model: Path, tmp_path: Path) -> None:
 def test_version() -> None:
     r = run("--version")
     assert r.exit_code == 0 and "llmc" in r.output
+    r = run("-V")
+    assert r.exit_code == 0 and "writes format 1." in r.output
+    assert "FFmpeg" in r.output and "PyAV" in r.output

@@ -125,3 +125,21 @@ def test_api_and_command_write_identical_qp_archives(model: Path, tmp_path: Path
                             "--preset", "faster", "-q"])
     assert r.exit_code == 0, r.output
     assert a.read_bytes() == b.read_bytes()
+
+
+def test_json_for_pack_unpack_verify(model: Path, tmp_path: Path) -> None:
+    import json
+
+    arc = tmp_path / "a.llmc"
+    r = runner.invoke(app, ["pack", str(model), "-o", str(arc), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["wrote"] == str(arc) and d["tensors"] == 4 and d["file_bytes"] == arc.stat().st_size
+    r = runner.invoke(app, ["unpack", str(arc), "-o", str(tmp_path / "out"), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["files"] == ["model.safetensors"] and (tmp_path / "out" / d["files"][0]).is_file()
+    r = runner.invoke(app, ["verify", str(arc), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["ok"] is True
+    r = runner.invoke(app, ["unpack", str(arc), "-o", "-"])
+    assert r.exit_code == 2 and not Path("-").exists()

@@ -168,6 +168,9 @@ class Plan:
     lossy_weights: int
     attachment_bytes: int
     n_blobs_est: int
+    #: per lossy tensor, facts recorded in its ``rd`` as they are (repack: ``prior_mse``,
+    #: ``original_energy``; see ``rd.metrics.versus_original``)
+    carried: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = SAMPLE_FRACTION,
@@ -333,7 +336,8 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
         summary = _summary(target, alloc, weighting, npass)
         records = {n: {**plan.curves[n].to_dict(), "chosen_qp": alloc.qps[n],
                        "predicted_bpw": plan.curves[n].rate(alloc.qps[n]),
-                       "predicted_mse": plan.curves[n].distortion(alloc.qps[n])} for n in names}
+                       "predicted_mse": plan.curves[n].distortion(alloc.qps[n]),
+                       **plan.carried.get(n, {})} for n in names}
         out = work_dir / f"pass{npass}.llmc"
         reuse = Reader(previous) if previous else None
         unchanged = {n for n, q in alloc.qps.items() if prev_qps.get(n) == q}
@@ -462,22 +466,59 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
                         transform="dct" if dct else "none",
                         lossy_patterns=tuple(_glob_escape(e.name) for e in lossy))
         plan = None
+        carried = {e.name: _carried(e.rd or {}) for e in lossy if (e.rd or {}).get("mse") is not None}
         if all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy):
             curves = {}
             for e in lossy:
                 c = RDCurve.from_dict(e.rd, e.numel)
-                c.mse = [m + float(e.rd["mse"]) for m in c.mse]  # transcoding adds to it
+                # transcoding adds to the error the input already carries (vs the original);
+                # the samples of an input that was itself repacked hold its prior already
+                shift = carried[e.name]["prior_mse"] - float(e.rd.get("prior_mse", 0.0))
+                c.mse = [m + shift for m in c.mse]
                 curves[e.name] = c
             params = {e.name: sum(b.length for b in e.blobs if b.stage < len(e.pipeline) - 1)
                       for e in lossy}
             exact = sum(e.stored_bytes for e in entries if len(e.pipeline) == 1)
             att = sum(a.size for a in source.reader.attachments())
             plan = Plan(curves, params, exact, sum(e.numel for e in lossy), att,
-                        sum(len(e.blobs) for e in entries) + 8)
+                        sum(len(e.blobs) for e in entries) + 8, carried)
+        if plan is None:
+            plan = measure_source(source, with_target_scaling(policy), jobs or default_jobs(),
+                                  progress=progress)
+            plan.carried = carried
         summary = pack_to_target(source, dst, target, policy=policy, jobs=jobs,
                                  weighting=weighting, progress=progress, plan=plan)
     summary["repacked_from"] = Path(src).name
+    summary["versus_original"] = _versus_original(Path(dst))
     return summary
+
+
+def _carried(rd: dict[str, Any]) -> dict[str, float]:
+    """What a repacked tensor records about the original (``rd.metrics.versus_original``):
+    the error its input already carried against the original, and the original's energy."""
+    from llmc_format.rd.metrics import versus_original
+
+    before = versus_original(rd)
+    out = {"prior_mse": before["mse"] if before else float(rd["mse"])}
+    energy = rd.get("original_energy")
+    snr = rd.get("snr_db")
+    if energy is None and isinstance(snr, (int, float)) and math.isfinite(snr) and rd["mse"] > 0:
+        energy = float(rd["mse"]) * 10 ** (float(snr) / 10)  # SNR = energy / MSE
+    if energy is not None:
+        out["original_energy"] = float(energy)
+    return out
+
+
+def _versus_original(path: Path) -> dict[str, Any]:
+    """Min and mean SNR of the lossy tensors against the original model (an estimate)."""
+    from llmc_format.rd.metrics import versus_original
+
+    with Reader(path) as r:
+        snrs = [v["snr_db"] for e in r.index.tensors if e.rd
+                for v in [versus_original(e.rd)] if v and "snr_db" in v]
+    return {"estimate": True, "tensors": len(snrs),
+            "min_snr_db": min(snrs) if snrs else None,
+            "mean_snr_db": sum(snrs) / len(snrs) if snrs else None}
 
 
 def _glob_escape(name: str) -> str:
