@@ -455,8 +455,8 @@ def inspect(
             raise UsageError(f"--sort: {sort!r} is not one of {', '.join(view.SORTS)}"
                              f"{did_you_mean(sort, view.SORTS)}")
         d = describe(archive)
-    if plot is not None:
-        _plot_rd(d, plot)
+        if plot is not None:
+            _plot_rd(d, plot)
     if as_json:
         out.print_json(data=_jsonable(d))
         return
@@ -495,33 +495,13 @@ def _print_rd(d: dict[str, Any]) -> None:
 
 
 def _plot_rd(d: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from llmc_format.rd_plot import plot_rd
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for t in d["tensors"]:
-        r = t.get("rd") or {}
-        if "qp" not in r:
-            continue
-        n = max(math.prod(t["shape"]), 1)
-        energy = r.get("signal_energy") or 0
-        pts = [(b, 10 * math.log10(energy / (m * n))) for _, b, m in r.get("samples", [])
-               if energy and m]
-        if pts:
-            line = ax.plot(*zip(*pts, strict=True), "-", alpha=0.4, lw=1)[0]
-            color = line.get_color()
-        else:
-            color = None
-        if r.get("snr_db") is not None and math.isfinite(r["snr_db"]):
-            ax.plot([r["bpw"]], [r["snr_db"]], "o", color=color, ms=4)
-    ax.set_xlabel("bits per weight (bitstream + parameters)")
-    ax.set_ylabel("SNR (dB)")
-    ax.set_title(f"RD curves (samples) and chosen points — {Path(d['path']).name}")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    if str(path) == "-":
+        raise UsageError("--plot -: give a .png file name")
+    drawn = plot_rd(d, path)
+    err.print(f"wrote {path}: {drawn['curves']} RD curves in {drawn['groups']} tensor group(s) "
+              f"({drawn['highlighted']} largest coloured)", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- repack
