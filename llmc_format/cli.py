@@ -276,11 +276,21 @@ def _print_summary(path: Path) -> None:
     from llmc_format.pipeline.inspect import summarize
 
     s = summarize(path)
-    out.print(
-        f"wrote {path}: {s['tensors']} tensors, {format_size(s['file_bytes'])} "
-        f"({s['file_bpw']:.3f} bits/weight all-in, ratio {s['ratio']:.3f} vs "
-        f"{format_size(s['source_bytes'])})"
-    )
+    out.print(f"wrote {path}: {s['tensors']} tensors, {format_size(s['file_bytes'])} "
+              f"({s['file_bpw']:.3f} bits/weight all-in); {_ratio_text(s)}")
+    if s["input_bytes"] and s["file_bytes"] > s["input_bytes"]:
+        err.print(f"warning: the archive ({format_size(s['file_bytes'])}) is larger than its "
+                  f"input ({format_size(s['input_bytes'])})")
+
+
+def _ratio_text(s: dict[str, Any]) -> str:
+    """Ratio against the input files first; against the decoded tensors (e.g. a GGUF's
+    float32 expansion) second, since that is not what the user started from."""
+    decoded = f"ratio {s['ratio']:.3f} vs the decoded tensors' {format_size(s['source_bytes'])}"
+    if not s.get("input_bytes"):
+        return decoded
+    return (f"ratio {s['input_ratio']:.3f} vs the input's {format_size(s['input_bytes'])} "
+            f"({decoded})")
 
 
 # ----------------------------------------------------------------------------- unpack
@@ -403,8 +413,7 @@ def inspect(
     out.print(
         f"{s['tensors']} tensors ({s['lossy_tensors']} lossy), {s['weights']:,} weights, "
         f"{len(d['attachments'])} attachments; file {format_size(s['file_bytes'])}, "
-        f"source {format_size(s['source_bytes'])}, ratio {s['ratio']:.3f}, "
-        f"{s['file_bpw']:.3f} bits/weight all-in"
+        f"{_ratio_text(s)}, {s['file_bpw']:.3f} bits/weight all-in"
     )
 
 

@@ -48,3 +48,28 @@ def read_tensor(reader: Reader, name: str, rows: Rows | None = None) -> np.ndarr
     except MemoryError:  # a declared size this machine cannot allocate: typed, not a crash
         raise LimitError(f"tensor {name!r}: decoding needs more memory than is available "
                          f"({entry.nbytes} bytes declared)") from None
+
+
+def read_native_blocks(reader: Reader, name: str) -> bytes:
+    """The source bytes a natively stored tensor keeps (its final ``ggml`` stage's blocks,
+    in the source's row order), without decoding them to values."""
+    from llmc_format.codecs.pipeline import build
+    from llmc_format.errors import CodecError
+
+    entry = reader.resolve(name)
+    stages = build(entry.pipeline, f"tensor {name!r}")
+    decode_blocks = getattr(stages[-1], "decode_blocks", None)
+    if decode_blocks is None:
+        raise CodecError(f"tensor {name!r} is not stored in its source encoding")
+    spec = ArraySpec(entry.dtype, entry.shape, name)
+    for s in stages[:-1]:
+        spec = s.resolve(spec)  # type: ignore[attr-defined]
+    k = len(stages) - 1
+    refs = entry.stage_blobs(k)
+
+    def fetch(i: int) -> bytes:
+        if not 0 <= i < len(refs):
+            raise CodecError(f"tensor {name!r}: asked for blob {i} of {len(refs)}")
+        return reader.read_blob(refs[i], f"tensor {name!r}")
+
+    return decode_blocks(fetch, len(refs), spec).tobytes()
