@@ -301,8 +301,9 @@ def unpack(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
     fmt: Annotated[str, typer.Option("--format", help="safetensors (what save_pretrained writes), "
-                                     "pt (pytorch_model.bin) or gguf (model.gguf, float tensors "
-                                     "under the archive's names).")] = "safetensors",
+                                     "pt (pytorch_model.bin) or gguf (model.gguf: the packed GGUF "
+                                     "byte for byte when the archive holds it losslessly, else "
+                                     "float tensors under the archive's names).")] = "safetensors",
     dtype: Annotated[str | None, typer.Option(help="Cast float tensors to bf16, fp16 or fp32 "
                                               "(default: the stored dtype).")] = None,
     shard_size: Annotated[str | None, typer.Option(help="Split safetensors/pt into shards of at "

@@ -12,6 +12,11 @@ How it is done, and why this way:
   through as is (bit-exact); quantized ones (Q4_1, Q8_0, K-quants...) are dequantized to
   float32 by the gguf package's own ``dequantize`` — the same call transformers makes, so
   values are identical to transformers'.
+- native storage: each entry also offers its ggml blocks (``NativeData``: pipeline
+  ``[rowperm?, ggml]``) when the processor only reorders rows — checked by running it on
+  row numbers — so a lossless pack keeps the file's own bytes (2-8x smaller than float32)
+  and decodes to exactly these values; ``attachments()`` adds the GGUF layout record
+  (``gguf_layout``) from which unpack rebuilds the file byte for byte.
 - names and layouts: transformers' own (legacy, per-tensor) GGUF loader pieces:
   ``get_gguf_hf_weights_map`` on a model built on the ``meta`` device (no memory), and the
   architecture's ``TensorProcessor`` (which un-permutes llama q/k). These work one tensor

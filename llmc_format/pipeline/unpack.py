@@ -3,11 +3,13 @@
 The directory is what the model's own tools load: ``--format safetensors`` (default) is
 what ``save_pretrained`` writes, so ``AutoModel.from_pretrained(dir)`` and
 ``AutoTokenizer.from_pretrained(dir)`` work offline; ``pt`` writes ``pytorch_model.bin``
-(a ``torch.save``'d state dict); ``gguf`` writes ``model.gguf`` (float tensors under the
-archive's names, for the gguf tool chain; llama.cpp cannot run it, the names are Hugging
-Face's). Tensors are decoded ``jobs`` at a time, in order; safetensors and GGUF are
-written as the tensors arrive (one tensor in memory besides those being decoded), ``pt``
-holds one shard (``torch.save`` writes a whole file at once).
+(a ``torch.save``'d state dict); ``gguf`` writes ``model.gguf``: the packed GGUF file
+itself, byte for byte, when the archive holds every tensor of it in its ggml type (a
+lossless pack of a GGUF: ``original_gguf``); else float tensors under the archive's names,
+for the gguf tool chain (llama.cpp cannot run that one, the names are Hugging Face's).
+Tensors are decoded ``jobs`` at a time, in order; safetensors and GGUF are written as
+the tensors arrive (one tensor in memory besides those being decoded), ``pt`` holds one
+shard (``torch.save`` writes a whole file at once).
 
 Tied weights (an archive entry with ``alias_of``: the data is stored once), ``tied=``:
 

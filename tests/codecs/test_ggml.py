@@ -189,3 +189,30 @@ def test_hostile_blobs_raise_codec_error(data: bytes, mode: int) -> None:
     except CodecError:
         return
     assert out.shape == (2, raw.shape[1])  # a blob that decodes fills exactly the rows
+
+
+def test_conformance_vector_blocks_and_values() -> None:
+    """spec/vectors/v1-ggml: the stored blocks decode to the recorded digest, and their
+    values (own dequantizers, rowperm) to gguf-py's dequantization of those blocks."""
+    from pathlib import Path
+
+    from llmc_format.codecs.rowperm import stored_to_rows
+    from llmc_format.container import layout
+    from llmc_format.container.reader import Reader
+    from llmc_format.pipeline.read import read_native_blocks, read_tensor
+
+    path = Path(__file__).resolve().parents[2] / "spec" / "vectors" / "v1-ggml.llmc"
+    with Reader(path) as r:
+        assert len(r.keys()) >= 6
+        for name in r.keys():
+            e = r.tensor(name)
+            blocks = read_native_blocks(r, name)
+            assert layout.checksum(blocks) == e.digest["source"], name
+            t = e.pipeline[-1]["type"]
+            ref = gguf.quants.dequantize(np.frombuffer(blocks, np.uint8).reshape(e.shape[0], -1),
+                                         gguf.GGMLQuantizationType[t])
+            ref = np.asarray(ref).reshape(e.shape)
+            if e.pipeline[0]["id"] == "rowperm":
+                ref = stored_to_rows(ref, e.pipeline[0]["heads"])
+            got = read_tensor(r, name)
+            assert got.astype(np.float32).tobytes() == ref.astype(np.float32).tobytes(), name

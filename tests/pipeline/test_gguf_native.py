@@ -235,3 +235,17 @@ def test_cli_warns_when_archive_is_larger(tmp_path: Path) -> None:
                            catch_exceptions=False)
     assert r.exit_code == 0
     assert "is larger than its input" in " ".join(r.output.split())
+
+
+def test_repack_keeps_native_tensors_and_the_layout(
+        mixed: tuple[Path, Path, dict[str, str]], tmp_path: Path) -> None:
+    """A repack of a lossless GGUF archive keeps the ggml blocks (and the GGUF back)."""
+    from llmc_format.io.archive_source import ArchiveSource
+    from llmc_format.pipeline.pack import pack_source
+
+    src, arc, _ = mixed
+    again = tmp_path / "again.llmc"
+    with ArchiveSource(arc) as s:
+        pack_source(s, again)
+    unpack(again, tmp_path / "g", format="gguf")
+    assert _sha(tmp_path / "g" / "model.gguf") == _sha(src)
