@@ -24,7 +24,7 @@ class ArchiveSource(Source):
         self.reader = Reader(path)
 
     def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
-        from llmc_format.pipeline.read import read_tensor
+        from llmc_format.decode import read_tensor
 
         for e in self.reader.index.tensors:
             if e.alias_of is None:
@@ -33,7 +33,7 @@ class ArchiveSource(Source):
                                           self.path.name, native=self._native(e))
 
     def _native(self, e: Any) -> NativeData | None:
-        from llmc_format.pipeline.read import read_native_blocks
+        from llmc_format.decode import read_native_blocks
 
         if not e.pipeline or e.pipeline[-1].get("id") != "ggml":
             return None

@@ -39,8 +39,8 @@ import numpy as np
 from llmc_format import dtypes
 from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
+from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
-from llmc_format.pipeline.read import read_tensor
 from llmc_format.units import parse_size
 
 CONFIG_NAME = "config.json"
@@ -235,7 +235,7 @@ def original_gguf(r: Reader) -> dict | None:
 def _native_reader(r: Reader, progress: Callable[[str, int, int], None] | None
                    ) -> Callable[[str], bytes]:
     """``tensor_bytes`` for ``write_gguf_original``, reporting progress in weights."""
-    from llmc_format.pipeline.read import read_native_blocks
+    from llmc_format.decode import read_native_blocks
 
     total = sum(r.tensor(n).numel for n in r.keys() if r.tensor(n).alias_of is None)
     done = 0

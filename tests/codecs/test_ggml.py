@@ -199,7 +199,7 @@ def test_conformance_vector_blocks_and_values() -> None:
     from llmc_format.codecs.rowperm import stored_to_rows
     from llmc_format.container import layout
     from llmc_format.container.reader import Reader
-    from llmc_format.pipeline.read import read_native_blocks, read_tensor
+    from llmc_format.decode import read_native_blocks, read_tensor
 
     path = Path(__file__).resolve().parents[2] / "spec" / "vectors" / "v1-ggml.llmc"
     with Reader(path) as r:
