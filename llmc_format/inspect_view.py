@@ -160,11 +160,13 @@ def tsv(rows: Sequence[dict[str, Any]]) -> list[str]:
     return ["\t".join(TSV_FIELDS)] + ["\t".join(cell(t, k) for k in TSV_FIELDS) for t in rows]
 
 
-def totals(d: dict[str, Any], shown: int) -> list[str]:
-    """Two lines: what the archive holds, and its size against the source's."""
+def totals(d: dict[str, Any], shown: int, ratio: str | None = None) -> list[str]:
+    """Two lines: what the archive holds, and its size against the source's (``ratio``:
+    the caller's wording of the ratios, default against the decoded tensors)."""
     s = d["summary"]
     part = f"{shown} shown of " if shown != s["tensors"] else ""
+    ratio = ratio or f"source {format_size(s['source_bytes'])}, ratio {s['ratio']:.3f}"
     return [f"{part}{s['tensors']} tensors ({s['lossy_tensors']} lossy), {s['weights']:,} "
             f"weights, {len(d['attachments'])} attachments",
-            f"file {format_size(s['file_bytes'])}, source {format_size(s['source_bytes'])}, "
-            f"ratio {s['ratio']:.3f}, {s['file_bpw']:.3f} bits/weight all-in"]
+            f"file {format_size(s['file_bytes'])}, {s['file_bpw']:.3f} bits/weight all-in",
+            ratio]
