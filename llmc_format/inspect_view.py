@@ -96,7 +96,8 @@ def header(d: dict[str, Any]) -> list[str]:
     src = meta.get("source") or {}
     files = ", ".join(str(f.get("name")) for f in src.get("files", []) if isinstance(f, dict))
     if src:
-        lines.append(f"source:    {src.get('format', '?')}" + (f" ({files})" if files else ""))
+        name = f" {src['name']}" if src.get("name") else ""
+        lines.append(f"source:    {src.get('format', '?')}{name}" + (f" ({files})" if files else ""))
     lossy = [t for t in d["tensors"] if t["codec"] not in ("exact",)
              and not t["codec"].startswith("alias")]
     rd = meta.get("rd")

@@ -65,7 +65,7 @@ def test_non_model_input_and_bad_outputs(model: Path, tmp_path: Path) -> None:
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     r = runner.invoke(app, ["pack", str(model), "-o", str(out_dir), "-f"])
-    assert r.exit_code == 2 and "is a directory" in r.output
+    assert r.exit_code == 3 and "is a directory" in r.output
     r = runner.invoke(app, ["pack", str(model), "-o", "-"])
     assert r.exit_code == 2 and "-o -" in r.output
     assert _left(tmp_path) == ["notes.txt", "out"] and _left(out_dir) == []

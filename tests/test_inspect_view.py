@@ -111,3 +111,10 @@ def test_weighting_in_plain_words() -> None:
     words = weighting_words("nmse (auto: no config.json (pack a directory))")
     assert words.startswith("relative error") and "no config.json (pack a directory)" in words
     assert weighting_words("mse").startswith("absolute error")
+
+
+def test_unknown_tensor_name_suggests_the_closest(archive: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["extract", str(archive), "model.layers.3.mlp.up_proj.wieght",
+                                 "-o", str(tmp_path / "t.npy")])
+    assert r.exit_code == 3
+    assert "did you mean 'model.layers.3.mlp.up_proj.weight'" in r.output

@@ -289,12 +289,13 @@ def check_paths(src: str | os.PathLike[str] | None, dst: str | os.PathLike[str],
         raise UsageError("-o -: llmc writes archives to files only (an archive is written "
                          "out of order, then renamed into place); give a file name")
     out = Path(dst)
+    # path problems are llmc errors (exit 3), as for every command's output
     if out.is_dir():
-        raise UsageError(f"-o {out}: is a directory; give the .llmc file to write")
+        raise LlmcError(f"-o {out}: is a directory; give the .llmc file to write")
     if out.exists() and not force:
         raise LlmcError(f"{out} exists; pass --force to overwrite it")
     if not out.parent.is_dir():
-        raise UsageError(f"-o {out}: no such directory {str(out.parent)!r}")
+        raise LlmcError(f"-o {out}: No such file or directory: {str(out.parent)!r}")
     if src is not None:
         s = Path(src)
         if not s.exists():

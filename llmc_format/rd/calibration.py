@@ -29,8 +29,9 @@ from llmc_format.io.base import Source
 #: ``text`` value asking for self-generated calibration sequences
 SELF = "self"
 
-#: progress(step, item, done, total): the steps are "calibration: loading weights",
-#: "calibration: generating" (tokens) and "calibration: gradients" (tensors, per sequence)
+#: progress(step, item, done, total): the steps are "calibration: building the model",
+#: "calibration: loading weights", "calibration: generating" (tokens) and
+#: "calibration: gradients" (module forwards and tensor gradients, per sequence)
 Progress = Callable[[str, str, int, int], None]
 
 
@@ -45,6 +46,9 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
     step takes minutes, and a progress display must keep moving through it.
     """
     report = progress or (lambda step, item, done, total: None)
+    # importing transformers and building the model take seconds (minutes on a busy
+    # machine) without a way to report inside them: at least the step is named
+    report("calibration: building the model", "", 0, 0)
     attachments = list(source.attachments())
     if not any(rel == "config.json" for rel, _ in attachments):  # before importing anything
         raise SourceError("no config.json to build the model from: --calibration needs the "

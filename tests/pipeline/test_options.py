@@ -80,9 +80,9 @@ def test_check_paths(tmp_path: Path) -> None:
     src.write_bytes(b"x")
     with pytest.raises(UsageError, match="-o -"):
         check_paths(src, "-", force=True)
-    with pytest.raises(UsageError, match="is a directory"):
+    with pytest.raises(LlmcError, match="is a directory"):
         check_paths(src, tmp_path, force=True)
-    with pytest.raises(UsageError, match="no such directory"):
+    with pytest.raises(LlmcError, match="No such file or directory"):
         check_paths(src, tmp_path / "nope" / "a.llmc", force=True)
     (tmp_path / "a.llmc").write_bytes(b"old")
     with pytest.raises(LlmcError, match="--force"):
