@@ -127,8 +127,10 @@ def pack(
     src: Annotated[Path, typer.Argument(help="A .safetensors file, a Hugging Face model "
                                         "directory, a torch state dict (.bin/.pt) or a .gguf file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
-    codec: Annotated[str, typer.Option(help="exact (lossless) or a lossy video codec: vvc, hevc, "
-                                       "av1; ffv1 is a lossless video codec for comparison.")] = "exact",
+    codec: Annotated[str, typer.Option(help="exact (lossless; a GGUF's tensors keep their ggml "
+                                       "types, unpack --format gguf returns the same file) or a "
+                                       "lossy video codec: vvc, hevc, av1; ffv1 is a lossless "
+                                       "video codec for comparison.")] = "exact",
     qp: Annotated[int, typer.Option(help="Quantizer of the lossy codec (higher = smaller); "
                                     "ignored with a target.")] = 37,
     bpw: Annotated[float | None, typer.Option(help="Target: all-in bits per lossy weight "
