@@ -61,6 +61,14 @@ def encode_tensor(array: np.ndarray, spec: ArraySpec, configs: Sequence[dict[str
     return out
 
 
+def final_stage(configs: Sequence[dict[str, Any]], spec: ArraySpec) -> tuple[Codec, ArraySpec]:
+    """The pipeline's array-to-bytes stage and the spec of its input (from configs alone)."""
+    stages = build(configs, f"tensor {spec.name!r}")
+    for s in stages[:-1]:
+        spec = s.resolve(spec)  # type: ignore[attr-defined]
+    return stages[-1], spec
+
+
 def decode_tensor(
     configs: Sequence[dict[str, Any]],
     spec: ArraySpec,
