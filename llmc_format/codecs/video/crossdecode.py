@@ -86,7 +86,8 @@ def find(codec_id: str) -> SecondDecoder | None:
 @functools.cache
 def _find(codec_id: str, name: str, program: str, override: str | None) -> SecondDecoder | None:
     if name == "libde265":
-        cmd: tuple[str, ...] = (sys.executable, "-m", "llmc_format.codecs.video.de265")
+        # the script alone (stdlib only), isolated from the environment's Python settings
+        cmd: tuple[str, ...] = (sys.executable, "-I", "-S", str(Path(__file__).with_name("de265.py")))
         env = {**os.environ, **({"LLMC_LIBDE265": override} if override else {})}
         version = _run_version([*cmd, "--version"], env)
         return None if version is None else SecondDecoder(codec_id, name, cmd, version)

@@ -1,7 +1,9 @@
 """Decode one HEVC blob with libde265 (through ctypes), run as a child process.
 
-    python -m llmc_format.codecs.video.de265 IN OUT      # luma plane of IN's one picture
-    python -m llmc_format.codecs.video.de265 --version   # libde265's version
+    python de265.py IN OUT      # luma plane of IN's one picture
+    python de265.py --version   # libde265's version
+
+(a stand-alone script: it imports nothing but the standard library)
 
 libde265 is an HEVC decoder independent of FFmpeg's (``crossdecode.py`` uses it as the
 second decoder). Its command-line example ``dec265`` (Debian ``libde265-examples``
