@@ -95,10 +95,11 @@ def summarize(results: dict[str, Any]) -> tuple[list[str], bool]:
         for row in arc["blobs"]:
             codec = row["codec"]
             per_archive[path][codec] += 1
+            name = Path(path).name
             if row["pyav"] != "ok":
-                problems.append(f"{path} {row['tensor']} frame {row['frame']}: PyAV {row['pyav']}")
+                problems.append(f"{name} {row['tensor']} frame {row['frame']}: PyAV {row['pyav']}")
             if row["structure"] != "ok" and not arc["expect_rejection"]:
-                problems.append(f"{path}: {row['structure']}")
+                problems.append(f"{name}: {row['structure']}")
             for dec, verdict in row["decoders"].items():
                 key = (codec, dec)
                 if arc["expect_rejection"]:
@@ -107,7 +108,7 @@ def summarize(results: dict[str, Any]) -> tuple[list[str], bool]:
                 total[key] += 1
                 agree[key] += verdict == "agrees"
                 if verdict != "agrees":
-                    problems.append(f"{path} {row['tensor']} frame {row['frame']}: {dec}: "
+                    problems.append(f"{name} {row['tensor']} frame {row['frame']}: {dec}: "
                                     f"{verdict}")
     lines = ["| codec | second decoder | blobs agreeing with PyAV / total | known-bad blobs "
              "rejected |", "|---|---|---|---|"]

@@ -193,7 +193,7 @@ class VideoCodec(ArrayBytesCodec):
             blobs.append(self._encode_frame(frame, pix_fmt, what))
             t1 = time.perf_counter()
             plane = self._decode_plane(blobs[-1], frame.shape, pix_fmt, what)
-            hashes.append(_plane_hash(plane))
+            hashes.append(luma_hash(plane))
             framing.place(recon, self._to_values(plane, pix_fmt, what), geom, k,
                           (0, rows, 0, cols))
             seconds += t1 - t0
@@ -256,7 +256,7 @@ class VideoCodec(ArrayBytesCodec):
         for k in geom.frames_for(*box):
             what = f"tensor {name!r} frame {k}"
             plane = self._decode_plane(fetch(k), geom.frame_shape(k), pix_fmt, what)
-            if _plane_hash(plane) != hashes[k]:
+            if luma_hash(plane) != hashes[k]:
                 raise CodecError(f"{what}: the decoded frame differs from the one decoded at "
                                  f"encode time (damaged blob, blob of another frame, or a "
                                  f"non-conformant decoder)")
@@ -520,12 +520,7 @@ class Ffv1Codec(VideoCodec):
 
 
 def luma_hash(plane: np.ndarray) -> str:
-    """xxh3-64 (hex) of a decoded luma plane, as ``frame_hashes`` records it."""
-    return _plane_hash(plane)
-
-
-def _plane_hash(plane: np.ndarray) -> str:
-    """xxh3-64 (hex) of a decoded luma plane as little-endian uint16."""
+    """xxh3-64 (hex) of a decoded luma plane as little-endian uint16 (``frame_hashes``)."""
     return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(plane, dtype="<u2").tobytes())
 
 
