@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from llmc_format.codecs.pipeline import is_lossless
 from llmc_format.container import layout
 from llmc_format.container.index import unpack_index_bytes
 from llmc_format.container.reader import Reader
@@ -189,7 +190,7 @@ def _check_bitstreams(r: Reader, name: str, check: TensorCheck, report: VerifyRe
 def _check_tensor(r: Reader, name: str, source: Callable[[], np.ndarray] | None,
                   compare: bool) -> TensorCheck:
     entry = r.resolve(name)
-    lossless = [c.get("id") for c in entry.pipeline] == ["exact"]
+    lossless = is_lossless(entry.pipeline)
     check = TensorCheck(name, True, lossless=lossless)
     if entry.rd and isinstance(entry.rd.get("snr_db"), (int, float)):
         check.snr_db_recorded = float(entry.rd["snr_db"])
