@@ -69,6 +69,14 @@ def encode_tensor(array: np.ndarray, spec: ArraySpec, configs: Sequence[dict[str
     return out
 
 
+def final_stage(configs: Sequence[dict[str, Any]], spec: ArraySpec) -> tuple[Codec, ArraySpec]:
+    """The pipeline's array-to-bytes stage and the spec of its input (from configs alone)."""
+    stages = build(configs, f"tensor {spec.name!r}")
+    for s in stages[:-1]:
+        spec = s.resolve(spec)  # type: ignore[attr-defined]
+    return stages[-1], spec
+
+
 def encode_native(raw: np.ndarray, spec: ArraySpec,
                   configs: Sequence[dict[str, Any]]) -> EncodedTensor:
     """Encode a tensor from its source's own encoding (a GGUF tensor's ggml blocks).
