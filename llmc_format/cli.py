@@ -239,8 +239,9 @@ def pack(
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.",
                                          rich_help_panel=_OUT)],
     codec: Annotated[str, typer.Option(metavar="[exact|vvc|hevc|av1|ffv1]",
-                                       help="exact = lossless; vvc, hevc, av1 = lossy video "
-                                       "codecs; ffv1 = lossless video (for comparison).",
+                                       help="exact = lossless (a GGUF's tensors keep their "
+                                       "ggml types); vvc, hevc, av1 = lossy video codecs; "
+                                       "ffv1 = lossless video (for comparison).",
                                        rich_help_panel=_LOSSY)] = "exact",
     qp: Annotated[int | None, typer.Option(help="One quantizer for every lossy tensor "
                                            "(higher = smaller) \\[default: 37].",
@@ -617,6 +618,11 @@ def repack(
                                              help="Target whole-file size, e.g. 40MB.")] = None,
     snr: Annotated[float | None, typer.Option(help="Target SNR floor (dB) per lossy tensor, "
                                               "measured against the input archive.")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Instead of a target: copy the "
+                                         "archive with encoder console text cut off its video "
+                                         "blobs (what verify --strict reports), keeping each "
+                                         "cut only if it decodes to the stored frame hash; "
+                                         "lossless, nothing else changes.")] = False,
     weighting: Annotated[str, typer.Option(metavar="[nmse|mse]",
                                            help="Relative (nmse) or absolute (mse) error.")] = "nmse",
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors encoded at once.")] = None,
@@ -633,10 +639,15 @@ def repack(
     from llmc_format.pipeline.target import Target
     from llmc_format.pipeline.target import repack as do_repack
 
+    if repair and any(v is not None for v in (bpw, size, snr)):
+        raise typer.BadParameter("takes no --bpw/--size/--snr target", param_hint="--repair")
     with _errors():
         if weighting not in ("nmse", "mse"):
             raise UsageError(f"--weighting: {weighting!r} is not one of nmse, mse")
         check_paths(archive, output, force=force)
+        if repair:
+            _repair(archive, output, quiet)
+            return
         try:
             target = Target.parse(size=size, bpw=bpw, snr=snr)
         except LlmcError as exc:
@@ -683,6 +694,24 @@ def _warn_repack_up(archive: Path, target: Any) -> None:
               "closer to the original")
 
 
+def _repair(archive: Path, output: Path, quiet: bool) -> None:
+    from llmc_format.pipeline.bitstreams import repair as do_repair
+
+    with _progress(quiet, "repack:", "repairing") as update:
+        report = do_repair(archive, output, tool=f"llmc-format {llmc_format.__version__}",
+                           progress=update)
+    if quiet:
+        return
+    if report.output is None:
+        out.print(f"nothing to repair: every video blob of {archive} is well-formed; "
+                  f"{output} not written")
+        return
+    confirmed = sorted({d for v in report.repaired.values() for _, _, ds in v for d in ds})
+    out.print(f"repaired {report.blobs} blob(s) of {len(report.repaired)} tensor(s), "
+              f"{report.bytes_removed} bytes of console text removed; every cut blob decodes "
+              f"to its stored frame hash ({', '.join(confirmed)}): {output}")
+
+
 # ----------------------------------------------------------------------------- verify
 
 
@@ -693,13 +722,17 @@ def verify(
         help="The source model: lossless tensors must be bit-identical, lossy ones match "
         "their recorded SNR.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    strict: Annotated[bool, typer.Option(help="Also check every video blob's bitstream "
+                                         "structure and decode it with the installed second "
+                                         "decoders (VVdeC, libde265, aomdec/dav1d; "
+                                         "docs/decoders.md).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Check every checksum and byte, decode every tensor; exit 1 if anything is wrong."""
     from llmc_format.pipeline.verify import verify as do_verify
 
     with _errors(), _progress(quiet or as_json, "verify:", "checking") as update:
-        report = do_verify(archive, against=against, progress=update)
+        report = do_verify(archive, against=against, progress=update, strict=strict)
     if as_json:
         out.print_json(data=report.to_dict())
     elif not quiet:
@@ -708,8 +741,15 @@ def verify(
                       soft_wrap=True)
         bad = [t for t in report.tensors if not t.ok]
         for t in bad:
-            err.print(Text.assemble((f"tensor {printable(t.name)}:", "red"), " ",
-                                    printable(t.problem)), highlight=False, soft_wrap=True)
+            for problem in dict.fromkeys([t.problem, *t.bitstream_problems]):
+                err.print(Text.assemble((f"tensor {printable(t.name)}:", "red"), " ",
+                                        printable(str(problem))), highlight=False, soft_wrap=True)
+        if strict:
+            used = "; ".join(f"{c}: {', '.join(d) or 'no second decoder installed'}"
+                             for c, d in sorted(report.second_decoders.items()))
+            out.print(f"strict: {report.video_blobs_checked - report.video_blobs_failed} of "
+                      f"{report.video_blobs_checked} video blobs well-formed and decoded alike"
+                      f"{' (' + used + ')' if used else ''}")
         if report.ok:
             what = ""
             if against:
@@ -729,7 +769,7 @@ def verify(
             parts = [f"{damaged} of {len(report.tensors)} tensors damaged"] if damaged else []
             if mismatch:
                 parts.append(f"{mismatch} intact but not matching {against}")
-            out.print(f"FAILED: {'; '.join(parts)}; {len(report.intact)} OK",
+            out.print(f"FAILED: {'; '.join(parts)}; {len(report.intact)} intact",
                       highlight=False, soft_wrap=True)
         else:
             out.print("FAILED")
