@@ -3,9 +3,13 @@
     python tools/make_vectors.py [--only NAME] [--force]
 
 Each vector ``NAME.llmc`` has ``NAME.json``: for valid files, every tensor's dtype, shape
-and XXH3-64 of its decoded bytes, plus attachments; for invalid files, the error class a
-reader must raise. Existing vectors are left alone unless ``--force`` (which a published
-vector must never need: tests/test_vectors.py proves old files still read).
+and XXH3-64 of its decoded bytes, plus attachments; for invalid files, the error a reader
+must report, by its name in the error taxonomy (spec/FORMAT.md §8.1: ``Truncated``,
+``Malformed``, ``Checksum``, ``Limit``, ``UnsupportedVersion``, ``UnsupportedCodec``,
+``Decode``, ``DigestMismatch``), when (``at``: ``open`` or ``decode``) and, for ``decode``,
+of which tensor (``tensor``) or attachment (``attachment``); everything else still reads.
+Existing vectors are left alone unless ``--force`` (which a published vector must never
+need: tests/test_vectors.py proves old files still read).
 """
 
 from __future__ import annotations
@@ -65,11 +69,32 @@ def make_valid(name: str, write: Callable[[Path], None]) -> None:
     (VECTORS / f"{name}.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
 
 
-def make_invalid(name: str, base: str, patch: Callable[[bytearray], None], error: str) -> None:
+#: the error names of spec/FORMAT.md §8.1 (llmc_format.errors.*.kind)
+ERROR_KINDS = ("Truncated", "Malformed", "Checksum", "Limit", "UnsupportedVersion",
+               "UnsupportedCodec", "Decode", "DigestMismatch")
+
+
+def expect_error(error: str, at: str = "open", *, tensor: str | None = None,
+                 attachment: str | None = None) -> dict:
+    """The JSON of an invalid vector: which error, at open or when decoding what."""
+    if error not in ERROR_KINDS or at not in ("open", "decode"):
+        raise ValueError(f"unknown error {error!r} or stage {at!r}")
+    if (at == "decode") != (tensor is not None or attachment is not None):
+        raise ValueError("a decode error names exactly the tensor or attachment it concerns")
+    out: dict = {"valid": False, "error": error, "at": at}
+    if tensor is not None:
+        out["tensor"] = tensor
+    if attachment is not None:
+        out["attachment"] = attachment
+    return out
+
+
+def make_invalid(name: str, base: str, patch: Callable[[bytearray], None],
+                 expect: dict) -> None:
     data = bytearray((VECTORS / f"{base}.llmc").read_bytes())
     patch(data)
     (VECTORS / f"{name}.llmc").write_bytes(bytes(data))
-    (VECTORS / f"{name}.json").write_text(json.dumps({"valid": False, "error": error}) + "\n")
+    (VECTORS / f"{name}.json").write_text(json.dumps(expect) + "\n")
 
 
 def _set_header(data: bytearray, **fields: int) -> None:
@@ -119,10 +144,14 @@ def main() -> None:
         make_valid(name, fn)
         print(f"wrote {name}")
     invalid = {
-        "bad-future-major": (lambda d: _set_header(d, major=2), "VersionError"),
-        "bad-required-feature": (lambda d: _set_header(d, required_features=1), "VersionError"),
-        "bad-truncated": (lambda d: d.__delitem__(slice(len(d) - 10, None)), "TruncatedError"),
-        "bad-blob-bitflip": (_flip_first_blob_byte, "ChecksumError"),
+        "bad-future-major": (lambda d: _set_header(d, major=2),
+                             expect_error("UnsupportedVersion")),
+        "bad-required-feature": (lambda d: _set_header(d, required_features=1),
+                                 expect_error("UnsupportedVersion")),
+        "bad-truncated": (lambda d: d.__delitem__(slice(len(d) - 10, None)),
+                          expect_error("Truncated")),
+        "bad-blob-bitflip": (_flip_first_blob_byte,
+                             expect_error("Checksum", "decode", tensor="layer.weight.f32")),
     }
     for name, (patch, error) in invalid.items():
         if args.only not in (None, name):

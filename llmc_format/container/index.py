@@ -145,12 +145,47 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise FormatError(f"index uses msgpack extension type {code}, which the format forbids")
 
 
+def _no_timestamp(value: Any) -> None:
+    # msgpack-python decodes extension type -1 (timestamp) itself, without ``ext_hook``
+    if isinstance(value, msgpack.Timestamp):
+        raise FormatError("index uses the msgpack timestamp extension (type -1), which the "
+                          "format forbids")
+
+
+def _array(items: list[Any]) -> list[Any]:
+    for v in items:
+        _no_timestamp(v)
+    return items
+
+
+def _map_pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """Every msgpack map of the index: str keys only, each at most once (a duplicate key
+    would let two readers see two different values, one taking the first, one the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        _no_timestamp(value)
+        if not isinstance(key, str):
+            raise FormatError(f"index map key {key!r:.40} is not a string")
+        if key in out:
+            raise FormatError(f"index map has the key {key!r:.80} twice")
+        out[key] = value
+    return out
+
+
 def unpack_index_bytes(data: bytes) -> Any:
-    """msgpack-decode the index bytes; container sizes are bounded by ``len(data)``."""
+    """msgpack-decode the index bytes; container sizes are bounded by ``len(data)``.
+
+    Extension types (e.g. the timestamp type -1), non-str map keys and duplicate map keys
+    are refused (spec/FORMAT.md §5): each would make readers disagree or parse more than
+    plain data.
+    """
     try:
-        return msgpack.unpackb(
-            data, raw=False, strict_map_key=True, ext_hook=_ext_hook, use_list=True
+        obj = msgpack.unpackb(
+            data, raw=False, strict_map_key=True, ext_hook=_ext_hook, use_list=True,
+            object_pairs_hook=_map_pairs, list_hook=_array, timestamp=0,
         )
+        _no_timestamp(obj)
+        return obj
     except FormatError:
         raise
     except Exception as exc:  # msgpack raises many types (ExtraData, ValueError, ...)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import xxhash
 
-from llmc_format.errors import FormatError, TruncatedError, VersionError
+from llmc_format.errors import ChecksumError, FormatError, TruncatedError, VersionError
 
 #: PNG-style: a non-ASCII first byte catches 7-bit transfers, CR LF catches newline
 #: conversion in either direction, ^Z stops a DOS `type`, the final LF catches LF->CRLF.
@@ -100,7 +100,7 @@ class Header:
             raise FormatError(_describe_bad_magic(magic, 0))
         (stored,) = struct.unpack_from("<Q", data, 56)
         if stored != checksum(data[:56]):
-            raise FormatError("header checksum mismatch at offset 56: the header is corrupt")
+            raise ChecksumError("header checksum mismatch at offset 56: the header is corrupt")
         if major != MAJOR_VERSION:
             raise VersionError(
                 f"file format version {major}.{minor} needs a newer reader "
@@ -145,7 +145,7 @@ class Footer:
             )
         (stored,) = struct.unpack_from("<Q", data, 32)
         if stored != checksum(data[:32]):
-            raise FormatError(f"footer checksum mismatch at offset {at + 32}: the footer is corrupt")
+            raise ChecksumError(f"footer checksum mismatch at offset {at + 32}: the footer is corrupt")
         if any(data[24:32]):
             raise FormatError(f"footer reserved bytes at offset {at + 24} are not zero")
         off, length, csum = _FOOTER_BODY.unpack_from(data)

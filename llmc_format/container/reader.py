@@ -72,7 +72,7 @@ class Reader:
                                  "header, index and footer")
         pad = self._pread(layout.HEADER_SIZE, data_start - layout.HEADER_SIZE)
         if any(pad):
-            raise FormatError(f"non-zero padding between header and data at offset "
+            raise ChecksumError(f"non-zero padding between header and data at offset "
                               f"{layout.HEADER_SIZE + _first_nonzero(pad)}")
         footer_at = self.file_size - layout.FOOTER_SIZE
         footer = layout.Footer.unpack(self._pread(footer_at, layout.FOOTER_SIZE), footer_at)
