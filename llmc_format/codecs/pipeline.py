@@ -77,6 +77,8 @@ def decode_tensor(
     """
     where = f"tensor {spec.name!r}"
     stages = build(configs, where)
+    for config, stage in zip(configs, stages, strict=True):
+        type(stage).check_stored_config(config, where)
     if rows is not None:
         n = spec.shape[0] if spec.shape else 1
         if not 0 <= rows[0] <= rows[1] <= n:

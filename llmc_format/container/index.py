@@ -301,14 +301,17 @@ def _tensor(d: Any, i: int) -> TensorEntry:
     rd = _get(d, "rd", dict, where, None)
     check_nesting(quant, f"{where} quant")
     check_nesting(rd, f"{where} rd")
-    digest = _get(d, "digest", dict, where, None)
-    if digest is not None:
-        digest = {k: _uint(digest, k, f"{where} digest") for k in ("source", "decoded")
-                  if k in digest}
     alias = d.get("alias_of")
     if alias is not None:
+        # an alias is only a name for a stored tensor: anything it could decode by itself
+        # (its own pipeline, blobs or digest) would let two readers disagree on its value
+        extra = sorted(k for k in ("pipeline", "blobs", "digest") if k in d)
+        if extra:
+            raise FormatError(f"{where}: an alias entry must not have {extra}")
         return TensorEntry(name, dtype, tuple(shape), alias_of=_name(alias, where),
-                           quant=quant, rd=rd, digest=digest)
+                           quant=quant, rd=rd)
+    digest_map = _get(d, "digest", dict, where)
+    digest = {k: _uint(digest_map, k, f"{where} digest") for k in ("source", "decoded")}
     pipeline = _get(d, "pipeline", list, where)
     if not 1 <= len(pipeline) <= layout.MAX_PIPELINE_STAGES:
         raise LimitError(f"{where}: pipeline has {len(pipeline)} stages (1..8 allowed)")
@@ -328,12 +331,29 @@ def _attachment(d: Any, i: int) -> AttachmentEntry:
     where = f"index attachment #{i}"
     if not isinstance(d, dict):
         raise FormatError(f"{where}: not a map")
-    name = _name(d.get("name"), where)
+    name = _attachment_name(_name(d.get("name"), where), where)
     where = f"attachment {name!r}"
     enc = _get(d, "encoding", str, where)
     if enc not in ("raw", "zstd"):
         raise FormatError(f"{where}: unknown encoding {enc!r}")
-    return AttachmentEntry(name, _uint(d, "size", where), enc, _blob(d.get("blob"), where))
+    size, blob = _uint(d, "size", where), _blob(d.get("blob"), where)
+    if blob.stage != 0:
+        raise FormatError(f"{where}: blob stage is {blob.stage}, must be 0")
+    if enc == "raw" and blob.length != size:
+        raise FormatError(f"{where}: raw attachment of {size} bytes stored in a blob of "
+                          f"{blob.length}")
+    return AttachmentEntry(name, size, enc, blob)
+
+
+def _attachment_name(name: str, where: str) -> str:
+    """Attachment names are relative POSIX paths that stay inside any directory they are
+    written to (FORMAT.md §5.5), checked at open so no reader has to trust them later."""
+    if any(c in name for c in "\\\x00:"):
+        raise FormatError(f"{where}: attachment name {name!r} contains '\\', ':' or NUL")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise FormatError(f"{where}: attachment name {name!r} is absolute or has an empty, "
+                          "'.' or '..' component")
+    return name
 
 
 def parse_index(obj: Any, *, data_start: int, index_offset: int, alignment: int) -> Index:

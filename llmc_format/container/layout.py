@@ -47,6 +47,15 @@ MAX_PIPELINE_STAGES = 8
 MAX_TENSOR_BYTES = 2**62
 MAX_INDEX_BYTES = 1 << 30
 MAX_UPDATE_CHAIN = 4096
+#: A zstd frame in a file (exact plane, attachment) has Window_Size <= max(its declared
+#: content size, 2**17): decoding it never needs more memory than its output or 128 KiB,
+#: and every reader accepts exactly the same frames (spec/FORMAT.md §7.1, §5.5).
+ZSTD_WINDOW_FLOOR = 1 << 17
+
+
+def zstd_window_ok(window_size: int, content_size: int) -> bool:
+    """Whether a zstd frame's window is within what the format allows (see above)."""
+    return window_size <= max(content_size, ZSTD_WINDOW_FLOOR)
 #: msgpack maps and arrays an index may hold: one per this many index bytes, plus a slack
 #: for small files. A real index spends 10-65 bytes per container; an empty map costs one
 #: byte but ~72 bytes of Python memory, so without the bound a 50 MB index of empty maps

@@ -64,7 +64,10 @@ class VerifyReport:
 
 
 def _check_history(r: Reader, report: VerifyReport) -> None:
-    """Walk superseded indexes (metadata updates): checksums, footers, zero padding."""
+    """Walk superseded indexes (metadata updates, FORMAT.md §9): each one's checksum, a
+    footer right after it repeating its offset, length and checksum, zero padding to the
+    next aligned record, msgpack without extensions or duplicate keys, and the chain
+    ending exactly at ``data_end``. Their other content is history, not interpreted."""
     prev = r.index.previous
     end = r.footer.index_offset
     seen = 0
@@ -84,11 +87,16 @@ def _check_history(r: Reader, report: VerifyReport) -> None:
                     prev.index_offset, prev.index_length, prev.index_checksum):
                 report.fail(f"superseded footer at offset {footer_at} does not match its index")
             gap_start = footer_at + layout.FOOTER_SIZE
-            if gap_start > end or any(r.read_range(gap_start, end - gap_start)):
-                report.fail(f"bytes {gap_start}..{end} between index records are not zero padding")
-            obj = unpack_index_bytes(raw)
+            if layout.align_up(gap_start, r.header.alignment) != end or any(
+                    r.read_range(gap_start, end - gap_start)):
+                report.fail(f"bytes {gap_start}..{end} between index records are not the "
+                            "zero padding to the next aligned offset")
+            obj = unpack_index_bytes(raw)  # same msgpack rules as the current index
+            if not isinstance(obj, dict):
+                report.fail(f"superseded index at offset {prev.index_offset} is not a map")
+                return
             end = prev.index_offset
-            p = obj.get("previous") if isinstance(obj, dict) else None
+            p = obj.get("previous")
             prev = None if p is None else type(r.index.previous)(  # type: ignore[misc]
                 p["index_offset"], p["index_length"], p["index_checksum"])
         except (LlmcError, KeyError, TypeError) as exc:
