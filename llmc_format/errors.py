@@ -97,6 +97,11 @@ class DigestError(CodecError):
     kind = "DigestMismatch"
 
 
+class SignatureError(LlmcError, ValueError):
+    """A signature does not verify: the archive's bytes, the signature or the key differ
+    from what was signed (authenticity, not a format error: ``kind`` is "")."""
+
+
 class EncoderMissingError(CodecError, RuntimeError):
     """An external encoder (FFmpeg binary or one of its encoders) is not available."""
 

@@ -45,6 +45,8 @@ class VerifyReport:
     tensors: list[TensorCheck] = field(default_factory=list)
     attachments_checked: int = 0
     against: str | None = None
+    #: the signature checked valid, when one was asked for (``llmc verify --signature``)
+    signature: str | None = None
 
     def fail(self, problem: str) -> None:
         self.ok = False
