@@ -197,3 +197,19 @@ def test_update_chain_padding_must_end_at_the_next_record(tmp_path: Path) -> Non
     report = llmc_format.verify(path)
     assert not report.ok
     assert any("zero padding" in p for p in report.file_problems)
+
+
+def test_stages_are_checked_in_order_id_before_config(tmp_path: Path) -> None:
+    """Stage 0's broken config is reported before stage 1's unknown id (FORMAT.md §7)."""
+    path = _copy(tmp_path, "v1-lossy-vvc")
+
+    def both(o: dict) -> None:
+        pipeline = _entry(o, "mlp.weight")["pipeline"]
+        pipeline[0].pop("clip")
+        pipeline[1]["id"] = "vvc2"
+
+    _rewrite(path, both)
+    assert _decode_kind(path, "mlp.weight") == "Decode"
+    path = _copy(tmp_path, "v1-lossy-vvc")
+    _rewrite(path, lambda o: _entry(o, "mlp.weight")["pipeline"][1].update(id="vvc2"))
+    assert _decode_kind(path, "mlp.weight") == "UnsupportedCodec"
