@@ -5,7 +5,6 @@ open, the zstd window bound, lowercase frame hashes, the appended-index chain.""
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
 from pathlib import Path
 
 import msgpack
@@ -19,17 +18,6 @@ from llmc_format.container.reader import Reader
 from llmc_format.container.writer import append_metadata_update
 
 VECTORS = Path(__file__).resolve().parents[2] / "spec" / "vectors"
-
-
-def _rewrite(path: Path, mutate: Callable[[dict], None]) -> None:
-    """Apply ``mutate`` to the index and re-checksum it: wrong, but intact."""
-    data = path.read_bytes()
-    f = layout.Footer.unpack(data[-48:], len(data) - 48)
-    obj = msgpack.unpackb(data[f.index_offset: f.index_offset + f.index_length])
-    mutate(obj)
-    raw = msgpack.packb(obj, use_bin_type=True)
-    path.write_bytes(data[: f.index_offset] + raw
-                     + layout.Footer(f.index_offset, len(raw), layout.checksum(raw)).pack())
 
 
 def _entry(obj: dict, name: str) -> dict:
@@ -67,30 +55,30 @@ def _open_kind(path: Path) -> str:
     (1, lambda c: c.update(threads=2)),           # a runtime knob is not a stored key
     (1, lambda c: c.update(frame_hashes=[h.upper() for h in c["frame_hashes"]])),
 ])
-def test_lossy_config_rules_are_decode_errors(tmp_path: Path, stage: int, change) -> None:
+def test_lossy_config_rules_are_decode_errors(tmp_path: Path, rewrite_index, stage: int, change) -> None:
     path = _copy(tmp_path, "v1-lossy-vvc")
-    _rewrite(path, lambda o: change(_entry(o, "mlp.weight")["pipeline"][stage]))
+    rewrite_index(path, lambda o: change(_entry(o, "mlp.weight")["pipeline"][stage]))
     assert _decode_kind(path, "mlp.weight") == "Decode"
 
 
-def test_optional_keys_may_be_absent(tmp_path: Path) -> None:
+def test_optional_keys_may_be_absent(tmp_path: Path, rewrite_index) -> None:
     """Provenance strings and vvenc_params are optional: the tensor still decodes."""
     path = _copy(tmp_path, "v1-lossy-vvc")
-    _rewrite(path, lambda o: [_entry(o, "mlp.weight")["pipeline"][1].pop(k)
+    rewrite_index(path, lambda o: [_entry(o, "mlp.weight")["pipeline"][1].pop(k)
                               for k in ("encoder_version", "ffmpeg_version")])
     with llmc_format.safe_open(path) as f:
         assert f.get_tensor("mlp.weight").shape == (256, 192)
 
 
-def test_exact_config_needs_chunk_elems(tmp_path: Path) -> None:
+def test_exact_config_needs_chunk_elems(tmp_path: Path, rewrite_index) -> None:
     path = _copy(tmp_path, "v1-exact-basic")
-    _rewrite(path, lambda o: _entry(o, "q.i8")["pipeline"][0].pop("chunk_elems"))
+    rewrite_index(path, lambda o: _entry(o, "q.i8")["pipeline"][0].pop("chunk_elems"))
     assert _decode_kind(path, "q.i8") == "Decode"
 
 
-def test_unknown_codec_is_reported_at_decode(tmp_path: Path) -> None:
+def test_unknown_codec_is_reported_at_decode(tmp_path: Path, rewrite_index) -> None:
     path = _copy(tmp_path, "v1-exact-basic")
-    _rewrite(path, lambda o: _entry(o, "q.i8")["pipeline"][0].update(id="zfp"))
+    rewrite_index(path, lambda o: _entry(o, "q.i8")["pipeline"][0].update(id="zfp"))
     assert _decode_kind(path, "q.i8") == "UnsupportedCodec"
 
 
@@ -99,22 +87,22 @@ def test_unknown_codec_is_reported_at_decode(tmp_path: Path) -> None:
     lambda t: t["digest"].pop("decoded"),
     lambda t: t["digest"].update(source=-1),
 ])
-def test_digest_is_required_of_stored_tensors(tmp_path: Path, change) -> None:
+def test_digest_is_required_of_stored_tensors(tmp_path: Path, rewrite_index, change) -> None:
     path = _copy(tmp_path, "v1-exact-basic")
-    _rewrite(path, lambda o: change(_entry(o, "q.i8")))
+    rewrite_index(path, lambda o: change(_entry(o, "q.i8")))
     assert _open_kind(path) == "Malformed"
 
 
-def test_alias_entries_are_bare(tmp_path: Path) -> None:
+def test_alias_entries_are_bare(tmp_path: Path, rewrite_index) -> None:
     path = _copy(tmp_path, "v1-exact-basic")
     alias = {"name": "tied", "dtype": "int8", "shape": [16, 16], "alias_of": "q.i8"}
-    _rewrite(path, lambda o: o["tensors"].append(dict(alias)))
+    rewrite_index(path, lambda o: o["tensors"].append(dict(alias)))
     with llmc_format.safe_open(path) as f:  # a bare alias reads as its target
         assert f.get_tensor("tied").tobytes() == f.get_tensor("q.i8").tobytes()
     for extra in ({"pipeline": [{"id": "exact", "layout": 1, "chunk_elems": 256}]},
                   {"blobs": []}, {"digest": {"source": 0, "decoded": 0}}):
         path = _copy(tmp_path, "v1-exact-basic")
-        _rewrite(path, lambda o, extra=extra: o["tensors"].append({**alias, **extra}))
+        rewrite_index(path, lambda o, extra=extra: o["tensors"].append({**alias, **extra}))
         assert _open_kind(path) == "Malformed"
 
 
@@ -160,7 +148,7 @@ def test_raw_attachment_length_is_its_size(tmp_path: Path) -> None:
     assert _open_kind(path) == "Malformed"
 
 
-def test_zstd_window_beyond_the_bound_is_a_decode_error(tmp_path: Path) -> None:
+def test_zstd_window_beyond_the_bound_is_a_decode_error(tmp_path: Path, rewrite_index) -> None:
     """A plane frame that would decode, but declares a 4 MiB window for 300,000 bytes."""
     path = tmp_path / "w.llmc"
     rng = np.random.default_rng(0)
@@ -175,7 +163,7 @@ def test_zstd_window_beyond_the_bound_is_a_decode_error(tmp_path: Path) -> None:
     data[frame + 5] = (22 - 10) << 3
     blob = bytes(data[ref.offset: ref.offset + ref.length])
     path.write_bytes(bytes(data))
-    _rewrite(path, lambda o: _entry(o, "u")["blobs"][0].update(checksum=layout.checksum(blob)))
+    rewrite_index(path, lambda o: _entry(o, "u")["blobs"][0].update(checksum=layout.checksum(blob)))
     with llmc_format.safe_open(path) as f, pytest.raises(errors.CodecError, match="window"):
         f.get_tensor("u")
 
@@ -199,7 +187,7 @@ def test_update_chain_padding_must_end_at_the_next_record(tmp_path: Path) -> Non
     assert any("zero padding" in p for p in report.file_problems)
 
 
-def test_stages_are_checked_in_order_id_before_config(tmp_path: Path) -> None:
+def test_stages_are_checked_in_order_id_before_config(tmp_path: Path, rewrite_index) -> None:
     """Stage 0's broken config is reported before stage 1's unknown id (FORMAT.md §7)."""
     path = _copy(tmp_path, "v1-lossy-vvc")
 
@@ -208,8 +196,8 @@ def test_stages_are_checked_in_order_id_before_config(tmp_path: Path) -> None:
         pipeline[0].pop("clip")
         pipeline[1]["id"] = "vvc2"
 
-    _rewrite(path, both)
+    rewrite_index(path, both)
     assert _decode_kind(path, "mlp.weight") == "Decode"
     path = _copy(tmp_path, "v1-lossy-vvc")
-    _rewrite(path, lambda o: _entry(o, "mlp.weight")["pipeline"][1].update(id="vvc2"))
+    rewrite_index(path, lambda o: _entry(o, "mlp.weight")["pipeline"][1].update(id="vvc2"))
     assert _decode_kind(path, "mlp.weight") == "UnsupportedCodec"
