@@ -374,7 +374,7 @@ def parse_index(obj: Any, *, data_start: int, index_offset: int, alignment: int)
         _attachment(a, i) for i, a in enumerate(_get(obj, "attachments", list, "index", []))
     )
     prev = None
-    if obj.get("previous") is not None:
+    if "previous" in obj:  # a nil is a wrong type, not an absent key
         p = _get(obj, "previous", dict, "index")
         prev = PreviousIndex(_uint(p, "index_offset", "index.previous"),
                              _uint(p, "index_length", "index.previous"),
