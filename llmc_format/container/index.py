@@ -311,7 +311,10 @@ def _tensor(d: Any, i: int) -> TensorEntry:
         return TensorEntry(name, dtype, tuple(shape), alias_of=_name(alias, where),
                            quant=quant, rd=rd)
     digest_map = _get(d, "digest", dict, where)
-    digest = {k: _uint(digest_map, k, f"{where} digest") for k in ("source", "decoded")}
+    # writers write both (FORMAT.md §5.6); a published 1.0 file (v1-ggml) lacks `decoded`,
+    # so a reader accepts its absence and then has no decoded digest to check
+    digest = {k: _uint(digest_map, k, f"{where} digest") for k in ("source", "decoded")
+              if k == "source" or k in digest_map}
     pipeline = _get(d, "pipeline", list, where)
     if not 1 <= len(pipeline) <= layout.MAX_PIPELINE_STAGES:
         raise LimitError(f"{where}: pipeline has {len(pipeline)} stages (1..8 allowed)")

@@ -84,13 +84,23 @@ def test_unknown_codec_is_reported_at_decode(tmp_path: Path, rewrite_index) -> N
 
 @pytest.mark.parametrize("change", [
     lambda t: t.pop("digest"),
-    lambda t: t["digest"].pop("decoded"),
+    lambda t: t["digest"].pop("source"),
     lambda t: t["digest"].update(source=-1),
+    lambda t: t["digest"].update(decoded="0"),
 ])
 def test_digest_is_required_of_stored_tensors(tmp_path: Path, rewrite_index, change) -> None:
     path = _copy(tmp_path, "v1-exact-basic")
     rewrite_index(path, lambda o: change(_entry(o, "q.i8")))
     assert _open_kind(path) == "Malformed"
+
+
+def test_a_missing_decoded_digest_is_accepted_and_not_checked(tmp_path: Path,
+                                                              rewrite_index) -> None:
+    """Writers write it; a file of revision 1.0 without it (v1-ggml) still reads."""
+    path = _copy(tmp_path, "v1-exact-basic")
+    rewrite_index(path, lambda o: _entry(o, "q.i8")["digest"].pop("decoded"))
+    with llmc_format.safe_open(path) as f:
+        assert f.get_tensor("q.i8").shape == (16, 16)
 
 
 def test_alias_entries_are_bare(tmp_path: Path, rewrite_index) -> None:
