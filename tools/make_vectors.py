@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ml_dtypes
+import msgpack
 import numpy as np
 
 import llmc_format
@@ -163,6 +164,67 @@ def _flip_first_blob_byte(data: bytearray) -> None:
     data[layout.HEADER_SIZE] ^= 0x01  # data_start is 64 with the default alignment
 
 
+def _with_index(make_raw: Callable[[dict], bytes]) -> Callable[[bytearray], None]:
+    """A patch replacing the index by ``make_raw(index)``, footer re-checksummed: the file
+    is intact (every checksum matches) and only a rule of the spec can reject it."""
+    def patch(data: bytearray) -> None:
+        f = layout.Footer.unpack(bytes(data[-48:]), len(data) - 48)
+        obj = msgpack.unpackb(bytes(data[f.index_offset: f.index_offset + f.index_length]))
+        raw = make_raw(obj)
+        data[f.index_offset:] = raw + layout.Footer(f.index_offset, len(raw),
+                                                    layout.checksum(raw)).pack()
+    return patch
+
+
+def _mutated(mutate: Callable[[dict], None]) -> Callable[[bytearray], None]:
+    def make_raw(obj: dict) -> bytes:
+        mutate(obj)
+        return msgpack.packb(obj, use_bin_type=True)
+    return _with_index(make_raw)
+
+
+def _duplicate_data_end(obj: dict) -> bytes:
+    """The index with ``data_end`` written twice (the same value: still a duplicate)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    raw = packer.pack_map_header(len(obj) + 1)
+    for k, v in obj.items():
+        raw += packer.pack(k) + packer.pack(v)
+    return raw + packer.pack("data_end") + packer.pack(obj["data_end"])
+
+
+def _tensor(obj: dict, name: str) -> dict:
+    return next(t for t in obj["tensors"] if t["name"] == name)
+
+
+def _user_timestamp(obj: dict) -> None:
+    obj["metadata"]["user"]["when"] = msgpack.Timestamp(1764979200, 0)
+
+
+def _alias_with_pipeline(obj: dict) -> None:
+    q = _tensor(obj, "q.i8")
+    obj["tensors"].append({"name": "q.alias", "dtype": q["dtype"], "shape": q["shape"],
+                           "alias_of": "q.i8", "pipeline": q["pipeline"]})
+
+
+#: invalid vectors of spec revision 1.1 (FORMAT.md §5, §5.3, §5.6, §7): intact files that
+#: break one rule each, so a reader shows it applies the rule and names its error
+RULE_VECTORS: dict[str, tuple[Callable[[bytearray], None], dict]] = {
+    "bad-duplicate-key": (_with_index(_duplicate_data_end), expect_error("Malformed")),
+    "bad-msgpack-timestamp": (_mutated(_user_timestamp), expect_error("Malformed")),
+    "bad-alias-with-pipeline": (_mutated(_alias_with_pipeline), expect_error("Malformed")),
+    "bad-config-missing-key": (
+        _mutated(lambda o: _tensor(o, "q.i8")["pipeline"][0].pop("chunk_elems")),
+        expect_error("Decode", "decode", tensor="q.i8")),
+    "bad-unknown-codec": (
+        _mutated(lambda o: _tensor(o, "q.i8")["pipeline"][0].update(id="zfp")),
+        expect_error("UnsupportedCodec", "decode", tensor="q.i8")),
+    "bad-digest-mismatch": (
+        _mutated(lambda o: _tensor(o, "q.i8")["digest"].update(
+            decoded=(_tensor(o, "q.i8")["digest"]["decoded"] + 1) % 2**64)),
+        expect_error("DigestMismatch", "decode", tensor="q.i8")),
+}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only")
@@ -211,6 +273,7 @@ def main() -> None:
                           expect_error("Truncated")),
         "bad-blob-bitflip": (_flip_first_blob_byte,
                              expect_error("Checksum", "decode", tensor="layer.weight.f32")),
+        **RULE_VECTORS,
     }
     for name, (patch, error) in invalid.items():
         if args.only not in (None, name):
