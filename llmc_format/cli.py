@@ -313,7 +313,7 @@ def unpack(
     formats in it are replaced and other files kept, unless the archive overwrites them.
     """
     from llmc_format.pipeline import unpack as up
-    from llmc_format.pipeline.executor import default_jobs
+    from llmc_format.runtime import default_jobs
 
     if fmt not in up.FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(up.FORMATS)}", param_hint="--format")

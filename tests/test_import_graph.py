@@ -19,7 +19,8 @@ PKG = Path(__file__).resolve().parents[1] / "llmc_format"
 #: Lowest first. A module may import its own layer and any layer below it, never above.
 #: Each entry is a module or a package prefix; every module must fall into one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("base", ("llmc_format.errors", "llmc_format.dtypes", "llmc_format.units", "llmc_format.version")),
+    ("base", ("llmc_format.errors", "llmc_format.dtypes", "llmc_format.units", "llmc_format.version",
+              "llmc_format.metrics", "llmc_format.runtime")),
     ("container", ("llmc_format.container",)),
     ("codecs", ("llmc_format.codecs",)),
     ("quant", ("llmc_format.quant",)),
@@ -89,7 +90,9 @@ def layer_of(module: str) -> int:
     best, best_len = None, -1
     for rank, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+            # the package facade ("llmc_format") is one module, not a prefix of all of them
+            inside = prefix != "llmc_format" and module.startswith(prefix + ".")
+            if (module == prefix or inside) and len(prefix) > best_len:
                 best, best_len = rank, len(prefix)
     if best is None:
         raise KeyError(module)

@@ -31,30 +31,33 @@ from typing import Any
 
 import numpy as np
 
-from llmc_format.codecs.registry import get_codec_class
-from llmc_format.codecs.video.codecs import VideoCodec
+from llmc_format.codecs.registry import final_codecs
 from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
-from llmc_format.pipeline.pack import default_jobs, encode_one, pack_source, with_encoder_threads
-from llmc_format.pipeline.policy import DCT_CODECS, Policy
+from llmc_format.pipeline.pack import encode_one, pack_source, with_encoder_threads
+from llmc_format.pipeline.policy import Policy
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
 from llmc_format.rd.model import RDCurve
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
+from llmc_format.runtime import default_jobs
 from llmc_format.units import parse_size
 
-#: QPs sampled per codec (span ~1.5–6 bits per weight under per-row scaling); the
-#: allocator may extrapolate ``rd.allocate.EXTRAPOLATE`` QPs beyond each tensor's samples
-SAMPLE_QPS: dict[str, tuple[int, ...]] = {
-    "vvc": (22, 29, 36, 43), "hevc": (18, 25, 32, 39), "av1": (16, 28, 40, 52),
-}
-#: codecs whose quantizer step doubles every 6 QP (so a QP shift is a step ratio)
-LOG_STEP_CODECS = ("vvc", "hevc")
-#: the span of a per-row min-max range in standard deviations, roughly (the rows of
-#: SmolLM2's and MiniLM's matrices: 6–9): what SAMPLE_QPS were chosen for
+#: The QPs sampled per codec are the codec's ``sample_qps`` (span ~1.5–6 bits per weight
+#: under per-row scaling); the allocator may extrapolate ``rd.allocate.EXTRAPOLATE`` QPs
+#: beyond each tensor's samples. ``log_step`` codecs shift them per tensor (``sample_qps``).
+#: The span of a per-row min-max range in standard deviations, roughly (the rows of
+#: SmolLM2's and MiniLM's matrices: 6–9): what the built-in ``sample_qps`` were chosen for
 ROW_RANGE_SIGMAS = 8.0
 MAX_PASSES = 6
+
+
+
+def target_codecs() -> list[str]:
+    """The codecs a pack to a size, bits-per-weight or SNR target can use."""
+    return [i for i, c in final_codecs().items() if c.sample_qps and c.qp_range]
+
 
 Progress = Callable[[str, str, int, int], None]
 
@@ -115,7 +118,7 @@ def with_target_scaling(policy: Policy) -> Policy:
     """
     transform = policy.transform
     if transform == "auto":
-        dct = "granularity" not in policy.affine and policy.codec in DCT_CODECS
+        dct = "granularity" not in policy.affine and policy.codec_class.prefers_dct
         transform = "dct" if dct else "none"
     affine = dict(policy.affine)
     if transform == "none":
@@ -123,10 +126,11 @@ def with_target_scaling(policy: Policy) -> Policy:
     return dataclasses.replace(policy, transform=transform, affine=affine if transform == "none" else {})
 
 
-def _qrange(codec: str) -> range:
-    cls = get_codec_class(codec)
-    lo, hi = cls.qp_range if issubclass(cls, VideoCodec) else (0, 63)
-    return range(lo, hi + 1)
+def _qrange(policy: Policy) -> range:
+    qp_range = policy.codec_class.qp_range
+    if qp_range is None:
+        raise TargetError(f"codec {policy.codec!r} takes no QP: nothing to allocate")
+    return range(qp_range[0], qp_range[1] + 1)
 
 
 def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
@@ -135,12 +139,12 @@ def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
     Under per-tensor scaling a tensor's code step is set by its full range, which is 10 to
     40 standard deviations depending on its outliers, so one QP means very different rates
     across tensors (SmolLM2: the QPs of equal weight-unit steps span 25). Each tensor is
-    therefore sampled at ``SAMPLE_QPS`` shifted by 6·log2(8σ / range): the same quantizer
-    steps relative to its spread as per-row scaling gets at ``SAMPLE_QPS`` — the range of
+    therefore sampled at the codec's ``sample_qps`` shifted by 6·log2(8σ / range): the same quantizer
+    steps relative to its spread as per-row scaling gets at them — the range of
     rates the allocator needs, for every tensor.
     """
-    base = SAMPLE_QPS[policy.codec]
-    if not policy.per_tensor_scale or policy.codec not in LOG_STEP_CODECS:
+    base = policy.codec_class.sample_qps
+    if not policy.per_tensor_scale or not policy.codec_class.log_step:
         return base
     x = np.asarray(array).ravel()
     every = max(1, x.size >> 20)  # σ from ≤ 1 M evenly strided weights: no full-size copy
@@ -154,7 +158,7 @@ def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
     if not (span > 0 and sigma > 0 and math.isfinite(span)):
         return base
     shift = round(6 * math.log2(ROW_RANGE_SIGMAS * sigma / span))
-    qrange = _qrange(policy.codec)
+    qrange = _qrange(policy)
     return tuple(sorted({min(qrange[-1], max(qrange[0], q + shift)) for q in base}))
 
 
@@ -237,9 +241,9 @@ def pack_to_target(
     weights (it is built in float32 on this machine), else ``nmse``; the summary's
     ``weighting`` says which ran, and why.
     """
-    if policy.codec not in SAMPLE_QPS:
-        raise TargetError(f"size/quality targets need a lossy codec (vvc, hevc, av1), not "
-                          f"{policy.codec!r}")
+    if not (policy.codec_class.sample_qps and policy.codec_class.qp_range):
+        raise TargetError(f"size/quality targets need a lossy codec ({', '.join(target_codecs())}), "
+                          f"not {policy.codec!r}")
     if weighting not in ("auto", "mse", "nmse"):
         raise TargetError(f"weighting must be 'auto', 'mse' or 'nmse', not {weighting!r}")
     jobs = jobs or default_jobs()
@@ -248,7 +252,7 @@ def pack_to_target(
     if not plan.curves:
         raise TargetError("no tensor is lossy under this policy: nothing to optimize "
                           "(see --lossy / --min-lossy-numel)")
-    qrange = _qrange(policy.codec)
+    qrange = _qrange(policy)
     names = set(plan.curves)
     weights: dict[str, float] | None = None
     if calibration is None and weighting == "auto":

@@ -15,13 +15,14 @@ from typing import Any
 
 import numpy as np
 
+from llmc_format.codecs.registry import is_lossless
 from llmc_format.container import layout
 from llmc_format.container.index import unpack_index_bytes
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
+from llmc_format.metrics import distortion
 from llmc_format.pipeline.pack import tensor_digest
-from llmc_format.rd.metrics import distortion
 
 #: recomputed SNR may differ from the recorded one by this much (dB) before it is flagged
 SNR_TOLERANCE_DB = 0.01
@@ -142,7 +143,7 @@ def verify(
 def _check_tensor(r: Reader, name: str, source: Callable[[], np.ndarray] | None,
                   compare: bool) -> TensorCheck:
     entry = r.resolve(name)
-    lossless = [c.get("id") for c in entry.pipeline] == ["exact"]
+    lossless = is_lossless(list(entry.pipeline))
     check = TensorCheck(name, True, lossless=lossless)
     if entry.rd and isinstance(entry.rd.get("snr_db"), (int, float)):
         check.snr_db_recorded = float(entry.rd["snr_db"])
