@@ -148,7 +148,10 @@ def pack(
                                                     "squared loss gradient on it (needs a model "
                                                     "transformers can build); 'self': on text "
                                                     "the model samples itself (no data needed).")] = None,
-    preset: Annotated[str | None, typer.Option(help="Encoder preset (vvc: faster, fast, medium...).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Encoder preset: vvc faster (default), fast, "
+                                               "medium, slow, slower; hevc ultrafast ... medium "
+                                               "(default) ... placebo; av1 a number (svt 0-13, "
+                                               "default 8).")] = None,
     bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
     scaling: Annotated[str | None, typer.Option(help="Affine codes with one scale per row "
                                                 "(default with --qp: one QP for all) or per "
@@ -276,11 +279,21 @@ def _print_summary(path: Path) -> None:
     from llmc_format.pipeline.inspect import summarize
 
     s = summarize(path)
-    out.print(
-        f"wrote {path}: {s['tensors']} tensors, {format_size(s['file_bytes'])} "
-        f"({s['file_bpw']:.3f} bits/weight all-in, ratio {s['ratio']:.3f} vs "
-        f"{format_size(s['source_bytes'])})"
-    )
+    out.print(f"wrote {path}: {s['tensors']} tensors, {format_size(s['file_bytes'])} "
+              f"({s['file_bpw']:.3f} bits/weight all-in); {_ratio_text(s)}")
+    if s["input_bytes"] and s["file_bytes"] > s["input_bytes"]:
+        err.print(f"warning: the archive ({format_size(s['file_bytes'])}) is larger than its "
+                  f"input ({format_size(s['input_bytes'])})")
+
+
+def _ratio_text(s: dict[str, Any]) -> str:
+    """Ratio against the input files first; against the decoded tensors (e.g. a GGUF's
+    float32 expansion) second, since that is not what the user started from."""
+    decoded = f"ratio {s['ratio']:.3f} vs the decoded tensors' {format_size(s['source_bytes'])}"
+    if not s.get("input_bytes"):
+        return decoded
+    return (f"ratio {s['input_ratio']:.3f} vs the input's {format_size(s['input_bytes'])} "
+            f"({decoded})")
 
 
 # ----------------------------------------------------------------------------- unpack
@@ -291,8 +304,9 @@ def unpack(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
     fmt: Annotated[str, typer.Option("--format", help="safetensors (what save_pretrained writes), "
-                                     "pt (pytorch_model.bin) or gguf (model.gguf, float tensors "
-                                     "under the archive's names).")] = "safetensors",
+                                     "pt (pytorch_model.bin) or gguf (model.gguf: the packed GGUF "
+                                     "byte for byte when the archive holds it losslessly, else "
+                                     "float tensors under the archive's names).")] = "safetensors",
     dtype: Annotated[str | None, typer.Option(help="Cast float tensors to bf16, fp16 or fp32 "
                                               "(default: the stored dtype).")] = None,
     shard_size: Annotated[str | None, typer.Option(help="Split safetensors/pt into shards of at "
@@ -403,8 +417,7 @@ def inspect(
     out.print(
         f"{s['tensors']} tensors ({s['lossy_tensors']} lossy), {s['weights']:,} weights, "
         f"{len(d['attachments'])} attachments; file {format_size(s['file_bytes'])}, "
-        f"source {format_size(s['source_bytes'])}, ratio {s['ratio']:.3f}, "
-        f"{s['file_bpw']:.3f} bits/weight all-in"
+        f"{_ratio_text(s)}, {s['file_bpw']:.3f} bits/weight all-in"
     )
 
 

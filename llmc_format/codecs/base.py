@@ -94,6 +94,9 @@ class Codec(ABC):
     codec_id: ClassVar[str]
     #: "array" for array→array stages, "bytes" for the final array→bytes stage
     kind: ClassVar[str]
+    #: decoding returns exactly the array encoded (``exact``, ``ffv1``, ``rowperm``); a
+    #: pipeline of lossless stages reproduces its source, and pack checks it bit for bit
+    lossless: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -179,8 +182,9 @@ class ArrayBytesCodec(Codec):
     #: front of it, ``bits`` wide), as the video codecs do; False: codes the tensor's own
     #: values, any dtype (``exact``). Takes ``bits`` (and ``qp``/``preset`` with a QP).
     takes_samples: ClassVar[bool] = False
-    #: decoding returns exactly the array encoded (``exact``, ``ffv1``)
-    lossless: ClassVar[bool] = True
+    #: a ``--codec`` choice; False for a stage a source chooses itself (``ggml`` keeps a
+    #: GGUF file's own blocks)
+    selectable: ClassVar[bool] = True
     #: the inclusive range of the ``qp`` parameter; None: the codec takes no ``qp`` or
     #: ``preset`` (a lossless codec)
     qp_range: ClassVar[tuple[int, int] | None] = None

@@ -277,6 +277,7 @@ class ExactCodec(ArrayBytesCodec):
     """
 
     codec_id: ClassVar[str] = "exact"
+    lossless = True
 
     def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES, layout: int | None = None,
                  chunk_elems: int | None = None, *, threads: int | None = None) -> None:

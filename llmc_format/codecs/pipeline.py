@@ -16,8 +16,22 @@ from typing import Any
 import numpy as np
 
 from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec, Codec, Rows
-from llmc_format.codecs.registry import get_codec
+from llmc_format.codecs.registry import get_codec, get_codec_class
 from llmc_format.errors import CodecError
+
+
+def is_lossless(configs: Sequence[dict[str, Any]]) -> bool:
+    """Whether a stored pipeline reproduces its source tensor exactly: every stage's codec
+    says it is ``lossless``. A codec not installed here counts as not (nothing to promise)."""
+    if not configs:
+        return False
+    for config in configs:
+        try:
+            if not get_codec_class(config.get("id") if isinstance(config, dict) else None).lossless:
+                return False
+        except CodecError:
+            return False
+    return True
 
 
 @dataclass
@@ -58,6 +72,33 @@ def encode_tensor(array: np.ndarray, spec: ArraySpec, configs: Sequence[dict[str
                 raise CodecError(f"tensor {spec.name!r}: stage {stage.codec_id!r} returned no array")
             spec = stage.resolve(spec)
             array = spec.check(enc.array, what=f"{stage.codec_id} output")
+    return out
+
+
+def encode_native(raw: np.ndarray, spec: ArraySpec,
+                  configs: Sequence[dict[str, Any]]) -> EncodedTensor:
+    """Encode a tensor from its source's own encoding (a GGUF tensor's ggml blocks).
+
+    ``raw`` is what the final stage stores (``encode_blocks``); the array stages before it
+    only describe how a reader gets from those values to ``spec``'s (e.g. ``rowperm``):
+    they run at decode time, so here they only check that they fit ``spec``.
+    """
+    stages = build(configs, f"tensor {spec.name!r}")
+    out = EncodedTensor([], [], [])
+    for stage in stages[:-1]:
+        assert isinstance(stage, ArrayArrayCodec)
+        spec = stage.resolve(spec)
+        out.pipeline.append(stage.get_config())
+        out.info.append({})
+    last = stages[-1]
+    encode_blocks = getattr(last, "encode_blocks", None)
+    if encode_blocks is None:
+        raise CodecError(f"tensor {spec.name!r}: codec {last.codec_id!r} cannot store "
+                         "source blocks")
+    enc = encode_blocks(raw, spec)
+    out.blobs.extend((len(stages) - 1, b) for b in enc.blobs)
+    out.pipeline.append(enc.config)
+    out.info.append(enc.info)
     return out
 
 

@@ -18,6 +18,8 @@ from llmc_format.errors import CodecError, UnknownCodecError
 #: id -> "module:Class" of the built-in codecs. Ids are forever; see spec/FORMAT.md §codecs.
 _BUILTIN: dict[str, str] = {
     "exact": "llmc_format.codecs.exact:ExactCodec",
+    "ggml": "llmc_format.codecs.ggml:GgmlCodec",
+    "rowperm": "llmc_format.codecs.rowperm:RowPermCodec",
     "affine": "llmc_format.quant.affine:AffineCodec",
     "blockdct": "llmc_format.quant.blockdct:BlockDctCodec",
     "vvc": "llmc_format.codecs.video.codecs:VvcCodec",
@@ -92,17 +94,6 @@ def codec_classes() -> dict[str, type[Codec]]:
 
 
 def final_codecs() -> dict[str, type[ArrayBytesCodec]]:
-    """The codecs a pack can be asked for (``--codec``): every final (array→bytes) stage."""
+    """Every registered final (array→bytes) stage; the ``selectable`` ones are ``--codec`` choices."""
     return {i: c for i, c in codec_classes().items() if issubclass(c, ArrayBytesCodec)}
 
-
-def is_lossless(pipeline: list[dict[str, Any]]) -> bool:
-    """Whether a stored pipeline decodes to exactly the tensor packed: one final stage whose
-    codec is ``lossless``. A codec not installed here counts as not (nothing to promise)."""
-    if len(pipeline) != 1 or not isinstance(pipeline[0], dict):
-        return False
-    try:
-        cls = get_codec_class(pipeline[0].get("id"))
-    except CodecError:
-        return False
-    return issubclass(cls, ArrayBytesCodec) and cls.lossless

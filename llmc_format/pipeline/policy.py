@@ -31,7 +31,7 @@ TRANSFORMS = ("auto", "none", "dct")
 
 def codec_choices() -> list[str]:
     """The ids ``--codec`` accepts: every registered final stage (built-in or plugin)."""
-    return list(final_codecs())
+    return [i for i, c in final_codecs().items() if c.selectable]
 
 
 def final_codec(codec: str) -> type[ArrayBytesCodec]:
@@ -40,7 +40,7 @@ def final_codec(codec: str) -> type[ArrayBytesCodec]:
         cls = get_codec_class(codec, "--codec")
     except UnknownCodecError:
         cls = None
-    if cls is None or not issubclass(cls, ArrayBytesCodec):
+    if cls is None or not issubclass(cls, ArrayBytesCodec) or not cls.selectable:
         raise SourceError(f"unknown codec {codec!r}; choose one of {', '.join(codec_choices())}")
     return cls
 

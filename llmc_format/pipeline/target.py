@@ -36,7 +36,11 @@ from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
-from llmc_format.pipeline.pack import encode_one, pack_source, with_encoder_threads
+from llmc_format.pipeline.pack import (
+    encode_entry,
+    pack_source,
+    with_encoder_threads,
+)
 from llmc_format.pipeline.policy import Policy
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
 from llmc_format.rd.model import RDCurve
@@ -189,7 +193,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
             m = measure(name, array, lambda q: policy.pipeline(name, entry.dtype, entry.shape, q),
                         sample_qps(policy, array), fraction)
             return name, m
-        packed = encode_one(name, entry(), policy.pipeline(name, entry.dtype, entry.shape))
+        packed = encode_entry(name, entry, policy.pipeline(name, entry.dtype, entry.shape))
         return name, packed
 
     with ThreadPoolExecutor(jobs) as pool:
