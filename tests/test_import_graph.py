@@ -189,3 +189,25 @@ def test_graph_sees_lazy_and_relative_imports() -> None:
     # function-level import in the package facade
     assert "llmc_format.api" in graph["llmc_format"]
     assert "llmc_format.codecs.base" in graph["llmc_format.codecs.registry"]
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_package_and_tests_import_no_tools_or_research() -> None:
+    """``tools/`` (user-facing scripts) and ``research/`` (probes) are not installed: the
+    package never imports them, and neither do the tests, except ``tests/tools`` (the
+    tools' own tests)."""
+    tests = PKG.parent / "tests"
+    files = [*MODULES.values(), *(p for p in tests.rglob("*.py") if "tools" not in
+                                  p.relative_to(tests).parts[:1])]
+    offending = [str(p.relative_to(PKG.parent)) for p in files
+                 if _imported_roots(p) & {"tools", "research"}]
+    assert not offending

@@ -41,7 +41,7 @@ from llmc_format.pipeline.pack import (
     pack_source,
     with_encoder_threads,
 )
-from llmc_format.pipeline.policy import Policy
+from llmc_format.pipeline.policy import Policy, final_codec
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
 from llmc_format.rd.model import RDCurve
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
@@ -130,10 +130,11 @@ def with_target_scaling(policy: Policy) -> Policy:
     return dataclasses.replace(policy, transform=transform, affine=affine if transform == "none" else {})
 
 
-def _qrange(policy: Policy) -> range:
-    qp_range = policy.codec_class.qp_range
+def _qrange(codec: str) -> range:
+    """The QPs codec ``codec`` takes (its class's ``qp_range``)."""
+    qp_range = final_codec(codec).qp_range
     if qp_range is None:
-        raise TargetError(f"codec {policy.codec!r} takes no QP: nothing to allocate")
+        raise TargetError(f"codec {codec!r} takes no QP: nothing to allocate")
     return range(qp_range[0], qp_range[1] + 1)
 
 
@@ -162,7 +163,7 @@ def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
     if not (span > 0 and sigma > 0 and math.isfinite(span)):
         return base
     shift = round(6 * math.log2(ROW_RANGE_SIGMAS * sigma / span))
-    qrange = _qrange(policy)
+    qrange = _qrange(policy.codec)
     return tuple(sorted({min(qrange[-1], max(qrange[0], q + shift)) for q in base}))
 
 
@@ -256,7 +257,7 @@ def pack_to_target(
     if not plan.curves:
         raise TargetError("no tensor is lossy under this policy: nothing to optimize "
                           "(see --lossy / --min-lossy-numel)")
-    qrange = _qrange(policy)
+    qrange = _qrange(policy.codec)
     names = set(plan.curves)
     weights: dict[str, float] | None = None
     if calibration is None and weighting == "auto":

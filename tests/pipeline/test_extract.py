@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 import llmc_format
 from llmc_format.cli import app
 from llmc_format.pipeline.extract import bitstream_paths
-from tools.models import minilm_encoder_weights
 
 runner = CliRunner()
 
@@ -30,8 +29,8 @@ SMALL_FRAMES = {"target_pixels": 65536}
 
 
 @pytest.fixture(scope="module")
-def weight() -> np.ndarray:
-    w = minilm_encoder_weights()["encoder.layer.0.attention.self.query.weight"]
+def weight(minilm_encoder_weights: dict[str, np.ndarray]) -> np.ndarray:
+    w = minilm_encoder_weights["encoder.layer.0.attention.self.query.weight"]
     return np.ascontiguousarray(w[:300, :250])  # 250 columns: not a multiple of 8 -> padding
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import ml_dtypes
 import numpy as np
@@ -13,9 +14,6 @@ from llmc_format.codecs.registry import get_codec, get_codec_class
 from llmc_format.errors import CodecError
 from llmc_format.metrics import error_energy, snr_db
 from llmc_format.quant.affine import AffineCodec, quantize
-from tools.models import minilm_safetensors_or_missing
-
-MINILM = minilm_safetensors_or_missing()
 
 
 def roundtrip(x: np.ndarray, dtype: str, name: str = "w", **config):
@@ -254,11 +252,10 @@ def test_float64_and_bfloat16_decode_to_their_own_dtype() -> None:
         assert snr_db(*error_energy(x.astype(np_dt), y)) > 40.0
 
 
-@pytest.mark.skipif(not MINILM.exists(), reason="MiniLM-L6 weights not installed")
-def test_minilm_weight_at_10_bits_above_50_db() -> None:
+def test_minilm_weight_at_10_bits_above_50_db(minilm_dir: Path) -> None:
     from safetensors import safe_open
 
-    with safe_open(str(MINILM), framework="numpy") as f:
+    with safe_open(str(minilm_dir / "model.safetensors"), framework="numpy") as f:
         w = f.get_tensor("encoder.layer.0.intermediate.dense.weight")
     assert w.dtype == np.float32 and w.shape == (1536, 384)
     enc, codec, spec, y = roundtrip(w, "float32", name="encoder.layer.0.intermediate.dense.weight")

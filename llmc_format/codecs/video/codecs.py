@@ -220,7 +220,7 @@ class VideoCodec(ArrayBytesCodec):
         depth = PIX_DEPTH[pix_fmt]
         shift = 0 if self.lossless else depth - self.params["bits"]
         samples = frame.astype("<u2") << shift if shift else frame.astype("<u2")
-        raw = _raw_frame(samples, pix_fmt, depth)
+        raw = raw_frame(samples, pix_fmt, depth)
         height, width = frame.shape
         blob = ffmpeg.encode_frame(
             self.params["encoder"], pix_fmt, width, height, raw, self._codec_args(), self.muxer,
@@ -559,7 +559,7 @@ def _plane_hash(plane: np.ndarray) -> str:
     return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(plane, dtype="<u2").tobytes())
 
 
-def _raw_frame(samples: np.ndarray, pix_fmt: str, depth: int) -> bytes:
+def raw_frame(samples: np.ndarray, pix_fmt: str, depth: int) -> bytes:
     """The rawvideo bytes of one frame: luma = ``samples``; chroma (4:2:0) mid-grey."""
     if pix_fmt == "gray":
         return samples.astype(np.uint8).tobytes()
