@@ -28,7 +28,6 @@ imports it only when a function is called.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -38,6 +37,7 @@ from typing import Any
 from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
 from llmc_format.errors import SourceError
+from llmc_format.plaindata import loads_json
 
 CONFIG_NAME = "config.json"
 
@@ -312,7 +312,7 @@ def config_dict(archive: str | os.PathLike[str] | Reader) -> dict[str, Any] | No
         if CONFIG_NAME not in reader.attachment_names():
             return None
         try:
-            data = json.loads(reader.read_attachment(CONFIG_NAME))
+            data = loads_json(reader.read_attachment(CONFIG_NAME))
         except ValueError:
             return None
         return data if isinstance(data, dict) else None

@@ -178,7 +178,11 @@ def extract_array(archive: str | os.PathLike[str], name: str,
         array = array.astype(np.float32)
     elif array.dtype != dtypes.to_numpy(entry.dtype):  # pragma: no cover - read_tensor checks
         raise LlmcError(f"tensor {name!r}: decoded dtype {array.dtype} is not {entry.dtype}")
-    np.save(out, np.ascontiguousarray(array), allow_pickle=False)
+    try:
+        np.save(out, np.ascontiguousarray(array), allow_pickle=False)
+    except OSError as exc:  # disk full: numpy's message does not name the file
+        out.unlink(missing_ok=True)
+        raise LlmcError(f"{out}: cannot write: {exc.strerror or exc}") from None
     return out
 
 

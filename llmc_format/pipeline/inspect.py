@@ -8,6 +8,7 @@ from typing import Any
 from llmc_format.codecs.pipeline import is_lossless
 from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
+from llmc_format.rd.records import qp_range_of, rd_problem, summary_problem
 
 
 def _codec_label(pipeline: tuple[dict[str, Any], ...]) -> str:
@@ -35,10 +36,13 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                 stored += t.stored_bytes
                 if not is_lossless(entry.pipeline):
                     lossy += 1
-            for k, v in (t.rd or {}).items():
-                if k in ("qp", "snr_db", "mse", "encode_seconds", "decode_seconds"):
-                    row[k] = v
-            if t.rd:
+            problem = rd_problem(t.rd, qp_range_of(entry.pipeline))
+            if problem is not None:  # shown as unknown, with why; never computed with
+                row["rd_problem"] = problem
+            elif t.rd:
+                for k, v in t.rd.items():
+                    if k in ("qp", "snr_db", "mse", "encode_seconds", "decode_seconds"):
+                        row[k] = v
                 row["rd"] = t.rd
             tensors.append(row)
         file_bytes = r.file_size
@@ -48,6 +52,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             "format_version": f"{r.header.major}.{r.header.minor}",
             "alignment": r.header.alignment,
             "metadata": r.metadata,
+            "rd_summary_problem": summary_problem(r.metadata.get("rd")),
             "tensors": tensors,
             "attachments": [{"name": a.name, "size": a.size, "stored_bytes": a.blob.length}
                             for a in r.attachments()],

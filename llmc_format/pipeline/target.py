@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from llmc_format.codecs.registry import final_codecs
+from llmc_format.codecs.base import ArrayBytesCodec
+from llmc_format.codecs.pipeline import is_lossless
+from llmc_format.codecs.registry import final_codecs, get_codec
 from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
@@ -44,6 +46,7 @@ from llmc_format.pipeline.pack import (
 from llmc_format.pipeline.policy import Policy, final_codec
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
 from llmc_format.rd.model import RDCurve
+from llmc_format.rd.records import check_rd
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
 from llmc_format.runtime import default_jobs
 from llmc_format.units import parse_size
@@ -421,17 +424,28 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
 
     with ArchiveSource(src) as source:
         entries = [e for e in source.reader.index.tensors if e.alias_of is None]
-        lossy = [e for e in entries if len(e.pipeline) > 1]
+        lossy = [e for e in entries if not is_lossless(e.pipeline)]
         if not lossy:
             raise TargetError(f"{src} holds no lossy tensor: nothing to re-target")
-        video, affine = lossy[0].pipeline[-1], lossy[0].pipeline[0]
-        # the archive's scaling and transform: its recorded RD samples were measured with them
-        dct = affine.get("id") == "blockdct"
-        policy = Policy(codec=str(video["id"]), preset=video.get("preset"),
-                        bits=int(affine.get("bits", 10)), min_lossy_numel=2**62,
-                        affine={} if dct else {"granularity": str(affine.get("granularity", "row"))},
+        # the archive's codec, scaling and transform (its RD samples were measured with
+        # them), taken from configs the codecs themselves validate, never used raw
+        where = f"tensor {lossy[0].name!r}"
+        video = get_codec(lossy[0].pipeline[-1], where)
+        affine = get_codec(lossy[0].pipeline[0], where)
+        if not (isinstance(video, ArrayBytesCodec) and video.sample_qps and video.qp_range):
+            raise TargetError(f"{src}: {where} is not coded by a codec a target can drive "
+                              f"({video.codec_id}; those are {', '.join(target_codecs())}): "
+                              f"nothing to re-target")
+        dct = affine.codec_id == "blockdct"
+        policy = Policy(codec=video.codec_id, preset=video.params.get("preset"),
+                        bits=int(affine.params.get("bits", 10)), min_lossy_numel=2**62,
+                        affine={} if dct else
+                        {"granularity": str(affine.params.get("granularity", "row"))},
                         transform="dct" if dct else "none",
                         lossy_patterns=tuple(_glob_escape(e.name) for e in lossy))
+        qrange = _qrange(video.codec_id)
+        for e in lossy:  # NaN samples once made --bpw 3 write 0.887 bpw and exit 0
+            check_rd(e.rd, (qrange[0], qrange[-1]), e.name)
         plan = None
         if all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy):
             curves = {}
@@ -441,7 +455,7 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
                 curves[e.name] = c
             params = {e.name: sum(b.length for b in e.blobs if b.stage < len(e.pipeline) - 1)
                       for e in lossy}
-            exact = sum(e.stored_bytes for e in entries if len(e.pipeline) == 1)
+            exact = sum(e.stored_bytes for e in entries if is_lossless(e.pipeline))
             att = sum(a.size for a in source.reader.attachments())
             plan = Plan(curves, params, exact, sum(e.numel for e in lossy), att,
                         sum(len(e.blobs) for e in entries) + 8)

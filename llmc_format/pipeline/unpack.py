@@ -41,6 +41,7 @@ from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
+from llmc_format.plaindata import loads_json
 from llmc_format.units import parse_size
 
 CONFIG_NAME = "config.json"
@@ -289,7 +290,7 @@ def _retyped_config(data: bytes, dtype: str | None) -> bytes:
     if dtype is None:
         return data
     try:
-        config = json.loads(data)
+        config = loads_json(data)
     except ValueError:
         return data
     keys = [k for k in ("dtype", "torch_dtype") if isinstance(config, dict) and k in config]
