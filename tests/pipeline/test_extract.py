@@ -52,8 +52,9 @@ def _ffmpeg_luma(path: Path, demuxer: str, pix_fmt: str, height: int, width: int
     return np.frombuffer(raw, dtype="<u2", count=height * width).reshape(height, width)
 
 
-def _rebuild(sidecar: dict, folder: Path) -> np.ndarray:
-    """The tensor from the extracted files, using only the sidecar, FFmpeg and numpy."""
+def _codes(sidecar: dict, folder: Path) -> np.ndarray:
+    """The integer codes (the matrix) from the extracted frames: FFmpeg, the sidecar's
+    sample rule and frame boxes, numpy."""
     rows, cols = sidecar["matrix"]["rows"], sidecar["matrix"]["cols"]
     demuxer = sidecar["ffmpeg_decode"].split()[2]
     smp = sidecar["samples"]
@@ -65,6 +66,12 @@ def _rebuild(sidecar: dict, folder: Path) -> np.ndarray:
         q = np.minimum((s + ((1 << shift) >> 1)) >> shift, 2 ** smp["bits"] - 1)
         (r0, r1), (c0, c1) = fr["rows"], fr["cols"]
         codes[r0:r1, c0:c1] = q[: r1 - r0, : c1 - c0]
+    return codes
+
+
+def _rebuild(sidecar: dict, folder: Path) -> np.ndarray:
+    """The tensor from the extracted files, using only the sidecar, FFmpeg and numpy."""
+    codes = _codes(sidecar, folder)
     dq = sidecar["dequantization"]
     assert dq["granularity"] == "row"
     scale = np.array(dq["scale"], dtype=np.float32)  # (rows, 1)
@@ -104,17 +111,8 @@ def test_raw_extract_rebuilds_tensor_bit_exact(codec: str, weight: np.ndarray, t
 
 def _rebuild_blockdct(sidecar: dict, folder: Path) -> np.ndarray:
     """The blockdct tensor from the raw files, the sidecar's matrix and steps, and numpy."""
-    rows, cols = sidecar["matrix"]["rows"], sidecar["matrix"]["cols"]
-    demuxer = sidecar["ffmpeg_decode"].split()[2]
-    smp = sidecar["samples"]
-    q = np.empty((rows, cols), dtype=np.int64)
-    for fr in sidecar["frames"]:
-        s = _ffmpeg_luma(folder / fr["file"], demuxer, smp["pix_fmt"], fr["coded_height"],
-                         fr["coded_width"]).astype(np.int64)
-        shift = smp["shift"]
-        codes = np.minimum((s + ((1 << shift) >> 1)) >> shift, 2 ** smp["bits"] - 1)
-        (r0, r1), (c0, c1) = fr["rows"], fr["cols"]
-        q[r0:r1, c0:c1] = codes[: r1 - r0, : c1 - c0]
+    q = _codes(sidecar, folder)
+    rows, cols = q.shape
     dq = sidecar["dequantization"]
     b, p = dq["block"], dq["precision"]
     m = np.array(dq["dct_matrix"], dtype=np.int64)
