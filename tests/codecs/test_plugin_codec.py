@@ -164,3 +164,19 @@ def test_plugin_packs_to_a_target(plugin: str, tmp_path: Path) -> None:
     lossy = next(t for t in info["tensors"] if t["name"] == "layer.w")
     assert lossy["qp"] in range(0, 9)
     assert lossy["codec"].endswith(plugin) and 0 < lossy["bpw"] <= 6.0 * 1.02
+
+
+def test_plugin_is_offered_by_pack_help(plugin: str, tmp_path: Path) -> None:
+    """``llmc pack --help`` lists the installed codecs, the plugin among them (a fresh
+    process: the help is built when the CLI starts)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "COLUMNS": "400", "NO_COLOR": "1",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(root)])}
+    out = subprocess.run([sys.executable, "-c", "from llmc_format.cli import app; app()",
+                          "pack", "--help"], capture_output=True, text=True, env=env,
+                         check=True, timeout=120).stdout
+    installed = out.split("Installed:")[1].split(".")[0]
+    assert plugin in installed and "vvc" in installed and "ggml" not in installed
