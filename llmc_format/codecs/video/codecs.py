@@ -43,6 +43,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -77,6 +78,21 @@ MATRIX_RULE = (
 
 #: keys a codec writes into its config when it encodes (per-tensor state)
 _STORED_KEYS = ("frames", "pix_fmt", "frame_hashes", "encoder_version", "ffmpeg_version")
+
+
+@dataclass(frozen=True)
+class StoredFrame:
+    """One stored frame as a decoder sees it: the picture its blob must decode to."""
+
+    index: int
+    width: int
+    height: int
+    pix_fmt: str
+    #: the coded bit depth, and whether the picture has 4:2:0 chroma planes
+    depth: int
+    chroma420: bool
+    #: ``frame_hashes[index]``: xxh3-64 of the luma plane the writer decoded
+    luma_hash: str
 
 
 class VideoCodec(ArrayBytesCodec):
@@ -192,7 +208,7 @@ class VideoCodec(ArrayBytesCodec):
             blobs.append(self._encode_frame(frame, pix_fmt, what))
             t1 = time.perf_counter()
             plane = self._decode_plane(blobs[-1], frame.shape, pix_fmt, what)
-            hashes.append(_plane_hash(plane))
+            hashes.append(luma_hash(plane))
             framing.place(recon, self._to_values(plane, pix_fmt, what), geom, k,
                           (0, rows, 0, cols))
             seconds += t1 - t0
@@ -255,12 +271,23 @@ class VideoCodec(ArrayBytesCodec):
         for k in geom.frames_for(*box):
             what = f"tensor {name!r} frame {k}"
             plane = self._decode_plane(fetch(k), geom.frame_shape(k), pix_fmt, what)
-            if _plane_hash(plane) != hashes[k]:
+            if luma_hash(plane) != hashes[k]:
                 raise CodecError(f"{what}: the decoded frame differs from the one decoded at "
                                  f"encode time (damaged blob, blob of another frame, or a "
                                  f"non-conformant decoder)")
             framing.place(out, self._to_values(plane, pix_fmt, what), geom, k, box)
         return spec.check(out.reshape(spec.rows_shape(rows)), rows)
+
+    def stored_frames(self, spec: ArraySpec) -> list[StoredFrame]:
+        """Every frame of a stored tensor (``spec``: this stage's input), config-checked."""
+        geom, pix_fmt, hashes = self._stored_layout(spec)
+        depth, chroma = PIX_DEPTH[pix_fmt], pix_fmt.startswith("yuv420p")
+        return [StoredFrame(k, *geom.frame_shape(k)[::-1], pix_fmt, depth, chroma, hashes[k])
+                for k in range(geom.n_frames)]
+
+    def decode_luma(self, blob: bytes, frame: StoredFrame, what: str) -> np.ndarray:
+        """The luma plane llmc's own decoder (PyAV) makes of one stored blob."""
+        return self._decode_plane(blob, (frame.height, frame.width), frame.pix_fmt, what)
 
     def _stored_layout(self, spec: ArraySpec) -> tuple[FrameGeometry, str, list[str]]:
         name = spec.name
@@ -554,8 +581,8 @@ class Ffv1Codec(VideoCodec):
         return ["-level", "3", "-g", "1", "-slicecrc", "1"]
 
 
-def _plane_hash(plane: np.ndarray) -> str:
-    """xxh3-64 (hex) of a decoded luma plane as little-endian uint16."""
+def luma_hash(plane: np.ndarray) -> str:
+    """xxh3-64 (hex) of a decoded luma plane as little-endian uint16 (``frame_hashes``)."""
     return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(plane, dtype="<u2").tobytes())
 
 
