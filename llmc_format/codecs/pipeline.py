@@ -19,13 +19,19 @@ from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec,
 from llmc_format.codecs.registry import get_codec, get_codec_class
 from llmc_format.errors import CodecError
 
-#: stages that lose nothing: a pipeline of only these decodes to exactly the source's values
-LOSSLESS_CODECS = frozenset({"exact", "ggml", "rowperm"})
-
 
 def is_lossless(configs: Sequence[dict[str, Any]]) -> bool:
-    """Whether a stored pipeline reproduces its source tensor exactly."""
-    return bool(configs) and all(c.get("id") in LOSSLESS_CODECS for c in configs)
+    """Whether a stored pipeline reproduces its source tensor exactly: every stage's codec
+    says it is ``lossless``. A codec not installed here counts as not (nothing to promise)."""
+    if not configs:
+        return False
+    for config in configs:
+        try:
+            if not get_codec_class(config.get("id") if isinstance(config, dict) else None).lossless:
+                return False
+        except CodecError:
+            return False
+    return True
 
 
 @dataclass

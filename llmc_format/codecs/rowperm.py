@@ -45,6 +45,7 @@ class RowPermCodec(ArrayArrayCodec):
     """Interleave/de-interleave the two rope halves of each head's rows (see module doc)."""
 
     codec_id: ClassVar[str] = "rowperm"
+    lossless = True
     required_keys = frozenset({"heads"})
 
     def __init__(self, heads: int) -> None:
