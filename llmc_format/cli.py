@@ -38,6 +38,26 @@ import llmc_format
 from llmc_format.errors import LlmcError, UsageError
 from llmc_format.units import format_size, parse_size
 
+
+def _codec_help() -> str:
+    """``pack --codec``'s help, naming every codec installed (plugins included).
+
+    Listing them imports every codec module and entry point (~0.2 s), so it is done only
+    when help is asked for, not on every start of the CLI.
+    """
+    text = ("exact (lossless; a GGUF's tensors keep their ggml types, unpack --format gguf "
+            "returns the same file) or a lossy video codec: vvc, hevc, av1; ffv1 is a lossless "
+            "video codec for comparison.")
+    if not {"--help", "-h"} & set(sys.argv[1:]):
+        return text
+    try:
+        from llmc_format.pipeline.policy import codec_choices
+
+        return f"{text} Installed: {', '.join(codec_choices())}."
+    except LlmcError as exc:  # a broken plugin: say so in the help rather than fail
+        return f"{text} ({exc})"
+
+
 EXIT_VERIFY_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LLMC_ERROR = 3
@@ -239,9 +259,7 @@ def pack(
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.",
                                          rich_help_panel=_OUT)],
     codec: Annotated[str, typer.Option(metavar="[exact|vvc|hevc|av1|ffv1]",
-                                       help="exact = lossless (a GGUF's tensors keep their "
-                                       "ggml types); vvc, hevc, av1 = lossy video codecs; "
-                                       "ffv1 = lossless video (for comparison).",
+                                       help=_codec_help(),
                                        rich_help_panel=_LOSSY)] = "exact",
     qp: Annotated[int | None, typer.Option(help="One quantizer for every lossy tensor "
                                            "(higher = smaller) \\[default: 37].",
@@ -451,7 +469,7 @@ def unpack(
     formats in it are replaced and other files kept, unless the archive overwrites them.
     """
     from llmc_format.pipeline import unpack as up
-    from llmc_format.pipeline.executor import default_jobs
+    from llmc_format.runtime import default_jobs
 
     if fmt not in up.FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(up.FORMATS)}", param_hint="--format")
@@ -727,12 +745,33 @@ def verify(
                                          "decoders (VVdeC, libde265, aomdec/dav1d; "
                                          "docs/decoders.md).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    signature: Annotated[Path | None, typer.Option(
+        help="Also check this signature (from `llmc sign`) of the archive's exact bytes; "
+        "needs --public-key.")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        help="The signer's EC public key (PEM) for --signature.")] = None,
 ) -> None:
-    """Check every checksum and byte, decode every tensor; exit 1 if anything is wrong."""
+    """Check every checksum and byte, decode every tensor; exit 1 if anything is wrong.
+
+    Checksums prove integrity, not origin: add --signature/--public-key to check who
+    signed the file (offline, OpenSSF model-signing)."""
     from llmc_format.pipeline.verify import verify as do_verify
 
+    if (signature is None) != (public_key is None):
+        err.print("[bold red]error:[/] --signature and --public-key go together")
+        raise typer.Exit(2)
     with _errors(), _progress(quiet or as_json, "verify:", "checking") as update:
         report = do_verify(archive, against=against, progress=update, strict=strict)
+        if signature is not None and public_key is not None:
+            from llmc_format.errors import SignatureError
+            from llmc_format.pipeline.signing import verify_archive_signature
+
+            try:
+                verify_archive_signature(archive, signature, public_key)
+            except SignatureError as exc:
+                report.fail(str(exc))
+            else:
+                report.signature = str(signature)
     if as_json:
         out.print_json(data=report.to_dict())
     elif not quiet:
@@ -761,9 +800,10 @@ def verify(
                     if est:
                         what += f", {est} of them against an estimate: repacked"
                 what += ")"
+            what += f"; signature {signature} valid" if report.signature else ""
             out.print(f"OK: {len(report.tensors)} tensors and {report.attachments_checked} "
                       f"attachments intact{what}", highlight=False, soft_wrap=True)
-        elif report.tensors:
+        elif bad:
             damaged = sum(t.kind != "mismatch" for t in bad)
             mismatch = len(bad) - damaged
             parts = [f"{damaged} of {len(report.tensors)} tensors damaged"] if damaged else []
@@ -775,6 +815,27 @@ def verify(
             out.print("FAILED")
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+# ----------------------------------------------------------------------------- sign
+
+
+@app.command()
+def sign(
+    archive: Annotated[Path, typer.Argument(help="The .llmc file to sign.")],
+    key: Annotated[Path, typer.Option(help="EC private key (PEM, unencrypted), e.g. from "
+                                      "`openssl ecparam -genkey -name prime256v1 -noout`.")],
+    signature: Annotated[Path | None, typer.Option(
+        help="Where to write the signature (default: ARCHIVE.sig).")] = None,
+) -> None:
+    """Sign the archive's exact bytes (OpenSSF model-signing, offline key pair).
+
+    Check it with `llmc verify ARCHIVE --signature ARCHIVE.sig --public-key PUB.pem`."""
+    from llmc_format.pipeline.signing import sign_archive
+
+    with _errors():
+        path = sign_archive(archive, key, signature)
+    out.print(f"signed {archive} -> {path}")
 
 
 # ----------------------------------------------------------------------------- extract

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from llmc_format.errors import CodecError, EncoderMissingError, LlmcError, UsageError
-from llmc_format.pipeline.policy import ALL_CODECS, DCT_CODECS, TRANSFORMS, Policy
+from llmc_format.errors import CodecError, EncoderMissingError, LlmcError, SourceError, UsageError
+from llmc_format.pipeline.policy import TRANSFORMS, Policy, codec_choices, final_codec
 
 #: the defaults of the options the user may leave out (``None`` below = "not given")
 DEFAULT_QP = 37
@@ -40,8 +40,6 @@ DEFAULT_MIN_LOSSY_NUMEL = 16384
 WEIGHTINGS = ("auto", "nmse", "mse")
 SCALINGS = ("row", "tensor")
 EXECUTORS = ("local", "ray")
-#: codecs a size/bpw/snr target can drive (they have a QP to choose)
-TARGET_CODECS = ("vvc", "hevc", "av1")
 #: a lossy tensor under this SNR has lost most of its information: a target driving a
 #: tensor there gets a warning (the error power is a sixth of the signal's)
 LOW_SNR_DB = 8.0
@@ -66,7 +64,8 @@ class PackOptions:
     ``None`` means "not given": ``qp`` is then 37 for a fixed-QP pack, ``bits`` 10.
     """
 
-    #: ``exact`` (lossless) or a video codec: vvc, hevc, av1 (lossy), ffv1 (lossless video)
+    #: ``exact`` (lossless) or a video codec: vvc, hevc, av1 (lossy), ffv1 (lossless video);
+    #: any codec registered by entry point (``policy.codec_choices``)
     codec: str = "exact"
     #: the lossy codec's quantizer for a fixed-QP pack (default 37); a target chooses its own
     qp: int | None = None
@@ -133,7 +132,9 @@ class PackOptions:
 
     @property
     def lossy_codec(self) -> bool:
-        return self.codec not in ("exact", "ffv1")
+        """Whether the codec codes tensors lossy (a QP to set or to choose)."""
+        cls = final_codec(self.codec)
+        return bool(cls.takes_samples and cls.qp_range)
 
     def target(self) -> Any:
         from llmc_format.pipeline.target import Target
@@ -162,7 +163,7 @@ class PackOptions:
     # ------------------------------------------------------------------ validation
 
     def _validate(self) -> None:
-        _choice("--codec", self.codec, ALL_CODECS)
+        _choice("--codec", self.codec, codec_choices())
         _choice("--weighting", self.weighting, WEIGHTINGS)
         _choice("--transform", self.transform, TRANSFORMS)
         _choice("--executor", self.executor, EXECUTORS)
@@ -194,10 +195,12 @@ class PackOptions:
         if self.transform == "dct" and self.scaling is not None:
             raise UsageError("--transform dct has its own per-tensor scale: drop --scaling")
         if self.targeted:
-            if self.codec not in TARGET_CODECS:
+            from llmc_format.pipeline.target import target_codecs
+
+            if self.codec not in target_codecs():
                 hint = " (add --codec vvc)" if self.codec == "exact" else ""
                 raise UsageError(f"--{self.target_kind} needs a lossy codec with a QP to "
-                                 f"choose ({', '.join(TARGET_CODECS)}), not --codec "
+                                 f"choose ({', '.join(target_codecs())}), not --codec "
                                  f"{self.codec}{hint}")
             if self.resume:
                 raise UsageError("--resume works with a fixed --qp pack, not with "
@@ -207,8 +210,10 @@ class PackOptions:
             raise UsageError(f"{what} needs a target (--bpw, --size or --snr): with one QP "
                              "for every tensor, a tensor's outliers would set the step of "
                              "all its weights (docs/results/tuning.md §2)")
-        if self.transform == "dct" and self.codec not in (*DCT_CODECS, "av1"):
-            raise UsageError(f"--transform dct is for the lossy codecs, not {self.codec}")
+        try:
+            self.policy()  # the codec's own rules (e.g. which take --transform dct)
+        except SourceError as exc:
+            raise UsageError(str(exc)) from None
         if self.calibration is not None:
             from llmc_format.rd.calibration import SELF
 
@@ -220,7 +225,7 @@ class PackOptions:
     def _validate_codec_settings(self) -> None:
         """QP, bit depth and preset as the codecs themselves check them (their classes
         hold the ranges), on a stand-in tensor, without encoding anything."""
-        if self.codec == "exact":
+        if not final_codec(self.codec).takes_samples:
             return
         from llmc_format.codecs.pipeline import build
 
@@ -252,17 +257,19 @@ class PackOptions:
         """Options that were given but change nothing, in plain words."""
         out: list[str] = []
         g = self.given
-        if self.codec == "exact":
+        if not final_codec(self.codec).takes_samples:
             dropped = [f"--{k}" for k in ("qp", "preset", "bits", "scaling", "lossy")
                        if k in g]
             if "transform" in g and self.transform != "auto":
                 dropped.append("--transform")
             if dropped:
                 out.append(f"{', '.join(dropped)} {'has' if len(dropped) == 1 else 'have'} "
-                           "no effect with --codec exact (lossless): every tensor is stored "
-                           "exactly; add --codec vvc (or hevc, av1) to code tensors lossy")
-        elif self.codec == "ffv1" and any(k in g for k in ("qp", "preset")):
-            out.append("--qp/--preset have no effect with --codec ffv1 (a lossless video codec)")
+                           f"no effect with --codec {self.codec} (lossless): every tensor is "
+                           "stored exactly; add --codec vvc (or hevc, av1) to code tensors "
+                           "lossy")
+        elif not self.lossy_codec and any(k in g for k in ("qp", "preset")):
+            out.append(f"--qp/--preset have no effect with --codec {self.codec} (a lossless "
+                       "video codec)")
         if self.targeted and "qp" in g:
             out.append(f"--qp {self.qp} has no effect with --{self.target_kind}: the target "
                        "chooses each tensor's QP")
@@ -325,7 +332,7 @@ def check_source(options: PackOptions, names: Sequence[str], specs: Mapping[str,
                 raise UsageError(f"{option} {p!r}: no tensor of that name"
                                  f"{did_you_mean(p, names)} (a glob such as '*{p}*' "
                                  "matches parts of names)")
-    if options.codec != "exact":
+    if final_codec(options.codec).takes_samples:
         policy = options.policy()
         lossy = [n for n in names if policy.is_lossy(n, specs[n].dtype, specs[n].shape)]
         if not lossy:

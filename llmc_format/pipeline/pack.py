@@ -38,6 +38,7 @@ from llmc_format.codecs.pipeline import (
     encode_tensor,
     is_lossless,
 )
+from llmc_format.codecs.registry import get_codec_class
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import Reader
@@ -46,9 +47,10 @@ from llmc_format.dtypes import name_of
 from llmc_format.errors import CodecError, LlmcError, SourceError
 from llmc_format.io.base import Source
 from llmc_format.io.base import TensorEntry as SourceTensor
+from llmc_format.metrics import distortion
 from llmc_format.pipeline.executor import Executor, LocalExecutor, Ready, ahead_window
 from llmc_format.pipeline.policy import Policy
-from llmc_format.rd.metrics import distortion
+from llmc_format.runtime import default_jobs
 from llmc_format.version import __version__
 
 #: progress(event, tensor_name, done_weights, total_weights); events: "start" (encoding
@@ -105,7 +107,8 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
         if "qp" in video:
             rd["qp"] = video["qp"]
         rd["codec"] = video["id"]
-        quant = enc.info[0] if enc.info and enc.pipeline[0]["id"] in ("affine", "blockdct") else None
+        front = get_codec_class(enc.pipeline[0]["id"])
+        quant = enc.info[0] if enc.info and front.kind == "array" else None
     elif dec_digest != src_digest:
         raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
     return PackedTensor(name, spec, enc, quant, rd,
@@ -270,7 +273,7 @@ def with_encoder_threads(policy: Policy, workers: int, *, remote: bool = False) 
     than that, libvvenc spends 10–20% more CPU for the same frame and each process
     starts up 0.04 CPU s slower (SmolLM2 layer 3, 2 cores; docs/results/speed.md).
     """
-    if policy.codec == "exact" or "threads" in policy.video:
+    if not policy.codec_class.threaded or "threads" in policy.video:
         return policy
     threads = 1 if remote else max(1, default_jobs() // workers)
     return dataclasses.replace(policy, video={**policy.video, "threads": threads})
@@ -279,12 +282,6 @@ def with_encoder_threads(policy: Policy, workers: int, *, remote: bool = False) 
 def _job_bytes(job: EncodeJob | Ready[PackedTensor]) -> int:
     """The source bytes a job holds while it runs (a copied tensor holds none)."""
     return 0 if isinstance(job, Ready) else job.nbytes
-
-
-def default_jobs() -> int:
-    from llmc_format.pipeline.executor import default_jobs as usable_cores
-
-    return usable_cores()
 
 
 def pack(src: str | os.PathLike[str], dst: str | os.PathLike[str], **options: Any) -> Path:
@@ -345,6 +342,12 @@ def pack_source(
     }
     if created is not None:
         metadata["created"] = created
+    if policy.codec != "exact":
+        # provenance for archivists (docs/archival.md): each video stage config records
+        # its encoder and FFmpeg; this records the decoder that produced the frame hashes
+        from llmc_format.codecs.video.decode import decoder_versions
+
+        metadata["decoder"] = decoder_versions()
     metadata.update(extra_metadata or {})
     rd_records = rd_records or {}
     reuse_names = reuse_names or set()

@@ -138,6 +138,13 @@ def test_every_tensor_keeps_its_ggml_type(mixed: tuple[Path, Path, dict[str, str
         assert r.tensor("model.layers.0.self_attn.k_proj.weight").pipeline[0] == \
             {"id": "rowperm", "heads": KV}
         assert r.tensor("model.layers.0.self_attn.v_proj.weight").pipeline[0]["id"] == "ggml"
+    from llmc_format.pipeline.inspect import describe
+
+    d = describe(arc)
+    labels = {t["name"]: t["codec"] for t in d["tensors"]}
+    assert labels["model.layers.0.self_attn.q_proj.weight"] == \
+        f"rowperm+ggml:{types['blk.0.attn_q.weight']}"
+    assert d["summary"]["lossy_tensors"] == 0
     mapped = dict(types)
     mapped.pop("rope_freqs.weight")
     assert sorted(stored_types) == sorted(mapped.values())

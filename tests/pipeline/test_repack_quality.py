@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 
 import llmc_format
 from llmc_format.cli import app
+from llmc_format.metrics import versus_original
 from llmc_format.pipeline.target import Target, repack
 from llmc_format.pipeline.verify import verify
-from llmc_format.rd.metrics import versus_original
 
 
 def _model(path: Path, seed: int) -> Path:
