@@ -420,8 +420,8 @@ def _print_summary(path: Path, seconds: float | None = None) -> None:
     s = summarize(path)
     took = "" if seconds is None else f" in {format_duration(seconds)}"
     out.print(plain(f"wrote {path}{took}: {s['tensors']} tensors, "
-                    f"{format_size(s['file_bytes'])} ({s['file_bpw']:.3f} bits/weight all-in); "
-                    f"{_ratio_text(s)}"))
+                    f"{format_size(s['file_bytes'])}, {s['file_bpw']:.3f} bits/weight all-in"))
+    out.print(plain(_ratio_text(s)))  # a line of its own: 80 columns do not hold both
     if s["input_bytes"] and s["file_bytes"] > s["input_bytes"]:
         err.print(f"warning: the archive ({format_size(s['file_bytes'])}) is larger than its "
                   f"input ({format_size(s['input_bytes'])})")
@@ -430,9 +430,9 @@ def _print_summary(path: Path, seconds: float | None = None) -> None:
 def _ratio_text(s: dict[str, Any]) -> str:
     """Ratio against the input files first; against the decoded tensors (e.g. a GGUF's
     float32 expansion) second, since that is not what the user started from."""
-    decoded = f"ratio {s['ratio']:.3f} vs the decoded tensors' {format_size(s['source_bytes'])}"
+    decoded = f"{s['ratio']:.3f} vs the decoded tensors' {format_size(s['source_bytes'])}"
     if not s.get("input_bytes"):
-        return decoded
+        return f"ratio {decoded}"
     return (f"ratio {s['input_ratio']:.3f} vs the input's {format_size(s['input_bytes'])} "
             f"({decoded})")
 

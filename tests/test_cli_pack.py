@@ -88,15 +88,12 @@ def test_help_is_short_and_shows_choices() -> None:
     assert "llmc-format[ray]" in r.output and "Examples" in r.output
 
 
-def _tiny_llama(d: Path) -> Path:
+def _tiny_llama(d: Path, tok_dir: Path) -> Path:
     """A causal LM transformers can build, so ``weighting=auto`` self-calibrates."""
     torch = pytest.importorskip("torch")
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tools.models import minilm_dir
-
     torch.manual_seed(0)
-    tok_dir = minilm_dir()
     LlamaForCausalLM(LlamaConfig(
         vocab_size=30522, hidden_size=128, intermediate_size=256, num_hidden_layers=1,
         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
@@ -107,8 +104,8 @@ def _tiny_llama(d: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_api_and_command_write_identical_bpw_archives(tmp_path: Path) -> None:
-    src = _tiny_llama(tmp_path / "model")
+def test_api_and_command_write_identical_bpw_archives(tmp_path: Path, minilm_dir: Path) -> None:
+    src = _tiny_llama(tmp_path / "model", minilm_dir)
     a, b = tmp_path / "api.llmc", tmp_path / "cli.llmc"
     llmc_format.pack(src, a, codec="vvc", bpw=3)
     r = runner.invoke(app, ["pack", str(src), "-o", str(b), "--codec", "vvc", "--bpw", "3", "-q"])
