@@ -51,12 +51,24 @@ class UnknownCodecError(CodecError, KeyError):
         return str(self.args[0])
 
 
+class BitstreamError(CodecError):
+    """A stored video blob is not one well-formed bitstream (NAL/OBU structure, trailing bytes).
+
+    FFmpeg's decoders may still decode such a blob; other conforming decoders may not.
+    """
+
+
 class EncoderMissingError(CodecError, RuntimeError):
     """An external encoder (FFmpeg binary or one of its encoders) is not available."""
 
 
 class SourceError(LlmcError, ValueError):
     """An input model/file could not be read or holds something llmc cannot store."""
+
+
+class InputError(LlmcError, ValueError):
+    """An input path is not a regular file llmc can read: a directory, FIFO, device or
+    socket given where a file is expected (refused at open: a FIFO would block forever)."""
 
 
 class ArchiveNotFoundError(LlmcError, FileNotFoundError):

@@ -28,15 +28,16 @@ imports it only when a function is called.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
 from llmc_format.errors import SourceError
+from llmc_format.plaindata import loads_json
 
 CONFIG_NAME = "config.json"
 
@@ -68,8 +69,8 @@ def attachments_dir(archive: str | os.PathLike[str] | Reader) -> Iterator[Path]:
     from llmc_format.io.sinks import write_attachments
 
     with _open(archive) as reader, tempfile.TemporaryDirectory(prefix="llmc-attach-") as tmp:
-        write_attachments(((a.name, reader.read_attachment(a.name)) for a in reader.attachments()),
-                          tmp)
+        write_attachments(((a.name, reader.read_attachment(a.name)) for a in reader.attachments()
+                           if not is_internal_attachment(a.name)), tmp)
         yield Path(tmp)
 
 
@@ -259,8 +260,8 @@ class ArchiveTensor:
 
     def materialize(self) -> Any:
         """The decoded tensor (a CPU torch tensor of the stored dtype)."""
+        from llmc_format.decode import read_tensor
         from llmc_format.io.torchconv import to_torch
-        from llmc_format.pipeline.read import read_tensor
 
         return to_torch(read_tensor(self._reader, self.name))
 
@@ -311,7 +312,7 @@ def config_dict(archive: str | os.PathLike[str] | Reader) -> dict[str, Any] | No
         if CONFIG_NAME not in reader.attachment_names():
             return None
         try:
-            data = json.loads(reader.read_attachment(CONFIG_NAME))
+            data = loads_json(reader.read_attachment(CONFIG_NAME))
         except ValueError:
             return None
         return data if isinstance(data, dict) else None

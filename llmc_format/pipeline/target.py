@@ -42,17 +42,26 @@ from typing import Any
 
 import numpy as np
 
-from llmc_format.codecs.registry import get_codec_class
+from llmc_format.codecs.pipeline import is_lossless
+from llmc_format.codecs.registry import get_codec, get_codec_class
 from llmc_format.codecs.video.codecs import VideoCodec
 from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
 from llmc_format.io.base import TensorEntry as SourceTensor
-from llmc_format.pipeline.pack import default_jobs, encode_one, pack_source, with_encoder_threads
+from llmc_format.pipeline.pack import (
+    default_jobs,
+    encode_entry,
+    encode_one,
+    native_pipeline,
+    pack_source,
+    with_encoder_threads,
+)
 from llmc_format.pipeline.policy import DCT_CODECS, Policy
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
 from llmc_format.rd.model import RDCurve
+from llmc_format.rd.records import check_rd
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
 from llmc_format.units import parse_size
 
@@ -153,9 +162,11 @@ def exact_bytes(name: str, entry: SourceTensor, policy: Policy,
     native encoding is stored as it came (a GGUF's ggml blocks, bf16 through the exact
     codec), this is that encoding's size. ``array``: the tensor, if already read.
     """
-    pinned = pinned_exact(policy, {name})
-    packed = encode_one(name, entry() if array is None else array,
-                        pinned.pipeline(name, entry.dtype, entry.shape))
+    pipeline = pinned_exact(policy, {name}).pipeline(name, entry.dtype, entry.shape)
+    if array is not None and native_pipeline(entry, pipeline) is None:
+        packed = encode_one(name, array, pipeline)  # the values as read: not read again
+    else:
+        packed = encode_entry(name, entry, pipeline)
     return sum(len(b) for _, b in packed.encoded.blobs)
 
 
@@ -228,7 +239,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
             m = measure(name, array, lambda q: policy.pipeline(name, entry.dtype, entry.shape, q),
                         sample_qps(policy, array), fraction)
             return name, (m, exact_bytes(name, entry, policy, array))
-        packed = encode_one(name, entry(), policy.pipeline(name, entry.dtype, entry.shape))
+        packed = encode_entry(name, entry, policy.pipeline(name, entry.dtype, entry.shape))
         return name, packed
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -464,7 +475,7 @@ def _check(path: Path, target: Target, plan: Plan, names: set[str]
 
 def _snr(entry: Any) -> float:
     """A tensor's recorded SNR; +inf for one stored exactly."""
-    if len(entry.pipeline) == 1 and entry.pipeline[0].get("id") == "exact":
+    if is_lossless(entry.pipeline):
         return math.inf
     return float((entry.rd or {}).get("snr_db", -math.inf))
 
@@ -481,7 +492,7 @@ def _achieved(path: Path, names: set[str]) -> dict[str, Any]:
     lossy and kept-exact candidates, and the whole file per weight of the whole model."""
     with Reader(path) as r:
         cands = [r.tensor(n) for n in names]
-        lossy = [e for e in cands if len(e.pipeline) > 1]
+        lossy = [e for e in cands if not is_lossless(e.pipeline)]
         rd_weights = sum(e.numel for e in cands)
         others = sum(e.stored_bytes for e in r.index.tensors if e.name not in names)
         attachments = sum(a.blob.length for a in r.attachments())
@@ -494,7 +505,7 @@ def _achieved(path: Path, names: set[str]) -> dict[str, Any]:
             "lossy_tensors": len(lossy),
             "lossy_weights": sum(e.numel for e in lossy),
             "kept_exact_tensors": len(cands) - len(lossy),
-            "kept_exact_bytes": sum(e.stored_bytes for e in cands if len(e.pipeline) == 1),
+            "kept_exact_bytes": sum(e.stored_bytes for e in cands if is_lossless(e.pipeline)),
             "lossless_tensor_bytes": others,
             "attachment_bytes": attachments,
             "model_weights": model_weights,
@@ -517,17 +528,27 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
 
     with ArchiveSource(src) as source:
         entries = [e for e in source.reader.index.tensors if e.alias_of is None]
-        lossy = [e for e in entries if len(e.pipeline) > 1]
+        lossy = [e for e in entries if not is_lossless(e.pipeline)]
         if not lossy:
             raise TargetError(f"{src} holds no lossy tensor: nothing to re-target")
-        video, affine = lossy[0].pipeline[-1], lossy[0].pipeline[0]
-        # the archive's scaling and transform: its recorded RD samples were measured with them
-        dct = affine.get("id") == "blockdct"
-        policy = Policy(codec=str(video["id"]), preset=video.get("preset"),
-                        bits=int(affine.get("bits", 10)), min_lossy_numel=2**62,
-                        affine={} if dct else {"granularity": str(affine.get("granularity", "row"))},
+        # the archive's codec, scaling and transform (its RD samples were measured with
+        # them), taken from configs the codecs themselves validate, never used raw
+        where = f"tensor {lossy[0].name!r}"
+        video = get_codec(lossy[0].pipeline[-1], where)
+        affine = get_codec(lossy[0].pipeline[0], where)
+        if not isinstance(video, VideoCodec) or video.lossless:
+            raise TargetError(f"{src}: {where} is not coded by a lossy video codec "
+                              f"({video.codec_id}): nothing to re-target")
+        dct = affine.codec_id == "blockdct"
+        policy = Policy(codec=video.codec_id, preset=video.params.get("preset"),
+                        bits=int(affine.params.get("bits", 10)), min_lossy_numel=2**62,
+                        affine={} if dct else
+                        {"granularity": str(affine.params.get("granularity", "row"))},
                         transform="dct" if dct else "none",
                         lossy_patterns=tuple(_glob_escape(e.name) for e in lossy))
+        qrange = _qrange(video.codec_id)
+        for e in lossy:  # NaN samples once made --bpw 3 write 0.887 bpw and exit 0
+            check_rd(e.rd, (qrange[0], qrange[-1]), e.name)
         plan = None
         if all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy):
             curves = {}
@@ -537,7 +558,7 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
                 curves[e.name] = c
             params = {e.name: sum(b.length for b in e.blobs if b.stage < len(e.pipeline) - 1)
                       for e in lossy}
-            exact = sum(e.stored_bytes for e in entries if len(e.pipeline) == 1)
+            exact = sum(e.stored_bytes for e in entries if is_lossless(e.pipeline))
             att = sum(a.size for a in source.reader.attachments())
             plan = Plan(curves, params, exact, sum(e.numel for e in lossy), att,
                         sum(len(e.blobs) for e in entries) + 8)
