@@ -1,9 +1,10 @@
 """Is the self-calibration Fisher a sane RD weight for a token embedding? (issue 15, item 4)
 
-    PYTHONPATH=. python research/probe_embedding_sensitivity.py [--tokens 4096] [--snr 20]
+    PYTHONPATH=. python research/probe_embedding_sensitivity.py [--tokens 2048] [--snr 20] [--self]
 
 llmc weighs each tensor's MSE by s = mean over its weights of the squared loss gradient on
-4 self-sampled sequences of 512 tokens (``rd.calibration``). For an input embedding only
+4 sequences of 512 tokens (``rd.calibration``: self-sampled by default; here 4 windows of
+lee_background after the evaluated region, or ``--self``). For an input embedding only
 the rows of tokens seen get a gradient (at most 2,048 of SmolLM2's 49,152), so one may
 doubt s. SmolLM2 ties its embedding to the output head, whose gradient is dense; the probe
 splits the tied gradient into its input-side part (the gradient at the embedding's output,
@@ -72,13 +73,20 @@ def fisher(model: torch.nn.Module, batches: list[torch.Tensor]) -> dict[str, flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tokens", type=int, default=4096)
+    ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--snr", type=float, default=20.0)
+    ap.add_argument("--self", action="store_true", help="self-sampled calibration, as llmc's default")
     args = ap.parse_args()
     torch.manual_seed(0)
+    torch.set_num_threads(1)
     model, tokenizer = cached_smollm2()
     t0 = time.time()
-    batches = self_generated(model, tokenizer, 4, 512, 0)
+    if args.self:
+        batches = self_generated(model, tokenizer, 4, 512, 0)
+    else:  # as rd.calibration does with a text: 4 evenly spaced 512-token windows
+        ids = tokenizer(_lee_cached()[100000:160000], return_tensors="pt")["input_ids"][0]
+        starts = [int(x) for x in torch.linspace(0, ids.numel() - 512, 4)]
+        batches = [ids[s:s + 512][None] for s in starts]
     s = fisher(model, batches)
     print(f"calibration gradients: {time.time() - t0:.0f} s", flush=True)
     text = _lee_cached()

@@ -54,6 +54,9 @@ from tools.models import smollm2_gguf_path
 LLAMA_CPP = {"IQ2_XS": (84.6, 40.22), "IQ3_S": (88.2, 30.30), "IQ4_NL": (91.7, 28.72),
              "Q3_K_M": (93.5, 29.06), "Q4_K_M": (105.5, 27.89), "Q5_K_M": (112.1, 26.85)}
 GGUFPY_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
+#: stored weights of SmolLM2-135M (the tied output head counted once): "whole file" bits
+#: per weight divide the file by this
+SMOLLM2_WEIGHTS = 134_515_008
 
 
 def archive_perplexity(path: Path, max_tokens: int) -> float:
@@ -131,25 +134,34 @@ class Bench:
     def sensitivity(self) -> dict[str, float]:
         """Self-calibration sensitivities of every parameter, cached as JSON in --work."""
         cache = self.work / f"sensitivity-self-{self.gguf.stat().st_size}.json"
+        running = cache.with_suffix(".running")  # another run of this tool computes them
+        while running.exists() and not cache.exists():
+            time.sleep(10)
         if cache.exists():
             return {k: float(v) for k, v in json.loads(cache.read_text()).items()}
         t0 = time.time()
-        with open_source(self.gguf) as source:
-            s = sensitivities(source, SELF)
-        cache.write_text(json.dumps(s, indent=1, sort_keys=True))
+        running.touch()
+        try:
+            with open_source(self.gguf) as source:
+                s = sensitivities(source, SELF)
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps(s, indent=1, sort_keys=True))
+            tmp.replace(cache)
+        finally:
+            running.unlink(missing_ok=True)
         print(f"self-calibration: {time.time() - t0:.0f} s, cached in {cache.name}", flush=True)
         return s
 
     def rd_pack(self, label: str, target: Target, extra: dict[str, Any]) -> None:
         if self.done(label):
             return
-        sens = self.sensitivity()
         out = self.work / f"{label.replace(' ', '_').replace('=', '')}.llmc"
         t0 = time.time()
         with open_source(self.gguf) as source:
-            if self.plan is None:
+            if self.plan is None:  # first: it does not need the sensitivities
                 self.plan = measure_source(source, self.policy, self.args.jobs or default_jobs())
                 print(f"RD samples measured: {time.time() - t0:.0f} s", flush=True)
+            sens = self.sensitivity()
             summary = pack_to_target(source, out, target, policy=self.policy, jobs=self.args.jobs,
                                      sensitivity=sens, plan=copy.deepcopy(self.plan))
         seconds = time.time() - t0
@@ -162,7 +174,6 @@ class Bench:
                   "kept_exact": summary.get("kept_exact", []), "passes": summary["passes"],
                   "within_tolerance": summary.get("within_tolerance", True),
                   "seconds": round(seconds, 1)})
-        out.unlink()
 
 
 def run(args: argparse.Namespace) -> None:
@@ -171,6 +182,9 @@ def run(args: argparse.Namespace) -> None:
     mt = args.max_tokens
     if "calibrate" in steps:
         b.sensitivity()
+    if "bpw" in steps and args.bpw_first:  # the must-show point first when time is short
+        for bpw in [float(x) for x in args.bpw.split(",") if x]:
+            b.rd_pack(f"llmc --bpw {bpw:g}", Target.parse(bpw=bpw), {"target_bpw": bpw})
     if "source" in steps and not b.done("source GGUF (Q4_1, embedding Q8_0)"):
         b.add({"label": "source GGUF (Q4_1, embedding Q8_0)", "method": "source",
                "bytes": b.gguf.stat().st_size, "mb": b.gguf.stat().st_size / 1e6,
@@ -247,6 +261,19 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The results as a markdown table, in file-size order, with llama.cpp's reference."""
+    lines = ["| file | whole file (MB) | bits/weight, whole file | perplexity | llama.cpp file "
+             "of that size (issue 15) | RD: lossy / kept exact tensors |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["mb"]):
+        ref = (f"{r['llama_cpp']} {r['llama_cpp_ppl']:.2f}" if r.get("llama_cpp") else "")
+        bpw = 8 * r["bytes"] / SMOLLM2_WEIGHTS
+        rd = (f"{r['lossy_tensors']} / {r['kept_exact_tensors']}" if "lossy_tensors" in r else "")
+        lines.append(f"| {r['label']} | {r['mb']:.2f} | {bpw:.2f} | {r['ppl']:.2f} | {ref} | {rd} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llmc-bench-gguf",
@@ -257,15 +284,30 @@ def main() -> None:
     ap.add_argument("--no-ggufpy-sizes", dest="ggufpy_sizes", action="store_false",
                     help="do not also pack to the sizes of the gguf-py files")
     ap.add_argument("--bpw", default="3", help="comma list of --bpw targets")
+    ap.add_argument("--bpw-first", action="store_true", help="run the --bpw points first")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--max-tokens", type=int, default=8192)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--json", type=Path)
     ap.add_argument("--plot", type=Path, help="draw the --json results to this PNG and exit")
+    ap.add_argument("--markdown", action="store_true", help="print the --json results as a "
+                    "markdown table and exit")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (1: on a loaded machine, 2 threads wait on each other)")
     args = ap.parse_args()
-    if args.plot:
-        plot(json.loads(args.json.read_text()), args.plot)
+    if args.plot or args.markdown:
+        rows = json.loads(args.json.read_text())
+        if args.plot:
+            plot(rows, args.plot)
+        if args.markdown:
+            print(markdown(rows))
         return
+    import torch
+
+    import tools.eval_ppl
+
+    torch.set_num_threads(args.threads)
+    tools.eval_ppl.N_THREADS = args.threads
     run(args)
 
 
