@@ -41,10 +41,11 @@ import numpy as np
 
 import llmc_format
 from llmc_format.io import open_source
-from llmc_format.pipeline.pack import default_jobs, pack_source
+from llmc_format.pipeline.pack import pack_source
 from llmc_format.pipeline.policy import Policy
 from llmc_format.pipeline.target import Plan, Target, measure_source, pack_to_target, with_target_scaling
 from llmc_format.rd.calibration import SELF, sensitivities
+from llmc_format.runtime import default_jobs
 from tools.eval_ppl import perplexity_with_weights
 from tools.models import smollm2_gguf_path
 
