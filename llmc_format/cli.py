@@ -305,8 +305,9 @@ def pack(
                                                     "'*embed_tokens*'); repeatable.",
                                                     rich_help_panel=_TENSORS)] = None,
     lossless: Annotated[list[str] | None, typer.Option("--lossless", metavar="GLOB",
-                                                       help="Keep these tensors exact; wins "
-                                                       "over --lossy; repeatable.",
+                                                       help="Keep these tensors exact (outside "
+                                                       "a target's allocation); wins over "
+                                                       "--lossy; repeatable.",
                                                        rich_help_panel=_TENSORS)] = None,
     min_lossy_numel: Annotated[int, typer.Option(help="Tensors with fewer elements stay exact.",
                                                  rich_help_panel=_TENSORS)] = 16384,
@@ -384,15 +385,24 @@ def pack(
         elif not quiet:
             _print_summary(output, view.elapsed)
             if rd is not None:
-                a = rd["achieved"]
                 target = options.target()
-                out.print(f"RD target {target.kind}={_fmt_target(target)}: {rd['passes']} "
-                          f"pass(es); lossy {a['lossy_bpw_all_in']:.3f} bits/weight all-in over "
-                          f"{a['lossy_weights']:,} weights, min SNR {_fmt(a['min_snr_db'])} dB; "
-                          f"lossless tensors {format_size(a['lossless_tensor_bytes'])}, "
-                          f"attachments {format_size(a['attachment_bytes'])}")
+                _print_target(target.kind, target.value, rd)
         if rd is not None:
             _warn_low_snr(rd)
+
+
+def _print_target(kind: str, value: float, rd: dict[str, Any]) -> None:
+    """What a target pack achieved, in the units the targets count (README "Targets")."""
+    a = rd["achieved"]
+    out.print(f"RD target {kind}={value:g}: {rd['passes']} pass(es); "
+              f"{a['rd_bpw_all_in']:.3f} bits/weight all-in over the {a['rd_weights']:,} "
+              f"weights the allocation decides (what --bpw counts): {a['lossy_tensors']} "
+              f"tensors lossy, {a['kept_exact_tensors']} kept exact "
+              f"({format_size(a['kept_exact_bytes'])}), min SNR {_fmt(a['min_snr_db'])} dB; "
+              f"other tensors {format_size(a['lossless_tensor_bytes'])}, attachments "
+              f"{format_size(a['attachment_bytes'])}; whole file {a['model_bpw']:.3f} "
+              f"bits/weight over all {a['model_weights']:,} weights",
+              highlight=False, soft_wrap=True)
 
 
 def _fmt_target(target: Any) -> str:
@@ -601,15 +611,16 @@ def _print_rd(d: dict[str, Any]) -> None:
         table.add_column(col)
     for t in d["tensors"]:
         r = t.get("rd") or {}
-        if "qp" not in r:
+        if "qp" not in r and not r.get("kept_exact"):
             continue
         energy = r.get("signal_energy")
         n = max(math.prod(t["shape"]), 1)
         samples = ", ".join(
             f"{q}: {b:.2f}" + (f" / {10 * math.log10(energy / (m * n)):.1f}" if energy and m else "")
             for q, b, m in r.get("samples", []))
-        table.add_row(plain(t["name"]), samples or "-", str(r["qp"]), _fmt(r.get("predicted_bpw"), ".3f"),
-                      _fmt(r.get("bpw"), ".3f"), _fmt(r.get("snr_db")))
+        table.add_row(plain(t["name"]), samples or "-", str(r.get("qp", "exact")),
+                      _fmt(r.get("predicted_bpw"), ".3f"), _fmt(r.get("bpw"), ".3f"),
+                      _fmt(r.get("snr_db", math.inf if r.get("kept_exact") else None)))
     out.print(table)
     _warn_rd_problems(d)
 
@@ -631,7 +642,8 @@ def _plot_rd(d: dict[str, Any], path: Path) -> None:
 def repack(
     archive: Annotated[Path, typer.Argument(help="A lossy .llmc file (made with a target or a QP).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
-    bpw: Annotated[float | None, typer.Option(help="Target bits per lossy weight (all-in).")] = None,
+    bpw: Annotated[float | None, typer.Option(help="Target bits per weight (all-in) of the "
+                                              "archive's lossy tensors.")] = None,
     size: Annotated[str | None, typer.Option(metavar="SIZE",
                                              help="Target whole-file size, e.g. 40MB.")] = None,
     snr: Annotated[float | None, typer.Option(help="Target SNR floor (dB) per lossy tensor, "
@@ -681,11 +693,7 @@ def repack(
             out.print_json(data=_jsonable({"wrote": str(output), **summarize(output), "rd": rd}))
         elif not quiet:
             _print_summary(output, view.elapsed)
-            a = rd["achieved"]
-            out.print(f"lossy {a['lossy_bpw_all_in']:.3f} bits/weight all-in (target "
-                      f"{target.kind}={_fmt_target(target)}), {rd['passes']} pass(es); "
-                      f"min SNR {_fmt(a['min_snr_db'])} dB against {archive.name}",
-                      highlight=False, soft_wrap=True)
+            _print_target(target.kind, target.value, rd)  # SNR: against the input archive
             if v.get("min_snr_db") is not None:
                 out.print(f"against the original model (estimate: {archive.name}'s recorded "
                           f"error plus this one): min SNR {v['min_snr_db']:.2f} dB, mean "

@@ -117,8 +117,8 @@ def header(d: dict[str, Any]) -> list[str]:
                 "snr": f"every lossy tensor at least {value:g} dB SNR"}.get(kind, str(kind))
         a = rd.get("achieved") or {}
         got = ""
-        if kind == "bpw" and "lossy_bpw_all_in" in a:
-            got = f"; achieved {a['lossy_bpw_all_in']:.3f}"
+        if kind == "bpw" and "rd_bpw_all_in" in a:
+            got = f"; achieved {a['rd_bpw_all_in']:.3f}"
         elif kind == "size" and "file_bytes" in a:
             got = f"; achieved {format_size(a['file_bytes'])}"
         lines.append(f"target:    {what}{got}, {rd.get('passes')} pass(es)")
