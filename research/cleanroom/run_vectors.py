@@ -1,0 +1,109 @@
+"""Run the clean-room reader against every vector in spec/vectors and print an agreement table."""
+import glob
+import json
+import os
+import sys
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from reader import Reader, LlmcError, h64  # noqa: E402
+
+VEC = os.path.join(HERE, "..", "..", "spec", "vectors")
+
+
+def run_one(path, exp):
+    """Return (expected_str, got_str, agree, notes)."""
+    notes = []
+    if exp["valid"]:
+        expected = "valid"
+        try:
+            r = Reader(path)
+        except LlmcError as e:
+            return expected, f"{e.name}@open ({e})", False, notes
+        names = set(r.tensor_names())
+        if names != set(exp["tensors"]):
+            notes.append(f"tensor names differ: {sorted(names ^ set(exp['tensors']))}")
+        ok = not notes
+        bad = []
+        for name, t in exp["tensors"].items():
+            if name not in names:
+                continue
+            try:
+                a = r.decode(name)
+                from reader import ITEMSIZE  # noqa
+                good = (list(a.shape) == t["shape"] and h64(a.tobytes()) == t["xxh3"]
+                        and r.tensors[name]["dtype"] == t["dtype"])
+                if not good:
+                    bad.append(f"{name}: xxh3 mismatch")
+            except LlmcError as e:
+                bad.append(f"{name}: {e.name} ({e})")
+            except Exception as e:  # reader bug
+                bad.append(f"{name}: CRASH {e!r}")
+        for name, x in exp.get("attachments", {}).items():
+            try:
+                if h64(r.attachment(name)) != x:
+                    bad.append(f"attachment {name}: xxh3 mismatch")
+            except LlmcError as e:
+                bad.append(f"attachment {name}: {e.name} ({e})")
+            except Exception as e:
+                bad.append(f"attachment {name}: CRASH {e!r}")
+        if set(r.attachment_names()) != set(exp.get("attachments", {})):
+            bad.append("attachment names differ")
+        n = len(exp["tensors"])
+        got = "valid" if not bad else f"{n - sum(1 for b in bad if not b.startswith('attachment'))}/{n} tensors ok"
+        notes += bad
+        return expected, got, ok and not bad, notes
+    expected = f"{exp['error']}@{exp['at']}" + (f"[{exp.get('tensor') or exp.get('attachment')}]" if exp["at"] == "decode" else "")
+    try:
+        r = Reader(path)
+    except LlmcError as e:
+        got = f"{e.name}@open"
+        return expected, got, got == expected, [str(e)]
+    target = exp.get("tensor")
+    errs = []
+    for name in r.tensor_names():
+        try:
+            r.decode(name)
+        except LlmcError as e:
+            errs.append((name, e))
+        except Exception as e:
+            notes.append(f"{name}: CRASH {e!r}")
+    for name in r.attachment_names():
+        try:
+            r.attachment(name)
+        except LlmcError as e:
+            errs.append((name, e))
+    if not errs:
+        return expected, "opened, everything decoded", False, notes
+    got = ";".join(f"{e.name}@{e.phase}[{n}]" for n, e in errs)
+    agree = len(errs) == 1 and got == expected and not notes
+    notes += [str(e) for _, e in errs]
+    return expected, got, agree, notes
+
+
+def main():
+    rows = []
+    for js in sorted(glob.glob(os.path.join(VEC, "*.json"))):
+        name = os.path.basename(js)[:-5]
+        exp = json.load(open(js))
+        try:
+            e, g, a, notes = run_one(js[:-5] + ".llmc", exp)
+        except Exception:
+            e, g, a, notes = "?", "CRASH", False, [traceback.format_exc(limit=2)]
+        rows.append((name, e, g, a, notes))
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'vector':<{w}} | expected | got | agree |")
+    print(f"|{'-' * (w + 2)}|---|---|---|")
+    for name, e, g, a, _ in rows:
+        print(f"| {name:<{w}} | {e} | {g} | {'yes' if a else 'NO'} |")
+    print(f"\nagree: {sum(r[3] for r in rows)}/{len(rows)}")
+    for name, e, g, a, notes in rows:
+        if notes and (not a or "-v" in sys.argv):
+            print(f"\n{name}:")
+            for n in notes:
+                print("   ", n)
+
+
+if __name__ == "__main__":
+    main()
