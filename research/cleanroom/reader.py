@@ -431,7 +431,15 @@ class Reader:
             e.phase = "decode"
             raise
 
-    def _decode(self, name):
+    def decode_rows(self, name, a, b):
+        """Rows [a, b) of a tensor (§7 'Rows'); no digest check (§5.6)."""
+        try:
+            return self._decode(name, rows=(a, b))
+        except LlmcError as e:
+            e.phase = "decode"
+            raise
+
+    def _decode(self, name, rows=None):
         t = self.tensors[name]
         if "alias_of" in t:
             t = self.tensors[t["alias_of"]]
@@ -477,6 +485,24 @@ class Reader:
         if bound is not None and (k_alias + 1) * numel * itemsize > bound * max(stored, 0) and numel * itemsize > 0:
             raise E("Limit", "rule 10 expansion bound")
         n = len(pl)
+        if rows is not None:
+            nrows = shape[0] if shape else 1
+            a, b = rows
+            if not (0 <= a <= b <= nrows):
+                raise ValueError("row range out of bounds")
+            # rows each stage needs of the next (input_rows), from stage 0 down
+            need = [(a, b)]
+            for i in range(n - 1):
+                need.append(input_rows(pl[i], specs[i], need[-1]))
+            arr = CODECS[pl[-1]["id"]][2](self, pl[-1], specs[-1], stage_blobs[-1], rows=need[-1])
+            for i in range(n - 2, -1, -1):
+                arr = CODECS[pl[i]["id"]][2](self, pl[i], specs[i], stage_blobs[i], arr,
+                                             rows=need[i], in_rows=need[i + 1])
+            arr = np.asarray(arr, order="C")
+            want = list(_row_shape(shape, a, b))
+            if arr.dtype != _np_dtype(dtype) or list(arr.shape) != want:
+                raise E("Decode", f"row decode produced {arr.dtype}{arr.shape}, expected {want}")
+            return arr
         arr = CODECS[pl[-1]["id"]][2](self, pl[-1], specs[-1], stage_blobs[-1])
         for i in range(n - 2, -1, -1):
             arr = CODECS[pl[i]["id"]][2](self, pl[i], specs[i], stage_blobs[i], arr)
@@ -491,6 +517,32 @@ class Reader:
 
 
 # ================================================================= codecs
+def input_rows(cfg, spec, rng):
+    a, b = rng
+    if a == b:
+        return (a, b)
+    dtype, shape = spec
+    if cfg["id"] == "blockdct":
+        B = cfg["block"]
+        R = shape[0]
+        Rp = B * (R // B)
+        a2 = B * (a // B) if a < Rp else a
+        b2 = B * (-(-b // B)) if b <= Rp else b
+        return (a2, b2)
+    if cfg["id"] == "rowperm":
+        # §7.7 (contradicts §7 "identity for all but blockdct", see README)
+        D2 = shape[0] // cfg["heads"]
+        if D2 == 0:
+            return (a, b)
+        return ((a // D2) * D2, -(-b // D2) * D2)
+    return (a, b)
+
+
+def _row_shape(shape, a, b):
+    if not shape:  # 0-d: [0, 1) is the 0-d tensor, an empty range a (0,) array (our guess)
+        return () if b - a == 1 else (0,)
+    return tuple([b - a] + list(shape[1:]))
+
 def _closed(cfg, required, optional=()):
     for k in required:
         if k not in cfg:
@@ -573,7 +625,7 @@ def exact_chunk(blob: bytes, n: int, k: int) -> np.ndarray:
     return s.astype(ut)
 
 
-def exact_decode(rd, cfg, spec, blobs):
+def exact_decode(rd, cfg, spec, blobs, rows=None):
     dtype, shape = spec
     N = math.prod(shape) if shape else 1
     C = cfg["chunk_elems"]
@@ -581,6 +633,21 @@ def exact_decode(rd, cfg, spec, blobs):
     k = ITEMSIZE[dtype]
     nblobs = 0 if N == 0 else -(-N // C)
     _need(len(blobs) == nblobs, "exact: blob count")
+    if rows is not None:
+        a, b = rows
+        nrows = shape[0] if shape else 1
+        W = N // nrows if nrows else 0
+        e0, e1 = a * W, b * W
+        if e0 == e1:
+            return np.zeros(_row_shape(shape, a, b), _np_dtype(dtype))
+        i0, i1 = e0 // C, (e1 - 1) // C
+        parts = []
+        for i in range(i0, i1 + 1):
+            parts.append(exact_chunk(rd.read_blob(blobs[i]), min(C, N - i * C), k))
+        flat = np.concatenate(parts)[e0 - i0 * C:e1 - i0 * C]
+        if dtype == "bool":
+            _need(bool(np.all(flat <= 1)), "exact: bool byte not 0/1")
+        return flat.view(_np_dtype(dtype)).reshape(_row_shape(shape, a, b))
     parts = []
     for i, b in enumerate(blobs):
         data = rd.read_blob(b)
@@ -623,7 +690,7 @@ def finish_float(u, dtype):
     return v.astype(_np_dtype(dtype))
 
 
-def affine_decode(rd, cfg, spec, blobs, codes):
+def affine_decode(rd, cfg, spec, blobs, codes, rows=None, in_rows=None):
     dtype, shape = spec
     _need(dtype in FLOATS, "affine: dtype")
     _need(len(blobs) == 1, "affine: blob count")
@@ -640,9 +707,30 @@ def affine_decode(rd, cfg, spec, blobs, codes):
     off = raw[P * G:].reshape(P, G)
     _need(bool(np.all(np.isfinite(raw))), "affine: non-finite parameter")
     _need(not bool(np.any(scale < 0)), "affine: negative scale")
-    q = np.asarray(codes).reshape(R, C)
+    if rows is not None:
+        a, b = rows
+        if len(shape) >= 2:
+            if g != "tensor":
+                scale, off = scale[a:b], off[a:b]
+            R = b - a
+            q = np.asarray(codes).reshape(R, C)
+        elif len(shape) == 1:
+            q = np.asarray(codes).reshape(1, b - a)
+            colsel = np.arange(a, b)
+        else:
+            q = np.asarray(codes).reshape(1, 1)
+        out_shape = _row_shape(shape, a, b)
+    else:
+        q = np.asarray(codes).reshape(R, C)
+        out_shape = tuple(shape)
     _need(bool(np.all(q <= (1 << cfg["bits"]) - 1)), "affine: code too large")
-    if g == "row":
+    if rows is not None and len(shape) == 1:
+        R, C = q.shape
+        col = colsel // gs if g == "group" else np.zeros(C, np.int64)
+        if g == "tensor" or g == "row":
+            col = np.zeros(C, np.int64)
+        S = scale[:, col]; O = off[:, col]
+    elif g == "row":
         S = np.repeat(scale, C, axis=1); O = np.repeat(off, C, axis=1)
     elif g == "tensor":
         S = np.full((R, C), scale[0, 0], np.float32); O = np.full((R, C), off[0, 0], np.float32)
@@ -652,7 +740,7 @@ def affine_decode(rd, cfg, spec, blobs, codes):
     with np.errstate(over="ignore"):
         t = (q.astype(np.float32) * S).astype(np.float32)
         u = (t + O).astype(np.float32)
-    return finish_float(u, dtype).reshape(tuple(shape))
+    return finish_float(u, dtype).reshape(out_shape)
 
 
 # ---------------------------------------------------------------- blockdct (§7.5)
@@ -683,20 +771,28 @@ def blockdct_check(cfg):
     _need(B * B * h * m * m < 2 ** 53, "blockdct: exactness bound")
 
 
-def blockdct_decode(rd, cfg, spec, blobs, codes):
+def blockdct_decode(rd, cfg, spec, blobs, codes, rows=None, in_rows=None):
     dtype, shape = spec
     _need(dtype in FLOATS and len(shape) >= 2, "blockdct: dtype/rank")
     _need(len(blobs) == 0, "blockdct: owns a blob")
     B, p = cfg["block"], cfg["precision"]
     h = 2 ** (cfg["bits"] - 1)
     R, C = matrix_shape(shape)
+    Rfull = R
+    if rows is not None:
+        a2, b2 = in_rows
+        R = b2 - a2
+    else:
+        a2 = 0
     q = np.asarray(codes).reshape(R, C).astype(np.int64)
     _need(bool(np.all(q < 2 ** cfg["bits"])), "blockdct: code too large")
     c = q - h
     S = np.float32(cfg["scale"]); O = np.float32(cfg["offset"])
     u = (c.astype(np.float32) * S).astype(np.float32)
     u = (u + O).astype(np.float32)
-    Rp, Cp = B * (R // B), B * (C // B)
+    # core rows of this slice: global rows [a2, min(b2, R')) ; a2 is B-aligned when < R'
+    Rp = max(0, min(a2 + R, B * (Rfull // B)) - a2)
+    Cp = B * (C // B)
     if Rp and Cp:
         M = dct_matrix(B, p).astype(np.float64)
         X = c[:Rp, :Cp].astype(np.float64).reshape(Rp // B, B, Cp // B, B).transpose(0, 2, 1, 3)
@@ -706,6 +802,10 @@ def blockdct_decode(rd, cfg, spec, blobs, codes):
         core = (Z.astype(np.float32) * T).astype(np.float32)
         core = (core + O).astype(np.float32)
         u[:Rp, :Cp] = core
+    if rows is not None:
+        a, b = rows
+        u = u[a - a2:b - a2]
+        return finish_float(u, dtype).reshape(_row_shape(shape, a, b))
     return finish_float(u, dtype).reshape(tuple(shape))
 
 
@@ -786,8 +886,10 @@ def _decode_frame(cid, blob, W, H, pix_fmt):
         opts = {}
         cont = av.open(io.BytesIO(bytes(blob)), format=fmt, options=opts)
         vs = cont.streams.video[0]
-        if cid == "av1":
-            vs.codec_context  # default; prefer libdav1d
+        # Single-threaded decoding: with PyAV's default threading, FFmpeg's native vvc
+        # decoder (libavcodec 62.28) returned wrong luma samples for ~50% of decodes of
+        # v1-tiling's tiled.affine frame 7 on this machine (caught by the frame hash).
+        vs.codec_context.thread_count = 1
         frames = []
         for pkt in cont.demux(vs):
             for fr in pkt.decode():
@@ -808,7 +910,8 @@ def _decode_frame(cid, blob, W, H, pix_fmt):
     return np.ascontiguousarray(a, dtype="<u2")
 
 
-def video_decode(rd, cfg, spec, blobs):
+def video_decode(rd, cfg, spec, blobs, rows=None):
+    rng = rows
     cid = cfg["id"]
     dtype, shape = spec
     _need(dtype == "uint16", f"{cid}: input spec not uint16")
@@ -824,7 +927,18 @@ def video_decode(rd, cfg, spec, blobs):
     bits = cfg["bits"]
     depth = PIXFMT_DEPTH[cfg["pix_fmt"]]
     out = np.zeros((rows, cols), dtype="<u2")
+    if rng is not None:
+        a, b = rng
+        if a == b:
+            return np.zeros(_row_shape(shape, a, b), "<u2")
+        br0, br1, bc0, bc1 = (a, b, 0, cols) if len(shape) >= 2 else (0, 1, a, b)
+        wanted = {bi * nc + bj for bi in range(br0 // tr, (br1 - 1) // tr + 1)
+                  for bj in range(bc0 // tc, (bc1 - 1) // tc + 1)}
+    else:
+        wanted = None
     for k in range(nf):
+        if wanted is not None and k not in wanted:
+            continue
         i, j = divmod(k, nc)
         r0, r1 = i * tr, min((i + 1) * tr, rows)
         c0, c1 = j * tc, min((j + 1) * tc, cols)
@@ -842,6 +956,8 @@ def video_decode(rd, cfg, spec, blobs):
             half = (1 << shift) >> 1
             v = np.minimum((Yt + half) >> shift, (1 << bits) - 1)
         out[r0:r1, c0:c1] = v
+    if rng is not None:
+        return out[br0:br1, bc0:bc1].reshape(_row_shape(shape, a, b))
     return out.reshape(tuple(shape))
 
 
@@ -851,7 +967,7 @@ def rowperm_check(cfg):
     _need(is_int(cfg["heads"]) and cfg["heads"] >= 1, "rowperm: heads")
 
 
-def rowperm_decode(rd, cfg, spec, blobs, arr):
+def rowperm_decode(rd, cfg, spec, blobs, arr, rows=None, in_rows=None):
     dtype, shape = spec
     _need(len(blobs) == 0, "rowperm: owns blobs")
     _need(len(shape) >= 1, "rowperm: rank 0")
@@ -860,10 +976,14 @@ def rowperm_decode(rd, cfg, spec, blobs, arr):
     _need(N % (2 * Hh) == 0 and N // (2 * Hh) >= 1, "rowperm: rows not H*2*D")
     D = N // (2 * Hh)
     out = np.empty_like(arr)
-    for h in range(Hh):
+    base = in_rows[0] if rows is not None else 0  # multiple of 2D
+    for hh in range(arr.shape[0] // (2 * D)):
         for i in range(2):
             for j in range(D):
-                out[h * 2 * D + i * D + j] = arr[h * 2 * D + 2 * j + i]
+                out[hh * 2 * D + i * D + j] = arr[hh * 2 * D + 2 * j + i]
+    if rows is not None:
+        a, b = rows
+        return out[a - base:b - base]
     return out
 
 
@@ -1004,7 +1124,8 @@ def ggml_values(typ, blk):
     raise E("Decode", f"ggml: value decoding of {typ} not implemented in this clean-room reader")
 
 
-def ggml_decode(rd, cfg, spec, blobs):
+def ggml_decode(rd, cfg, spec, blobs, rows=None):
+    rng = rows
     dtype, shape = spec
     typ = cfg["type"]
     bs, ts, ddt = GGML[typ]
@@ -1026,7 +1147,14 @@ def ggml_decode(rd, cfg, spec, blobs):
     fields = cfg["fields"]
     F = len(fields)
     allblk = []
-    for j, b in enumerate(blobs):
+    jsel = range(len(blobs))
+    if rng is not None:
+        ra, rb = rng
+        if ra == rb:
+            return np.zeros(_row_shape(shape, ra, rb), _np_dtype(dtype))
+        jsel = range(ra // R, (rb - 1) // R + 1)
+    for j in jsel:
+        b = blobs[j]
         data = rd.read_blob(b)
         nrows = min(R, rows - j * R)
         nb = nrows * bpr
@@ -1043,9 +1171,15 @@ def ggml_decode(rd, cfg, spec, blobs):
             off += n_i
         allblk.append(blk)
     blk = np.concatenate(allblk, axis=0)
+    if rng is not None:
+        r0 = jsel[0] * R
+        blk = blk[(ra - r0) * bpr:(rb - r0) * bpr]
+        oshape = _row_shape(shape, ra, rb)
+    else:
+        oshape = tuple(shape)
     if bs == 1:
-        return blk.reshape(-1).view(_np_dtype(dtype)).reshape(tuple(shape))
-    return ggml_values(typ, blk).reshape(tuple(shape))
+        return blk.reshape(-1).view(_np_dtype(dtype)).reshape(oshape)
+    return ggml_values(typ, blk).reshape(oshape)
 
 
 CODECS = {

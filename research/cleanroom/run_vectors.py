@@ -12,6 +12,35 @@ from reader import Reader, LlmcError, h64  # noqa: E402
 VEC = os.path.join(HERE, "..", "..", "spec", "vectors")
 
 
+ROWS = "--no-rows" not in sys.argv
+
+
+def row_ranges(n):
+    """Sample of row ranges (§12 item 1): boundaries on multiples of 1, 7, 16, 32 and the ends."""
+    pts = sorted({p for p in (0, 1, 2, 7, 14, 16, 31, 32, 33, 64, 100, n // 2, n - 7, n - 1, n) if 0 <= p <= n})
+    rngs = [(a, b) for i, a in enumerate(pts) for b in pts[i:]]
+    if len(rngs) > 40:  # keep the run short on an overloaded machine
+        step = len(rngs) / 40
+        rngs = [rngs[int(i * step)] for i in range(40)] + [(0, n), (n, n)]
+    return rngs
+
+
+def check_rows(r, name, whole):
+    n = whole.shape[0] if whole.ndim else 1
+    bad = []
+    for a, b in row_ranges(n):
+        try:
+            part = r.decode_rows(name, a, b)
+            ref = whole[a:b] if whole.ndim else (whole if b > a else whole.reshape(1)[0:0])
+            if part.shape != ref.shape or part.tobytes() != ref.tobytes():
+                bad.append(f"{name}: rows [{a},{b}) differ from whole decode")
+        except LlmcError as e:
+            bad.append(f"{name}: rows [{a},{b}): {e.name} ({e})")
+        except Exception as e:
+            bad.append(f"{name}: rows [{a},{b}): CRASH {e!r}")
+    return bad
+
+
 def run_one(path, exp):
     """Return (expected_str, got_str, agree, notes)."""
     notes = []
@@ -29,6 +58,7 @@ def run_one(path, exp):
         for name, t in exp["tensors"].items():
             if name not in names:
                 continue
+            good = False
             try:
                 a = r.decode(name)
                 from reader import ITEMSIZE  # noqa
@@ -40,6 +70,8 @@ def run_one(path, exp):
                 bad.append(f"{name}: {e.name} ({e})")
             except Exception as e:  # reader bug
                 bad.append(f"{name}: CRASH {e!r}")
+            if good and ROWS:
+                bad += check_rows(r, name, a)
         for name, x in exp.get("attachments", {}).items():
             try:
                 if h64(r.attachment(name)) != x:
@@ -51,7 +83,8 @@ def run_one(path, exp):
         if set(r.attachment_names()) != set(exp.get("attachments", {})):
             bad.append("attachment names differ")
         n = len(exp["tensors"])
-        got = "valid" if not bad else f"{n - sum(1 for b in bad if not b.startswith('attachment'))}/{n} tensors ok"
+        badt = {b.split(":")[0] for b in bad if not b.startswith("attachment")}
+        got = "valid" if not bad else f"{n - len(badt)}/{n} tensors ok"
         notes += bad
         return expected, got, ok and not bad, notes
     expected = f"{exp['error']}@{exp['at']}" + (f"[{exp.get('tensor') or exp.get('attachment')}]" if exp["at"] == "decode" else "")
