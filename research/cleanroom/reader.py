@@ -1194,3 +1194,76 @@ CODECS = {
     "rowperm": ("aa", rowperm_check, rowperm_decode),
     "ggml": ("ab", ggml_check, ggml_decode),
 }
+
+
+# ================================================================= verifier (§9, §12 item 3)
+def verify(path):
+    """Return (ok, list of (where, error name, message)). Opens, walks the superseded-index
+    chain of §9, decodes every tensor whole and every attachment."""
+    problems = []
+    try:
+        r = Reader(path)
+    except LlmcError as e:
+        return False, [("open", e.name, str(e))]
+    try:
+        _walk_chain(r)
+    except LlmcError as e:
+        problems.append(("chain", e.name, str(e)))
+    for n in r.tensor_names():
+        try:
+            r.decode(n)
+        except LlmcError as e:
+            problems.append((n, e.name, str(e)))
+    for n in r.attachment_names():
+        try:
+            r.attachment(n)
+        except LlmcError as e:
+            problems.append((n, e.name, str(e)))
+    return not problems, problems
+
+
+def _walk_chain(r):
+    buf, A = r.buf, r.A
+    prev = r.index.get("previous")
+    next_start = r.index_offset  # start of the record that follows the one being checked
+    links = 0
+    while prev is not None:
+        links += 1
+        if links > 4096:
+            raise E("Malformed", "more than 4096 superseded indexes")  # error name: our guess
+        po, pl, pc = prev["index_offset"], prev["index_length"], prev["index_checksum"]
+        # 1. bytes inside the file and hash
+        if po + pl + 48 > len(buf) or h64(buf[po:po + pl]) != pc:
+            raise E("Checksum", f"superseded index at {po}")
+        # 2. footer right after it
+        ft = buf[po + pl:po + pl + 48]
+        if ft[40:48] != MAGIC or h64(ft[0:32]) != struct.unpack_from("<Q", ft, 32)[0]:
+            raise E("Checksum", f"superseded footer at {po + pl}")
+        fo, fl, fc, fres = struct.unpack_from("<QQQQ", ft, 0)
+        if fres != 0 or (fo, fl, fc) != (po, pl, pc):
+            raise E("Malformed", f"superseded footer fields at {po + pl}")
+        # 3. padding to the next record
+        end = po + pl + 48
+        if end > next_start:
+            raise E("Malformed", "superseded record overlaps the next one")
+        if any(buf[end:next_start]):
+            raise E("Checksum", "non-zero padding after superseded footer")
+        if next_start != align_up(end, A):
+            raise E("Malformed", "padding count after superseded footer")
+        # 4. valid msgpack map
+        old = strict_unpack(bytes(buf[po:po + pl]))
+        if not isinstance(old, dict):
+            raise E("Malformed", "superseded index is not a map")
+        nxt = old.get("previous")
+        if nxt is not None:
+            if not isinstance(nxt, dict) or not all(is_uint(nxt.get(k)) for k in
+                                                    ("index_offset", "index_length", "index_checksum")):
+                raise E("Malformed", "superseded previous")
+            if nxt["index_offset"] >= po:
+                raise E("Malformed", "chain does not go backwards")
+        else:
+            if po != r.index["data_end"]:
+                raise E("Malformed", "oldest index does not begin at data_end")
+        next_start = po
+        prev = nxt
+    return links
