@@ -131,6 +131,16 @@ def main():
     for name, e, g, a, _ in rows:
         print(f"| {name:<{w}} | {e} | {g} | {'yes' if a else 'NO'} |")
     print(f"\nagree: {sum(r[3] for r in rows)}/{len(rows)}")
+    # §12 item 3: the verifier (reader.verify, incl. the §9 chain walk)
+    from reader import verify
+    vagree = 0
+    print("\n| vector | verify | expected | agree |\n|---|---|---|---|")
+    for name, *_ in rows:
+        ok, pr = verify(os.path.join(VEC, name + ".llmc"))
+        exp = json.load(open(os.path.join(VEC, name + ".json")))["valid"]
+        vagree += ok == exp
+        print(f"| {name} | {'intact' if ok else 'not intact: ' + pr[0][1]} | {'intact' if exp else 'not intact'} | {'yes' if ok == exp else 'NO'} |")
+    print(f"\nverify agree: {vagree}/{len(rows)}")
     for name, e, g, a, notes in rows:
         if notes and (not a or "-v" in sys.argv):
             print(f"\n{name}:")
