@@ -16,16 +16,22 @@ from typing import Any
 import numpy as np
 
 from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec, Codec, Rows
-from llmc_format.codecs.registry import get_codec
+from llmc_format.codecs.registry import get_codec, get_codec_class
 from llmc_format.errors import CodecError
-
-#: stages that lose nothing: a pipeline of only these decodes to exactly the source's values
-LOSSLESS_CODECS = frozenset({"exact", "ggml", "rowperm"})
 
 
 def is_lossless(configs: Sequence[dict[str, Any]]) -> bool:
-    """Whether a stored pipeline reproduces its source tensor exactly."""
-    return bool(configs) and all(c.get("id") in LOSSLESS_CODECS for c in configs)
+    """Whether a stored pipeline reproduces its source tensor exactly: every stage's codec
+    says it is ``lossless``. A codec not installed here counts as not (nothing to promise)."""
+    if not configs:
+        return False
+    for config in configs:
+        try:
+            if not get_codec_class(config.get("id") if isinstance(config, dict) else None).lossless:
+                return False
+        except CodecError:
+            return False
+    return True
 
 
 @dataclass
@@ -37,11 +43,20 @@ class EncodedTensor:
     reconstruction: np.ndarray | None = None
 
 
-def build(configs: Sequence[dict[str, Any]], where: str) -> list[Codec]:
-    """Instantiate and type-check a pipeline: array stages, then one bytes stage."""
+def build(configs: Sequence[dict[str, Any]], where: str, *, stored: bool = False) -> list[Codec]:
+    """Instantiate and type-check a pipeline: array stages, then one bytes stage.
+
+    ``stored``: the configs come from a file, so each must also be complete and closed
+    (``Codec.check_stored_config``). Stages are checked in order, each one's id before its
+    config (FORMAT.md §7), so every reader reports the same first error.
+    """
     if not configs:
         raise CodecError(f"{where}: empty codec pipeline")
-    stages = [get_codec(c, where) for c in configs]
+    stages = []
+    for c in configs:
+        if stored and isinstance(c, dict) and "id" in c:
+            get_codec_class(c["id"], where).check_stored_config(c, where)
+        stages.append(get_codec(c, where))
     for s in stages[:-1]:
         if not isinstance(s, ArrayArrayCodec):
             raise CodecError(f"{where}: codec {s.codec_id!r} cannot precede another stage")
@@ -69,13 +84,22 @@ def encode_tensor(array: np.ndarray, spec: ArraySpec, configs: Sequence[dict[str
     return out
 
 
+def final_stage(configs: Sequence[dict[str, Any]], spec: ArraySpec) -> tuple[Codec, ArraySpec]:
+    """The pipeline's array-to-bytes stage and the spec of its input (from configs alone)."""
+    stages = build(configs, f"tensor {spec.name!r}")
+    for s in stages[:-1]:
+        spec = s.resolve(spec)  # type: ignore[attr-defined]
+    return stages[-1], spec
+
+
 def encode_native(raw: np.ndarray, spec: ArraySpec,
                   configs: Sequence[dict[str, Any]]) -> EncodedTensor:
     """Encode a tensor from its source's own encoding (a GGUF tensor's ggml blocks).
 
     ``raw`` is what the final stage stores (``encode_blocks``); the array stages before it
     only describe how a reader gets from those values to ``spec``'s (e.g. ``rowperm``):
-    they run at decode time, so here they only check that they fit ``spec``.
+    they run at decode time, so here they only check that they fit ``spec``. The stored
+    blocks are decoded back and compared with ``raw`` (lossless by construction, checked).
     """
     stages = build(configs, f"tensor {spec.name!r}")
     out = EncodedTensor([], [], [])
@@ -90,6 +114,12 @@ def encode_native(raw: np.ndarray, spec: ArraySpec,
         raise CodecError(f"tensor {spec.name!r}: codec {last.codec_id!r} cannot store "
                          "source blocks")
     enc = encode_blocks(raw, spec)
+    stored = get_codec(enc.config, f"tensor {spec.name!r}")  # as a reader will see it
+    back = stored.decode_blocks(enc.blobs.__getitem__, len(enc.blobs), spec)  # type: ignore[attr-defined]
+    if not np.array_equal(back.reshape(-1), np.asarray(raw).reshape(-1).view(np.uint8)):
+        raise CodecError(f"tensor {spec.name!r}: stored blocks do not decode to the source's "
+                         "(codec bug)")
+    del back
     out.blobs.extend((len(stages) - 1, b) for b in enc.blobs)
     out.pipeline.append(enc.config)
     out.info.append(enc.info)
@@ -111,7 +141,7 @@ def decode_tensor(
     array, already known (the whole tensor's), so only the array stages run.
     """
     where = f"tensor {spec.name!r}"
-    stages = build(configs, where)
+    stages = build(configs, where, stored=True)
     if rows is not None:
         n = spec.shape[0] if spec.shape else 1
         if not 0 <= rows[0] <= rows[1] <= n:
