@@ -89,6 +89,11 @@ def _error_line(exc: object, prefix: str = "error:") -> None:
               soft_wrap=True)
 
 
+def _exit_code(exc: LlmcError) -> int:
+    """2 for an option value llmc itself refuses (bad usage), 3 for any other llmc error."""
+    return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_LLMC_ERROR
+
+
 def _os_error_text(exc: OSError) -> str:
     """``path: reason`` for an OSError (disk full, permission denied, ...)."""
     where = exc.filename if exc.filename is not None else ""
@@ -111,16 +116,11 @@ class _OneLineErrors(TyperGroup):
                 raise
             err.print("interrupted")
             raise typer.Exit(EXIT_INTERRUPTED) from None
-        except UsageError as exc:  # an option value llmc itself refuses: bad usage
-            if os.environ.get("LLMC_DEBUG"):
-                raise
-            _error_line(exc)
-            raise typer.Exit(EXIT_USAGE) from None
         except LlmcError as exc:
             if os.environ.get("LLMC_DEBUG"):
                 raise
             _error_line(exc)
-            raise typer.Exit(EXIT_LLMC_ERROR) from None
+            raise typer.Exit(_exit_code(exc)) from None
         except OSError as exc:  # disk full, permission denied, a path that vanished...
             if os.environ.get("LLMC_DEBUG"):
                 raise
@@ -195,16 +195,11 @@ def _errors() -> Iterator[None]:
     """Turn llmc errors into one clear line and exit code 3."""
     try:
         yield
-    except UsageError as exc:
-        if os.environ.get("LLMC_DEBUG"):
-            raise
-        _error_line(exc)
-        raise typer.Exit(EXIT_USAGE) from None
     except LlmcError as exc:
         if os.environ.get("LLMC_DEBUG"):
             raise
         _error_line(exc)
-        raise typer.Exit(EXIT_LLMC_ERROR) from None
+        raise typer.Exit(_exit_code(exc)) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
