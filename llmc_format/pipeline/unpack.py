@@ -237,11 +237,13 @@ def _retyped_config(data: bytes, dtype: str | None) -> bytes:
     ``dtype``/``torch_dtype``: left at float32, an fp16 unpack would be loaded back as
     float32. Any other byte of the file is kept unless a dtype key must change.
     """
+    from llmc_format.io.hfconfig import config_dict
+
     if dtype is None:
         return data
     try:
-        config = json.loads(data)
-    except ValueError:
+        config = config_dict(data)  # bounded: a hostile file is copied as it is
+    except LlmcError:
         return data
     keys = [k for k in ("dtype", "torch_dtype") if isinstance(config, dict) and k in config]
     if not keys or all(config[k] == dtype for k in keys):
