@@ -18,7 +18,7 @@ Methods:
 Decoders return what they naturally produce (bytes for zstd and zipnn, arrays for
 ``exact`` and the byte split): no extra copy is timed.
 
-Run:  cd /work/main && PYTHONPATH=. /work/venv/bin/python tools/bench_lossless.py [file.safetensors ...]
+Run:  python tools/bench_lossless.py [file.safetensors ...]
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ tensor at a time, in-process as ``llmc`` reads. Video encode time includes the a
 stage and the decode-and-hash each frame gets at encode time; RTN/HQQ "encode" is the
 quantizer and "decode" the dequantization; NNCodec's are its compress and decompress.
 
-    cd /work/main && /work/venv/bin/python tools/bench_lossy.py --model both --layers 0-1 \\
-        --codecs vvc,rtn --qps vvc=30,36 --per-tensor --json /tmp/lossy.json
+    python tools/bench_lossy.py --model both --layers 0-1 \\
+        --codecs vvc,rtn --qps vvc=30,36 --per-tensor --json lossy.json
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ Subcommands (each prints a table and can write JSON with ``--json``):
 The machine is shared: wall times depend on the load (printed with each result), CPU
 seconds much less so; compare CPU seconds across runs, wall within one run.
 
-Run:  cd /work/main && /work/venv/bin/python -m tools.bench_speed run smollm2 --codec exact vvc --qp 33
+Run:  python -m tools.bench_speed run smollm2 --codec exact vvc --qp 33
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -447,12 +448,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, nargs="+", default=[1, 2])
     p.add_argument("--steps", nargs="+", default=["pack", "unpack", "decode"],
                    choices=["pack", "unpack", "decode"])
-    p.add_argument("--work", type=Path, default=Path("/tmp/llmc_bench_speed"))
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llmc_bench_speed")
     p.add_argument("--keep", action="store_true", help="keep the archives in --work")
     p = sub.add_parser("access", help="one tensor from small and large archives")
     p.add_argument("--synth", type=Path, default=None, help="a model written by `synth`")
     p.add_argument("--many", type=int, default=10000, help="tiny tensors of the 'many' case")
-    p.add_argument("--work", type=Path, default=Path("/tmp/llmc_bench_speed"))
+    p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llmc_bench_speed")
     p = sub.add_parser("vvc", help="VVC encoder speed knobs on SmolLM2 layers")
     p.add_argument("--layers", type=int, nargs=2, default=[0, 1], metavar=("FIRST", "STOP"))
     p.add_argument("--qp", type=int, default=33)

@@ -12,7 +12,7 @@ affine parameters), their weighted SNR against the fp32 source, the perplexity, 
 size and the pack time (wall and CPU, encoders included). The exact tensors are checked to
 come back bit-identical to the model's.
 
-    cd /work/main && /work/venv/bin/python tools/eval_lossy_ppl.py --qps 28,33,39
+    python tools/eval_lossy_ppl.py --qps 28,33,39
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ Lee background corpus, keep the first 8192 tokens, split them into non-overlappi
 exp(mean NLL) over every predicted token. The FP32 source model scores 26.78.
 
 Run as a script to print the FP32 baseline:
-    cd /work/main && PYTHONPATH=. /work/venv/bin/python tools/eval_ppl.py
+    python tools/eval_ppl.py
 """
 
 from __future__ import annotations

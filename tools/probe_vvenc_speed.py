@@ -20,6 +20,7 @@ import hashlib
 import json
 import resource
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from llmc_format.codecs.video import ffmpeg
 from llmc_format.codecs.video import frames as framing
 from llmc_format.codecs.video.codecs import _raw_frame
 
-DIR = Path("/tmp/llmc-vvenc-probe")
+DIR = Path(tempfile.gettempdir()) / "llmc-vvenc-probe"
 CACHE = DIR / "results.jsonl"
 BASE = "DepQuant=1:SignHideFlag=0"
 PIX = "yuv420p10le"

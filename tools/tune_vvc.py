@@ -30,9 +30,9 @@ SmolLM2 layers (``--layers 0 7 15 29``, the default; ``all``) or ``--minilm``.
 Results are cached (one JSON line per tensor/quantizer/encoder/QP, keyed by a hash of the
 weights) so re-runs and new tables reuse old encodes: ``--cache``. Run, e.g.::
 
-    cd /work/main && /work/venv/bin/python tools/tune_vvc.py --lever scaling alloc nncodec
-    /work/venv/bin/python tools/tune_vvc.py --layers 15 --lever preset tools probe
-    /work/venv/bin/python tools/tune_vvc.py --layers all --lever full nncodec
+    python tools/tune_vvc.py --lever scaling alloc nncodec
+    python tools/tune_vvc.py --layers 15 --lever preset tools probe
+    python tools/tune_vvc.py --layers all --lever full nncodec
 
 Results and conclusions: docs/results/tuning.md.
 """
@@ -46,6 +46,7 @@ import math
 import os
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
@@ -133,7 +134,7 @@ class Variant:
 
 def load_weights(layers: Iterable[int] | None, minilm: bool = False) -> dict[str, np.ndarray]:
     """SmolLM2 decoder Linear weights of ``layers`` (None = all), or MiniLM-L6's matrices."""
-    cache = Path(os.environ.get("TUNE_DATA", "/tmp/tune"))
+    cache = Path(os.environ.get("TUNE_DATA", Path(tempfile.gettempdir()) / "tune"))
     if minilm:
         path = cache / "minilm.npz"
         if not path.exists():
@@ -822,7 +823,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dither", action="store_true",
                     help="add one Q4_1 step of uniform noise to SmolLM2's weights (see dither_q4)")
     ap.add_argument("--targets", type=float, nargs="+", default=list(TARGETS))
-    ap.add_argument("--cache", type=Path, default=Path("/tmp/tune/cache.jsonl"))
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "tune" / "cache.jsonl")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)

@@ -3,7 +3,7 @@
 Install (its declared deps are light, but the sdist's install hook tries to build CUDA
 kernels unless told not to; torch is not declared so nothing pulls a CUDA torch)::
 
-    DISABLE_CUDA=1 /work/venv/bin/pip install --no-deps hqq==0.2.8.post1 einops==0.8.2 \
+    DISABLE_CUDA=1 pip install --no-deps hqq==0.2.8.post1 einops==0.8.2 \
         termcolor==3.3.0
 
 Settings mirror ``hqq_base_quant_config`` (what HQQLinear uses): groups of 64 along the
@@ -15,7 +15,7 @@ Rate, "all-in": ``nbits + 2·16/group_size`` bits per weight (codes plus an fp16
 zero per group). ``packed_bpw`` is what HQQ's own bit-packing stores, which is more at 3
 bits (ten 3-bit codes per int32 → 3.2 bits).
 
-    cd /work/main && PYTHONPATH=. /work/venv/bin/python -m tools.baselines.hqq_adapter --layers 4
+    python -m tools.baselines.hqq_adapter --layers 4
 """
 
 from __future__ import annotations

