@@ -20,8 +20,7 @@ from llmc_format.errors import (
     SourceError,
     VersionError,
 )
-
-__version__ = "0.1.0"
+from llmc_format.version import __version__
 
 __all__ = [
     "ChecksumError", "CodecError", "FormatError", "LlmcError", "SourceError", "VersionError",

@@ -20,8 +20,8 @@ import numpy as np
 
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.container.reader import Reader
+from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
-from llmc_format.pipeline.read import read_tensor
 
 _FRAMEWORKS = ("np", "numpy", "pt", "torch")
 
@@ -134,9 +134,17 @@ def safe_open(path: str | os.PathLike[str], framework: str = "np", device: str =
 
 
 def load_file(path: str | os.PathLike[str], framework: str = "np", device: str = "cpu") -> dict[str, Any]:
-    """Every tensor of the archive, decoded, in archive order."""
+    """Every tensor of the archive, decoded, in archive order; an alias is the same object
+    as its target (decoded once, like tied weights)."""
     with safe_open(path, framework, device) as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
+        decoded: dict[str, Any] = {}  # stored name -> tensor: aliases share it, decoded once
+        out: dict[str, Any] = {}
+        for k in f.keys():
+            target = f._reader.resolve(k).name
+            if target not in decoded:
+                decoded[target] = f.get_tensor(target)
+            out[k] = decoded[target]
+        return out
 
 
 def save_file(

@@ -59,6 +59,11 @@ class SourceError(LlmcError, ValueError):
     """An input model/file could not be read or holds something llmc cannot store."""
 
 
+class InputError(LlmcError, ValueError):
+    """An input path is not a regular file llmc can read: a directory, FIFO, device or
+    socket given where a file is expected (refused at open: a FIFO would block forever)."""
+
+
 class ArchiveNotFoundError(LlmcError, FileNotFoundError):
     """The archive (or source) path does not exist."""
 

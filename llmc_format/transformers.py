@@ -265,8 +265,8 @@ class ArchiveTensor:
 
     def materialize(self) -> Any:
         """The decoded tensor (a CPU torch tensor of the stored dtype)."""
+        from llmc_format.decode import read_tensor
         from llmc_format.io.torchconv import to_torch
-        from llmc_format.pipeline.read import read_tensor
 
         return to_torch(read_tensor(self._reader, self.name))
 

@@ -145,16 +145,62 @@ def _ext_hook(code: int, data: bytes) -> Any:
     raise FormatError(f"index uses msgpack extension type {code}, which the format forbids")
 
 
+class _ContainerBudget:
+    """msgpack ``object_hook``/``list_hook`` counting decoded maps and arrays.
+
+    Each hook runs once per container, after it is built; past the budget the decode
+    stops with ``LimitError``, so memory never grows beyond what the budget allows
+    (spec/FORMAT.md §8 rule 4).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.limit = limit
+
+    def __call__(self, value: Any) -> Any:
+        self.left -= 1
+        if self.left < 0:
+            raise LimitError(f"index holds more than {self.limit} msgpack maps and arrays "
+                             f"(at most one per {layout.INDEX_BYTES_PER_CONTAINER} index bytes "
+                             f"plus {layout.INDEX_CONTAINER_SLACK})")
+        return value
+
+
 def unpack_index_bytes(data: bytes) -> Any:
-    """msgpack-decode the index bytes; container sizes are bounded by ``len(data)``."""
+    """msgpack-decode the index bytes with bounded memory.
+
+    Each container's length is bounded by ``len(data)`` and their number by
+    ``len(data) / INDEX_BYTES_PER_CONTAINER`` plus a slack: an index cannot cost more than
+    a small multiple of its size to decode.
+    """
+    budget = _ContainerBudget(len(data) // layout.INDEX_BYTES_PER_CONTAINER
+                              + layout.INDEX_CONTAINER_SLACK)
     try:
         return msgpack.unpackb(
-            data, raw=False, strict_map_key=True, ext_hook=_ext_hook, use_list=True
+            data, raw=False, strict_map_key=True, ext_hook=_ext_hook, use_list=True,
+            object_hook=budget, list_hook=budget,
         )
     except FormatError:
         raise
     except Exception as exc:  # msgpack raises many types (ExtraData, ValueError, ...)
         raise FormatError(f"index is not valid msgpack: {type(exc).__name__}: {exc}") from None
+
+
+def check_nesting(value: Any, where: str, limit: int = layout.MAX_NESTING) -> None:
+    """``LimitError`` if maps/arrays in ``value`` nest deeper than ``limit`` (iterative:
+    the check itself must not recurse on what it is checking)."""
+    stack = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            children = v.values()
+        elif isinstance(v, list):
+            children = v
+        else:
+            continue
+        if depth >= limit:
+            raise LimitError(f"{where}: maps/arrays nest deeper than {limit} levels")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
 
 
 def _get(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str,
@@ -215,6 +261,8 @@ def _tensor(d: Any, i: int) -> TensorEntry:
             raise LimitError(f"{where}: shape {shape} x {dtype} exceeds 2**62 bytes")
     quant = _get(d, "quant", dict, where, None)
     rd = _get(d, "rd", dict, where, None)
+    check_nesting(quant, f"{where} quant")
+    check_nesting(rd, f"{where} rd")
     digest = _get(d, "digest", dict, where, None)
     if digest is not None:
         digest = {k: _uint(digest, k, f"{where} digest") for k in ("source", "decoded")
@@ -229,6 +277,7 @@ def _tensor(d: Any, i: int) -> TensorEntry:
     for c in pipeline:
         if not isinstance(c, dict) or not isinstance(c.get("id"), str):
             raise FormatError(f"{where}: pipeline stage is not a map with a string 'id'")
+    check_nesting(pipeline, f"{where} pipeline")
     blobs = tuple(_blob(b, where) for b in _get(d, "blobs", list, where))
     for b in blobs:
         if b.stage >= len(pipeline):
@@ -260,6 +309,7 @@ def parse_index(obj: Any, *, data_start: int, index_offset: int, alignment: int)
     if not isinstance(obj, dict):
         raise FormatError("index is not a msgpack map")
     metadata = _get(obj, "metadata", dict, "index", {})
+    check_nesting(metadata, "index metadata")
     data_end = _uint(obj, "data_end", "index")
     tensors = tuple(_tensor(t, i) for i, t in enumerate(_get(obj, "tensors", list, "index")))
     attachments = tuple(

@@ -47,6 +47,15 @@ MAX_PIPELINE_STAGES = 8
 MAX_TENSOR_BYTES = 2**62
 MAX_INDEX_BYTES = 1 << 30
 MAX_UPDATE_CHAIN = 4096
+#: msgpack maps and arrays an index may hold: one per this many index bytes, plus a slack
+#: for small files. A real index spends 10-65 bytes per container; an empty map costs one
+#: byte but ~72 bytes of Python memory, so without the bound a 50 MB index of empty maps
+#: took 3.6 GB to decode. With it, decoding costs at most ~20x the index size.
+INDEX_BYTES_PER_CONTAINER = 8
+INDEX_CONTAINER_SLACK = 1 << 16
+#: deepest nesting of the free-form maps (metadata, quant, rd, codec configs): readers
+#: walk them recursively (JSON output, rendering); real ones nest 3-4 levels
+MAX_NESTING = 32
 
 # header: magic, major, minor, header_size, required, optional, alignment, reserved(20)
 _HEADER = struct.Struct("<8sHHIQQI20x")

@@ -10,6 +10,8 @@ padding is zero. Nothing here knows about codecs.
 from __future__ import annotations
 
 import os
+import stat
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from llmc_format.errors import (
     ArchiveNotFoundError,
     ChecksumError,
     FormatError,
+    InputError,
     LimitError,
     LlmcError,
     TensorNotFoundError,
@@ -47,14 +50,7 @@ class Reader:
     def __init__(self, path: str | os.PathLike[str], *, verify_checksums: bool = True) -> None:
         self.path = Path(path)
         self.verify_checksums = verify_checksums
-        try:
-            self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:
-            raise ArchiveNotFoundError(f"{self.path}: no such file") from None
-        except IsADirectoryError:
-            raise FormatError(f"{self.path} is a directory, not an llmc file") from None
-        except OSError as exc:
-            raise LlmcError(f"{self.path}: cannot open: {exc.strerror}") from None
+        self._fd = open_regular(self.path, "an llmc file")
         try:
             self.file_size = os.fstat(self._fd).st_size
             self.header, self.footer, self.index = self._open()
@@ -63,6 +59,10 @@ class Reader:
             raise
         self._tensors = {t.name: t for t in self.index.tensors}
         self._attachments = {a.name: a for a in self.index.attachments}
+        #: stored tensor name -> how many aliases name it (each alias is another copy a
+        #: caller may decode or write: it counts toward the expansion limit)
+        self.alias_counts: Counter[str] = Counter(
+            t.alias_of for t in self.index.tensors if t.alias_of is not None)
 
     def _open(self) -> tuple[layout.Header, layout.Footer, Index]:
         header = layout.Header.unpack(self._pread(0, min(self.file_size, layout.HEADER_SIZE)))
@@ -178,6 +178,37 @@ class Reader:
         fd = getattr(self, "_fd", -1)
         if fd >= 0:
             os.close(fd)
+
+
+def open_regular(path: str | os.PathLike[str], what: str = "a file") -> int:
+    """A read-only descriptor of ``path``, which must be a regular file.
+
+    Opened non-blocking first (a FIFO would block ``open`` until a writer appears), then
+    checked with ``fstat`` on the descriptor itself (no window between a check and the
+    open): a directory, FIFO, device or socket is an ``InputError``.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ArchiveNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path} is a directory, not {what}") from None
+    except OSError as exc:
+        raise LlmcError(f"{path}: cannot open: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a socket" if stat.S_ISSOCK(mode) else "a device"
+                    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
+            raise InputError(f"{path} is {kind}, not {what}")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _unzstd(data: bytes, size: int, what: str) -> bytes:

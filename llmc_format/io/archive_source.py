@@ -18,7 +18,7 @@ class ArchiveSource(Source):
         self.reader = Reader(path)
 
     def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
-        from llmc_format.pipeline.read import read_tensor
+        from llmc_format.decode import read_tensor
 
         for e in self.reader.index.tensors:
             if e.alias_of is None:

@@ -31,8 +31,8 @@ from llmc_format import dtypes
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import Reader
+from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
-from llmc_format.pipeline.read import read_tensor
 
 #: file extension of each video codec's blobs (what the blob is, as FFmpeg names it)
 BITSTREAM_EXT: dict[str, str] = {"vvc": ".266", "hevc": ".265", "av1": ".obu", "ffv1": ".nut"}

@@ -30,7 +30,6 @@ from typing import Any
 import msgpack
 import numpy as np
 
-import llmc_format
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.codecs.pipeline import EncodedTensor, decode_encoded, encode_tensor
 from llmc_format.container import layout
@@ -44,6 +43,7 @@ from llmc_format.io.base import TensorEntry as SourceTensor
 from llmc_format.pipeline.executor import Executor, LocalExecutor, Ready, ahead_window
 from llmc_format.pipeline.policy import Policy
 from llmc_format.rd.metrics import distortion
+from llmc_format.version import __version__
 
 #: progress(event, tensor_name, done_weights, total_weights)
 Progress = Callable[[str, str, int, int], None]
@@ -277,7 +277,7 @@ def pack_source(
     policy = policy or Policy()
     qp_overrides = qp_overrides or {}
     metadata: dict[str, Any] = {
-        "tool": f"llmc-format {llmc_format.__version__}",
+        "tool": f"llmc-format {__version__}",
         "source": source.describe(),
         "policy": {"codec": policy.codec, "qp": policy.qp, "bits": policy.bits},
         "user": dict(user_metadata or {}),

@@ -36,8 +36,8 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.container.reader import Reader
+from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
-from llmc_format.pipeline.read import read_tensor
 from llmc_format.units import parse_size
 
 CONFIG_NAME = "config.json"
