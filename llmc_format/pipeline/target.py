@@ -37,6 +37,7 @@ from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
+from llmc_format.outfiles import OutputLock, check_output_file, check_outside_source, temp_dir
 from llmc_format.pipeline.pack import default_jobs, encode_one, pack_source, with_encoder_threads
 from llmc_format.pipeline.policy import DCT_CODECS, Policy
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
@@ -237,6 +238,8 @@ def pack_to_target(
     weights (it is built in float32 on this machine), else ``nmse``; the summary's
     ``weighting`` says which ran, and why.
     """
+    check_outside_source(Path(dst), source.path)  # before measuring anything
+    check_output_file(Path(dst))
     if policy.codec not in SAMPLE_QPS:
         raise TargetError(f"size/quality targets need a lossy codec (vvc, hevc, av1), not "
                           f"{policy.codec!r}")
@@ -262,13 +265,13 @@ def pack_to_target(
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
                    for n, c in plan.curves.items()}
     dst = Path(dst)
-    work_dir = dst.with_name(f".{dst.name}.rd")
-    work_dir.mkdir(exist_ok=True)
-    try:
-        return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
-                       names, work_dir, progress, pack_kwargs)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    with OutputLock(dst):  # a second writer of dst fails at once; passes go to a private dir
+        work_dir = temp_dir(dst, ".rd")
+        try:
+            return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
+                           names, work_dir, progress, pack_kwargs)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
@@ -346,6 +349,7 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
             raise TargetError(f"could not meet the {target.kind} target {target.value:g} in "
                               f"{MAX_PASSES} passes (last file {file_bytes:,} bytes)")
     assert previous is not None
+    check_output_file(dst)
     os.replace(previous, dst)
     summary["achieved"] = _achieved(dst, names)
     return summary
