@@ -25,7 +25,7 @@ from typing import Any
 import zstandard
 
 from llmc_format.container import journal as journal_file
-from llmc_format.container import layout
+from llmc_format.container import layout, names
 from llmc_format.container.index import (
     AttachmentEntry,
     BlobRef,
@@ -76,6 +76,7 @@ class Writer:
         self._tensors: list[TensorEntry] = []
         self._names: set[str] = set()
         self._attachments: list[AttachmentEntry] = []
+        self._attachment_names = names.AttachmentNames()
         check_output_file(self.path)
         self._lock = OutputLock(self.path)
         self._f: Any = None
@@ -192,6 +193,7 @@ class Writer:
 
     # -- entries ----------------------------------------------------------------------
     def _claim(self, name: str) -> None:
+        names.check_tensor_name(name)
         if name in self._names:
             raise FormatError(f"tensor {name!r} was already written to this archive")
         self._names.add(name)
@@ -205,8 +207,7 @@ class Writer:
 
     def add_attachment(self, name: str, data: bytes, *, compress: bool = True) -> None:
         """Store a whole non-tensor file; zstd-compressed when that makes it smaller."""
-        if any(a.name == name for a in self._attachments):
-            raise FormatError(f"attachment {name!r} was already written to this archive")
+        self._attachment_names.add(name)  # safe, and no clash with those before
         encoding, payload = "raw", data
         if compress and data:
             packed = zstandard.ZstdCompressor(level=ATTACHMENT_ZSTD_LEVEL).compress(data)

@@ -596,16 +596,15 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def check_relative_path(rel: object) -> PurePosixPath:
-    """A safe relative posix path, or ``SourceError``: no absolute, ``..``, ``.``, empty parts."""
-    if not isinstance(rel, str) or not rel:
-        raise SourceError(f"attachment path {rel!r} is not a non-empty string")
-    if "\\" in rel or "\x00" in rel or ":" in rel:
-        raise SourceError(f"attachment path {rel!r} contains a forbidden character")
-    if rel.startswith("/"):
-        raise SourceError(f"attachment path {rel!r} is absolute")
-    parts = rel.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise SourceError(f"attachment path {rel!r} has an empty, '.' or '..' component")
+    """A safe relative posix path, or ``SourceError`` (``container.names.path_problem``:
+    no absolute path, ``..``/``.``/empty parts, control or Windows-forbidden characters,
+    overlong components, device names). The one check every attachment writer uses."""
+    from llmc_format.container.names import path_problem
+
+    problem = path_problem(rel)
+    if problem is not None:
+        raise SourceError(f"attachment path {rel!r} {problem}")
+    assert isinstance(rel, str)
     return PurePosixPath(rel)
 
 

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from llmc_format import dtypes
+from llmc_format.container import names
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError, OutputError
@@ -204,11 +205,7 @@ def unpack(
         raise LlmcError("shard_size applies to safetensors and pt; GGUF is written as one file")
     out = Path(out_dir)
     check_output_dir(out)
-    with Reader(path) as r:
-        from llmc_format.io.sinks import check_relative_path
-
-        for a in r.attachments():  # refuse escaping names before decoding anything
-            check_relative_path(a.name)
+    with Reader(path) as r:  # refuses names unsafe to unpack (container.names) at open
         written, dropped, reason = plan_aliases(r, tied)
         names = [n for n in r.keys() if r.tensor(n).alias_of is None]
         with output_errors(out):
@@ -223,7 +220,7 @@ def unpack(
 
 
 #: a file in every staging directory: what proves a leftover one is ours to remove
-STAGE_MARK = ".llmc-unpack-stage"
+STAGE_MARK = names.STAGE_MARK
 STAGE_SUFFIX = ".unpack"
 
 

@@ -89,8 +89,9 @@ def test_unpack_refuses_attachment_names_that_escape(
         write_packed(w, encode_one("w", np.ones((2, 2), np.float32), [{"id": "exact"}]))
         w.add_attachment("config.json", b'{"evil": true}')
     rewrite_index(with_attachment, lambda o: o["attachments"][0].update(name=name))
-    with llmc_format.safe_open(with_attachment) as f:  # the reader itself does not care
-        assert f.attachments() == [name]
+    with pytest.raises(llmc_format.FormatError, match="attachment"):  # refused at open
+        llmc_format.safe_open(with_attachment)
+    assert runner.invoke(app, ["verify", str(with_attachment), "-q"]).exit_code == 1
     before = _tree(tmp_path)
     out = work / "out"
     r = runner.invoke(app, ["unpack", str(with_attachment), "-o", str(out), "-q"])
