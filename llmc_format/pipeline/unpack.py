@@ -203,7 +203,10 @@ def unpack(
     shard = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
     if shard is not None and format == "gguf":
         raise LlmcError("shard_size applies to safetensors and pt; GGUF is written as one file")
-    out = Path(out_dir)
+    given = Path(out_dir)
+    out = Path(os.path.abspath(given))  # "." or "x/..": a name to stage and lock beside
+    if not out.name:
+        raise OutputError(f"{given}: cannot unpack into the root directory")
     check_output_dir(out)
     with Reader(path) as r:  # refuses names unsafe to unpack (container.names) at open
         written, dropped, reason = plan_aliases(r, tied)
@@ -215,7 +218,7 @@ def unpack(
             files = _write(r, format, stream, names, stage, dtype, shard, written)
             attachments = _write_attachments(r, stage, dtype)
             publish_dir(stage, out, files, attachments)
-    return UnpackResult(out, format, files, attachments, dropped, reason if dropped else "",
+    return UnpackResult(given, format, files, attachments, dropped, reason if dropped else "",
                         written)
 
 

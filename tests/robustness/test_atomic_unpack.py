@@ -207,3 +207,15 @@ def test_sigkill_mid_unpack_leaves_the_old_output_and_is_cleaned_next_time(
 
     restored = load_file(out / "model.safetensors")
     assert all(np.array_equal(restored[k], got[k]) for k in got)
+
+
+def test_unpack_into_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    archive = _archive(tmp_path / "a.llmc")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_bytes(b"k")
+    monkeypatch.chdir(work)
+    r = runner.invoke(app, ["unpack", str(archive), "-o", ".", "--force", "-q"])
+    assert r.exit_code == 0, r.output
+    assert sorted(os.listdir(work)) == ["config.json", "keep.txt", "model.safetensors"]
+    assert _hidden(tmp_path) == []
