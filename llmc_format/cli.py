@@ -148,7 +148,10 @@ def pack(
                                                     "squared loss gradient on it (needs a model "
                                                     "transformers can build); 'self': on text "
                                                     "the model samples itself (no data needed).")] = None,
-    preset: Annotated[str | None, typer.Option(help="Encoder preset (vvc: faster, fast, medium...).")] = None,
+    preset: Annotated[str | None, typer.Option(help="Encoder preset: vvc faster (default), fast, "
+                                               "medium, slow, slower; hevc ultrafast ... medium "
+                                               "(default) ... placebo; av1 a number (svt 0-13, "
+                                               "default 8).")] = None,
     bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
     scaling: Annotated[str | None, typer.Option(help="Affine codes with one scale per row "
                                                 "(default with --qp: one QP for all) or per "

@@ -51,6 +51,13 @@ class UnknownCodecError(CodecError, KeyError):
         return str(self.args[0])
 
 
+class BitstreamError(CodecError):
+    """A stored video blob is not one well-formed bitstream (NAL/OBU structure, trailing bytes).
+
+    FFmpeg's decoders may still decode such a blob; other conforming decoders may not.
+    """
+
+
 class EncoderMissingError(CodecError, RuntimeError):
     """An external encoder (FFmpeg binary or one of its encoders) is not available."""
 

@@ -23,11 +23,13 @@ parameter sets, IDR). Start-up costs ~0.07 s wall / 0.11 s CPU per libvvenc proc
 (~0.02 s for the others), which is why frames default to ~1 M pixels: VVC then spends
 ~5% of its CPU starting up.
 
-Every blob is decoded once right after it is encoded and the xxh3-64 of the decoded
-luma plane is stored (``frame_hashes``). Video decoding is bit-exact by standard, so a
-later decode that yields anything else is damage the decoder concealed (HEVC conceals a
-truncated slice without error), a non-conformant decoder, or a blob swapped in from
-another tensor: all ``CodecError``. The check costs a decode, ~1/50 of a VVC encode.
+Every blob is checked structurally (``bitstream.py``: NAL units or OBUs, nothing after
+the last one; ``BitstreamError`` otherwise) and decoded once right after it is encoded,
+and the xxh3-64 of the decoded luma plane is stored (``frame_hashes``). Video decoding
+is bit-exact by standard, so a later decode that yields anything else is damage the
+decoder concealed (HEVC conceals a truncated slice without error), a non-conformant
+decoder, or a blob swapped in from another tensor: all ``CodecError``. The check costs a
+decode, ~1/50 of a VVC encode.
 
 Stored config (plain data): the parameters below (for VVC also ``vvenc_params``, the
 encoder's extra settings) plus, after encoding, ``frames`` (the geometry), ``pix_fmt``
@@ -47,7 +49,7 @@ import numpy as np
 import xxhash
 
 from llmc_format.codecs.base import ArrayBytesCodec, ArraySpec, BlobFetcher, Codec, Encoded, Rows
-from llmc_format.codecs.video import ffmpeg
+from llmc_format.codecs.video import bitstream, ffmpeg
 from llmc_format.codecs.video import frames as framing
 from llmc_format.codecs.video.frames import FrameGeometry
 from llmc_format.errors import CodecError
@@ -205,10 +207,12 @@ class VideoCodec(ArrayBytesCodec):
         samples = frame.astype("<u2") << shift if shift else frame.astype("<u2")
         raw = _raw_frame(samples, pix_fmt, depth)
         height, width = frame.shape
-        return ffmpeg.encode_frame(
+        blob = ffmpeg.encode_frame(
             self.params["encoder"], pix_fmt, width, height, raw, self._codec_args(), self.muxer,
             threads=self.threads, what=what,
         )
+        bitstream.check(self.codec_id, blob, what)
+        return blob
 
     # -- decode --------------------------------------------------------------------------
 
@@ -299,6 +303,11 @@ class VvcCodec(VideoCodec):
     - ``LoopFilterDisable=1:SAO=0:ALF=0:CCALF=0``: no in-loop filters (on weights they
       leave the decoded picture as it is; signalled off, the decoder skips them).
     - ``IntraEstDecBit=4``: a cheaper intra mode estimate (−3% CPU, ±0.005 dB).
+    - ``EDO=0``: no encoder decision optimisation, which evaluates the in-loop filters
+      the line above turns off; presets ``medium`` and slower enable it and libvvenc then
+      refuses the configuration ("no EDO support with LoopFilter disabled"). ``faster``
+      and ``fast`` have it off already: their bitstreams are byte-identical with or
+      without the key.
 
     The other keys tried (presets, RDOQ, LFNST, MTS, MTT depth, chroma tools, lambda)
     change < 0.1 dB or cost 2x the CPU. A stored config from before this option (it has
@@ -315,7 +324,7 @@ class VvcCodec(VideoCodec):
     #: ``-vvenc-params`` when a config names none (see the class docstring)
     default_vvenc_params: ClassVar[str] = (
         "DepQuant=1:SignHideFlag=0:CTUSize=32:MinQTISlice=32:MTSImplicit=0:TransformSkip=0:"
-        "BDPCM=0:LoopFilterDisable=1:SAO=0:ALF=0:CCALF=0:IntraEstDecBit=4")
+        "BDPCM=0:LoopFilterDisable=1:SAO=0:ALF=0:CCALF=0:IntraEstDecBit=4:EDO=0")
 
     def __init__(self, *, vvenc_params: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -6,22 +6,31 @@ in the static binary of ``imageio-ffmpeg``, while PyAV's wheels carry no VVC enc
 
 The binary is ``$LLMC_FFMPEG`` when that variable is set (a path to an executable),
 otherwise the one ``imageio_ffmpeg.get_ffmpeg_exe()`` finds. Raw frames go in on stdin
-and the bitstream comes out on stdout: no temporary files. ``subprocess.communicate``
-feeds stdin and drains stdout/stderr concurrently, so a frame larger than the pipe
-buffers cannot deadlock the two processes.
+and the bitstream comes out on a pipe of its own (FFmpeg's ``pipe:N`` on a descriptor
+passed to the child), never on stdout: encoder libraries print console messages to
+stdout (libvvenc writes ``Configuration warning: ...`` there), and a bitstream read from
+stdout once carried such text after its last NAL unit, which FFmpeg's decoder ignores
+and conformant decoders reject. stdout is drained separately and only quoted in errors.
+No temporary files: ``subprocess.communicate`` feeds stdin and drains stdout/stderr while
+a thread drains the bitstream pipe, so a frame larger than the pipe buffers cannot
+deadlock the two processes.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from llmc_format.errors import CodecError, EncoderMissingError
+
+log = logging.getLogger(__name__)
 
 #: Environment variable naming the FFmpeg executable to use instead of imageio-ffmpeg's.
 ENV_VAR = "LLMC_FFMPEG"
@@ -137,7 +146,7 @@ def _encoder_info_of(exe: str, encoder: str, pix_fmt: str) -> EncoderInfo:
     if pattern is None:  # an encoder inside libavcodec: FFmpeg's version is its version
         return EncoderInfo(encoder, ff_version, ff_version)
     frame_bytes = int(16 * 16 * _BYTES_PER_PIXEL.get(pix_fmt, 2))
-    cmd = _encode_cmd(exe, encoder, pix_fmt, 16, 16, [], "null", loglevel="verbose")
+    cmd = [*_encode_cmd(exe, encoder, pix_fmt, 16, 16, [], "null", loglevel="verbose"), "-"]
     try:
         proc = subprocess.run(cmd, input=bytes(frame_bytes), capture_output=True, check=False)
     except OSError as exc:
@@ -167,38 +176,80 @@ def encode_frame(
     or outlives ``timeout`` seconds (the process is then killed).
     """
     require_encoder(encoder)
-    cmd = _encode_cmd(ffmpeg_exe(), encoder, pix_fmt, width, height, codec_args, muxer,
-                      threads=threads)
+    head = _encode_cmd(ffmpeg_exe(), encoder, pix_fmt, width, height, codec_args, muxer,
+                       threads=threads)
+    read_fd, write_fd = os.pipe()  # both non-inheritable: only the child's copy of write_fd
     try:
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-    except OSError as exc:
-        raise EncoderMissingError(f"cannot start FFmpeg ({cmd[0]}): {exc}") from None
+        try:
+            proc = subprocess.Popen(
+                [*head, f"pipe:{write_fd}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, pass_fds=(write_fd,),
+            )
+        except OSError as exc:
+            raise EncoderMissingError(f"cannot start FFmpeg ({head[0]}): {exc}") from None
+        finally:
+            os.close(write_fd)  # the child holds the only write end: EOF when it exits
+        stream = _PipeDrain(read_fd)
+    except BaseException:
+        os.close(read_fd)
+        raise
     try:
-        out, err = proc.communicate(raw, timeout=timeout)
+        console, err = proc.communicate(raw, timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
+        stream.join()
         raise CodecError(f"{what}: {encoder} took more than {timeout} s on a {width}x{height} "
                          f"frame; killed") from None
     except BaseException:  # e.g. KeyboardInterrupt: do not leave an orphan encoder behind
         proc.kill()
         proc.communicate()
+        stream.join()
         raise
+    out = stream.join()
+    if console.strip():  # what the encoder library printed: kept out of the bitstream
+        log.debug("%s: %s printed: %s", what, encoder, console.decode("utf-8", "replace").strip())
     if proc.returncode != 0 or not out:
-        tail = err.decode("utf-8", "replace")[-STDERR_TAIL:].strip()
+        said = (console + err).decode("utf-8", "replace")[-STDERR_TAIL:].strip()
         raise CodecError(
             f"{what}: {encoder} failed (exit {proc.returncode}, {len(out)} bytes out) "
-            f"on a {width}x{height} {pix_fmt} frame; FFmpeg said:\n{tail}"
+            f"on a {width}x{height} {pix_fmt} frame; FFmpeg said:\n{said}"
         )
     return out
+
+
+class _PipeDrain:
+    """Read a pipe to EOF on a thread (the bitstream, while ``communicate`` runs stdio)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._chunks: list[bytes] = []
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._run, name="llmc-ffmpeg-out", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while chunk := os.read(self._fd, 1 << 20):
+                self._chunks.append(chunk)
+        except OSError as exc:
+            self._error = exc
+        finally:
+            os.close(self._fd)
+
+    def join(self) -> bytes:
+        """Everything read, once the writer closed its end (the process has exited)."""
+        self._thread.join()
+        if self._error is not None:
+            raise CodecError(f"reading FFmpeg's output pipe failed: {self._error}")
+        return b"".join(self._chunks)
 
 
 def _encode_cmd(
     exe: str, encoder: str, pix_fmt: str, width: int, height: int,
     codec_args: Sequence[str], muxer: str, *, threads: int = 0, loglevel: str = "error",
 ) -> list[str]:
+    """The command line up to, not including, the output (``-f muxer`` is its last option)."""
     cmd = [
         exe, "-hide_banner", "-nostdin", "-nostats", "-loglevel", loglevel,
         "-f", "rawvideo", "-pix_fmt", pix_fmt, "-s", f"{width}x{height}", "-r", "1",
@@ -208,7 +259,7 @@ def _encode_cmd(
     ]
     if threads > 0:
         cmd += ["-threads", str(threads)]
-    return [*cmd, "-f", muxer, "pipe:1"]
+    return [*cmd, "-f", muxer]
 
 
 def _run_text(cmd: list[str], doing: str) -> str:
