@@ -45,16 +45,21 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _lstat(path: Path) -> os.stat_result | None:
+    """``lstat`` of an output path (never followed), None if it does not exist."""
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot check the output ({exc.strerror})") from None
+
+
 def check_output_file(path: Path) -> None:
     """``OutputError`` if ``path`` exists and is anything but a regular file (never
     followed: a symlink is refused, not its target checked)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot check the output ({exc.strerror})") from None
-    if not stat.S_ISREG(st.st_mode):
+    st = _lstat(path)
+    if st is not None and not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{path} is {_kind(st.st_mode)}; llmc only replaces regular files "
                           f"(even with --force)")
 
@@ -62,15 +67,10 @@ def check_output_file(path: Path) -> None:
 def check_output_dir(path: Path) -> None:
     """``OutputError`` if ``path`` exists and is not a real directory (a symlink to one is
     refused too: its contents would be replaced wherever it points)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise OutputError(f"{path}: cannot check the output ({exc.strerror})") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise OutputError(f"{path} is {_kind(st.st_mode) if not stat.S_ISREG(st.st_mode) else 'a file'}"
-                          f", not a directory llmc can write into")
+    st = _lstat(path)
+    if st is not None and not stat.S_ISDIR(st.st_mode):
+        what = "a file" if stat.S_ISREG(st.st_mode) else _kind(st.st_mode)
+        raise OutputError(f"{path} is {what}, not a directory llmc can write into")
 
 
 def check_outside_source(output: Path, source: Path) -> None:
