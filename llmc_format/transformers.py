@@ -103,9 +103,7 @@ def load_tokenizer(archive: str | os.PathLike[str] | Reader, **kwargs: Any) -> A
     from llmc_format.io.hfconfig import NO_REMOTE_CODE
 
     transformers = _transformers()
-    if kwargs.pop("trust_remote_code", False):
-        raise SourceError("llmc never runs code from an archive: trust_remote_code is not "
-                          "supported")
+    _refuse_remote_code(kwargs)
     with _open(archive) as reader, attachments_dir(reader) as tmp:
         try:
             return transformers.AutoTokenizer.from_pretrained(str(tmp), local_files_only=True,
@@ -113,6 +111,13 @@ def load_tokenizer(archive: str | os.PathLike[str] | Reader, **kwargs: Any) -> A
         except Exception as exc:
             raise SourceError(f"{reader.path}: no tokenizer transformers can load among the "
                               f"attachments {reader.attachment_names()} ({exc})") from None
+
+
+def _refuse_remote_code(kwargs: dict[str, Any]) -> None:
+    """Drop ``trust_remote_code`` from ``kwargs``; ``SourceError`` if it asks for code."""
+    if kwargs.pop("trust_remote_code", False):
+        raise SourceError("llmc never runs code from an archive: trust_remote_code is not "
+                          "supported")
 
 
 #: classes tried, in order, for a config that names no architecture
@@ -296,7 +301,9 @@ def from_pretrained(archive: str | os.PathLike[str], model_cls: Any = None, *,
     replaces the archive's ``config.json``. Every other keyword
     (``dtype``, ``device_map``, ``attn_implementation``...) goes to transformers'
     ``from_pretrained``. The model is returned in eval mode, as transformers does.
+    ``trust_remote_code=True`` is refused: nothing of an archive is ever run.
     """
+    _refuse_remote_code(kwargs)
     with Reader(archive, verify_checksums=verify_checksums) as reader:
         if config is None:
             config = load_config(reader)

@@ -176,7 +176,7 @@ def test_transformers_api_never_runs_archive_code(evil_archive: tuple[Path, Path
         getattr(llmc_tf, call)(path)
     assert not marker.exists()
     with pytest.raises(SourceError, match="trust_remote_code"):
-        llmc_tf.load_config(path, trust_remote_code=True)
+        getattr(llmc_tf, call)(path, trust_remote_code=True)
     assert not marker.exists()
 
 
