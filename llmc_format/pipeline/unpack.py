@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from llmc_format import dtypes
-from llmc_format.container import names
+from llmc_format.container.names import STAGE_MARK
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError, OutputError
@@ -222,8 +222,8 @@ def unpack(
                         written)
 
 
-#: a file in every staging directory: what proves a leftover one is ours to remove
-STAGE_MARK = names.STAGE_MARK
+#: staging directories are ``.NAME.XXXXXXXX.unpack``, each holding ``STAGE_MARK``: what
+#: proves a leftover one is ours to remove
 STAGE_SUFFIX = ".unpack"
 
 
@@ -251,10 +251,10 @@ def staging_dir(out: Path) -> Iterator[Path]:
 def _remove_stale_stages(out: Path) -> None:
     pattern = re.compile(re.escape(f".{out.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(STAGE_SUFFIX))
     try:
-        names = os.listdir(out.parent)
+        entries = os.listdir(out.parent)
     except OSError:
         return
-    for name in names:
+    for name in entries:
         path = out.parent / name
         if not pattern.fullmatch(name):
             continue
