@@ -27,6 +27,7 @@ import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from llmc_format.errors import LlmcError, OutputError
 
@@ -125,6 +126,31 @@ def temp_dir(final: Path, suffix: str = ".tmp") -> Path:
     """A new private (0700) directory ``.NAME.<random>SUFFIX`` beside ``final``."""
     with output_errors(final):
         return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=suffix, dir=final.parent))
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[BinaryIO]:
+    """A binary file to write ``path``'s new content into; on a clean exit it is fsynced,
+    given the usual mode (0666 minus the umask) and renamed over ``path`` in one step.
+
+    ``path`` must be absent or a regular file (``check_output_file``); the temporary file
+    is created exclusively beside it and removed on any failure, which leaves ``path`` as
+    it was. ``OSError`` becomes ``OutputError``.
+    """
+    check_output_file(path)
+    fd, tmp = temp_file(path, ".tmp")
+    try:
+        with output_errors(path):
+            with os.fdopen(fd, "wb") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~umask())
+            os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def lock_path(path: Path) -> Path:

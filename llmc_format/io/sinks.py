@@ -42,7 +42,7 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.errors import SourceError
-from llmc_format.outfiles import temp_file, umask
+from llmc_format.outfiles import atomic_output, umask
 
 if TYPE_CHECKING:  # torch is imported only by the writers that need it (~3 s of start-up)
     import torch
@@ -583,16 +583,8 @@ def _fsync(path: Path) -> None:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     """``data`` into ``path`` through an exclusively created temporary file beside it."""
-    fd, tmp = temp_file(path, ".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        _publish(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as f:
+        f.write(data)
 
 
 def check_relative_path(rel: object) -> PurePosixPath:

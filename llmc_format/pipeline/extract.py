@@ -33,6 +33,7 @@ from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
+from llmc_format.outfiles import atomic_output
 
 #: file extension of each video codec's blobs (what the blob is, as FFmpeg names it)
 BITSTREAM_EXT: dict[str, str] = {"vvc": ".266", "hevc": ".265", "av1": ".obu", "ffv1": ".nut"}
@@ -202,8 +203,10 @@ def extract_raw(archive: str | os.PathLike[str], name: str,
                      "(tiling rule)",
     }
     for path, blob in zip(paths, blobs, strict=True):
-        path.write_bytes(blob)
-    sidecar.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        with atomic_output(path) as f:  # never through a symlink, never half-written
+            f.write(blob)
+    with atomic_output(sidecar) as f:
+        f.write((json.dumps(info, indent=1) + "\n").encode("utf-8"))
     return RawExtract(paths, sidecar, info)
 
 
@@ -229,7 +232,8 @@ def extract_array(archive: str | os.PathLike[str], name: str,
         array = array.astype(np.float32)
     elif array.dtype != dtypes.to_numpy(entry.dtype):  # pragma: no cover - read_tensor checks
         raise LlmcError(f"tensor {name!r}: decoded dtype {array.dtype} is not {entry.dtype}")
-    np.save(out, np.ascontiguousarray(array), allow_pickle=False)
+    with atomic_output(out) as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
     return out
 
 

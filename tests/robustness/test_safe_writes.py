@@ -243,3 +243,21 @@ def test_disk_full_during_unpack_keeps_the_old_directory(tmp_path: Path) -> None
     assert "Traceback" not in got["output"]
     assert got["kept"]  # the old weights are still there
     assert got["after"] == {"restored": ["model.safetensors"]}  # no staging dir, no lock
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_extract_never_writes_through_a_symlink_or_into_a_fifo(tmp_path: Path, kind: str) -> None:
+    archive = tmp_path / "a.llmc"
+    llmc_format.save_file({"w": np.ones((4, 4), np.float32)}, archive)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "w.npy"
+    if kind == "symlink":
+        out.symlink_to(victim)
+    else:
+        os.mkfifo(out)
+    r = runner.invoke(app, ["extract", str(archive), "w", "-o", str(out), "--force"])
+    assert r.exit_code == 3, r.output
+    assert victim.read_text() == "precious"
+    assert out.is_symlink() if kind == "symlink" else out.is_fifo()
+    assert _hidden(tmp_path) == []
