@@ -12,7 +12,8 @@ writer never produces:
   Windows forbids (``<>:"|?*``), a component over 255 UTF-8 bytes or ending in a dot or
   space, Windows device names (``CON``, ``NUL``, ``COM1``... with any extension);
 - attachment names that collide with what unpack writes beside them: weight files at the
-  top level (``*.safetensors``, ``*.bin``, ``*.gguf``, ``*.index.json`` — any case) and
+  top level (``*.safetensors``, ``pytorch_model*.bin``, ``*.gguf``, ``*.index.json`` — any
+  case) and
   llmc's own staging marker;
 - attachment names that collide with each other on disk: the same name up to case (a
   case-insensitive file system holds one of them), or one a directory of another (``a`` and
@@ -37,7 +38,7 @@ STAGE_MARK = ".llmc-unpack-stage"
 MAX_COMPONENT_BYTES = 255
 
 #: top-level attachment names unpack writes weights under (compared case-folded)
-_WEIGHT_NAME = re.compile(r".*\.(safetensors|bin|gguf|index\.json)")
+_WEIGHT_NAME = re.compile(r".*\.(safetensors|gguf|index\.json)|pytorch_model.*\.bin")
 _WINDOWS_DEVICES = frozenset(
     {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(1, 10)}
     | {f"lpt{i}" for i in range(1, 10)})
