@@ -38,12 +38,87 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
+from typer.exceptions import TyperException
 
 import llmc_format
 from llmc_format.errors import LlmcError
 from llmc_format.units import format_size, parse_size
 
+EXIT_VERIFY_FAILED = 1
+EXIT_USAGE = 2
+EXIT_LLMC_ERROR = 3
+EXIT_INTERRUPTED = 130
+
+
+def printable(value: object) -> str:
+    """``value`` as text safe for a terminal: control characters (escape sequences,
+    newlines, carriage returns, bidi overrides) are shown as ``\\xNN``/``\\uNNNN``.
+
+    Names come from archives and model directories: printed raw, ``\\x1b[2J`` clears
+    the screen and a newline forges a line of output. Rich markup is not interpreted
+    where this text is printed (``Text``), so ``x[/]`` is printed as it is.
+    """
+    s = str(value)
+    if s.isprintable():
+        return s
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in s)
+
+
+def plain(value: object, style: str = "") -> Text:
+    """A rich ``Text`` of ``printable(value)``: no markup, no escapes reach the terminal."""
+    return Text(printable(value), style=style)
+
+
+def _error_line(exc: object, prefix: str = "error:") -> None:
+    err.print(Text.assemble((prefix, "bold red"), " ", printable(exc)), highlight=False,
+              soft_wrap=True)
+
+
+def _os_error_text(exc: OSError) -> str:
+    """``path: reason`` for an OSError (disk full, permission denied, ...)."""
+    where = exc.filename if exc.filename is not None else ""
+    reason = exc.strerror or str(exc)
+    return f"{where}: {reason}" if where else reason
+
+
+class _OneLineErrors(TyperGroup):
+    """Every command runs inside this: whatever escapes it becomes one line on stderr and
+    the documented exit code (3 an llmc or system error, 130 interrupted), never a
+    traceback (``LLMC_DEBUG=1`` shows it). Usage errors (2) and ``Exit`` pass through."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (TyperException, typer.Exit, typer.Abort):  # usage errors (2), exits
+            raise
+        except KeyboardInterrupt:
+            if os.environ.get("LLMC_DEBUG"):
+                raise
+            err.print("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+        except LlmcError as exc:
+            if os.environ.get("LLMC_DEBUG"):
+                raise
+            _error_line(exc)
+            raise typer.Exit(EXIT_LLMC_ERROR) from None
+        except OSError as exc:  # disk full, permission denied, a path that vanished...
+            if os.environ.get("LLMC_DEBUG"):
+                raise
+            _error_line(_os_error_text(exc))
+            raise typer.Exit(EXIT_LLMC_ERROR) from None
+        except Exception as exc:  # a bug: still one line, and said to be one
+            if os.environ.get("LLMC_DEBUG"):
+                raise
+            _error_line(f"{type(exc).__name__}: {exc} (a bug in llmc; LLMC_DEBUG=1 shows "
+                        "the traceback)", "internal error:")
+            raise typer.Exit(EXIT_LLMC_ERROR) from None
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="llmc",
     help="Archive LLM weights in one .llmc file: lossless (exact), or lossy with video "
     "codecs (VVC/H.266, HEVC, AV1) at a chosen QP.",
@@ -53,9 +128,6 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
-
-EXIT_VERIFY_FAILED = 1
-EXIT_LLMC_ERROR = 3
 
 
 def _version(value: bool) -> None:
@@ -80,11 +152,11 @@ def _errors() -> Iterator[None]:
     except LlmcError as exc:
         if os.environ.get("LLMC_DEBUG"):
             raise
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        _error_line(exc)
         raise typer.Exit(EXIT_LLMC_ERROR) from None
     except KeyboardInterrupt:
         err.print("interrupted")
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 @contextmanager
@@ -281,11 +353,21 @@ def _print_summary(path: Path) -> None:
     from llmc_format.pipeline.inspect import summarize
 
     s = summarize(path)
-    out.print(
-        f"wrote {path}: {s['tensors']} tensors, {format_size(s['file_bytes'])} "
-        f"({s['file_bpw']:.3f} bits/weight all-in, ratio {s['ratio']:.3f} vs "
-        f"{format_size(s['source_bytes'])})"
-    )
+    out.print(plain(f"wrote {path}: {s['tensors']} tensors, {format_size(s['file_bytes'])} "
+                    f"({s['file_bpw']:.3f} bits/weight all-in); {_ratio_text(s)}"))
+    if s["input_bytes"] and s["file_bytes"] > s["input_bytes"]:
+        err.print(f"warning: the archive ({format_size(s['file_bytes'])}) is larger than its "
+                  f"input ({format_size(s['input_bytes'])})")
+
+
+def _ratio_text(s: dict[str, Any]) -> str:
+    """Ratio against the input files first; against the decoded tensors (e.g. a GGUF's
+    float32 expansion) second, since that is not what the user started from."""
+    decoded = f"ratio {s['ratio']:.3f} vs the decoded tensors' {format_size(s['source_bytes'])}"
+    if not s.get("input_bytes"):
+        return decoded
+    return (f"ratio {s['input_ratio']:.3f} vs the input's {format_size(s['input_bytes'])} "
+            f"({decoded})")
 
 
 # ----------------------------------------------------------------------------- unpack
@@ -296,8 +378,9 @@ def unpack(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
     fmt: Annotated[str, typer.Option("--format", help="safetensors (what save_pretrained writes), "
-                                     "pt (pytorch_model.bin) or gguf (model.gguf, float tensors "
-                                     "under the archive's names).")] = "safetensors",
+                                     "pt (pytorch_model.bin) or gguf (model.gguf: the packed GGUF "
+                                     "byte for byte when the archive holds it losslessly, else "
+                                     "float tensors under the archive's names).")] = "safetensors",
     dtype: Annotated[str | None, typer.Option(help="Cast float tensors to bf16, fp16 or fp32 "
                                               "(default: the stored dtype).")] = None,
     shard_size: Annotated[str | None, typer.Option(help="Split safetensors/pt into shards of at "
@@ -342,11 +425,11 @@ def unpack(
         size = sum((output / f).stat().st_size for f in result.files)
         files = result.files[0] if len(result.files) == 1 else \
             f"{len(result.files) - 1} shards + {result.files[-1]}"
-        out.print(f"wrote {output}: {files} ({format_size(size)}), "
-                  f"{len(result.attachments)} attachments", highlight=False, soft_wrap=True)
+        out.print(plain(f"wrote {output}: {files} ({format_size(size)}), "
+                        f"{len(result.attachments)} attachments"), highlight=False, soft_wrap=True)
         if result.tied_dropped:
             pairs = ", ".join(f"{a} (= {t})" for a, t in result.tied_dropped.items())
-            out.print(f"tied weights left out: {pairs}; {result.tied_reason}",
+            out.print(plain(f"tied weights left out: {pairs}; {result.tied_reason}"),
                       highlight=False, soft_wrap=True)
 
 
@@ -396,11 +479,13 @@ def inspect(
     if rd:
         _print_rd(d)
         return
-    table = Table(title=f"{archive} — format {d['format_version']}, {d['metadata'].get('tool', '?')}")
+    table = Table(title=plain(f"{archive} — format {d['format_version']}, "
+                              f"{d['metadata'].get('tool', '?')}"))
     for col in ("tensor", "dtype", "shape", "codec", "stored", "bpw", "ratio", "QP", "SNR dB"):
         table.add_column(col, justify="right" if col not in ("tensor", "codec") else "left")
     for t in d["tensors"]:
-        table.add_row(t["name"], t["dtype"], "x".join(map(str, t["shape"])) or "()", t["codec"],
+        table.add_row(plain(t["name"]), t["dtype"], "x".join(map(str, t["shape"])) or "()",
+                      plain(t["codec"]),
                       format_size(t["stored_bytes"]), _fmt(t["bpw"], ".3f"), _fmt(t["ratio"]),
                       _fmt(t.get("qp"), "d"), _fmt(t.get("snr_db")))
     out.print(table)
@@ -408,17 +493,26 @@ def inspect(
     out.print(
         f"{s['tensors']} tensors ({s['lossy_tensors']} lossy), {s['weights']:,} weights, "
         f"{len(d['attachments'])} attachments; file {format_size(s['file_bytes'])}, "
-        f"source {format_size(s['source_bytes'])}, ratio {s['ratio']:.3f}, "
-        f"{s['file_bpw']:.3f} bits/weight all-in"
+        f"{_ratio_text(s)}, {s['file_bpw']:.3f} bits/weight all-in"
     )
+    _warn_rd_problems(d)
+
+
+def _warn_rd_problems(d: dict[str, Any]) -> None:
+    """One warning line per RD record inspect could not use (shown as '-')."""
+    if d.get("rd_summary_problem"):
+        _error_line(f"{d['rd_summary_problem']}: RD summary not shown", "warning:")
+    for t in d["tensors"]:
+        if t.get("rd_problem"):
+            _error_line(f"tensor {t['name']!r}: RD record ignored: {t['rd_problem']}", "warning:")
 
 
 def _print_rd(d: dict[str, Any]) -> None:
     rd = d["metadata"].get("rd")
-    if rd:
-        out.print(f"RD: target {rd['target']['kind']}={rd['target']['value']:g}, weighting "
+    if rd and not d.get("rd_summary_problem"):
+        out.print(plain(f"RD: target {rd['target']['kind']}={rd['target']['value']:g}, weighting "
                   f"{rd.get('weighting')}, lambda {_fmt(rd.get('lambda'), '.3g')}, "
-                  f"{rd.get('passes')} pass(es)")
+                  f"{rd.get('passes')} pass(es)"), highlight=False)
     table = Table(title="rate-distortion per lossy tensor")
     for col in ("tensor", "samples (QP: bpw / SNR dB)", "QP", "predicted bpw", "bpw", "SNR dB"):
         table.add_column(col)
@@ -431,9 +525,10 @@ def _print_rd(d: dict[str, Any]) -> None:
         samples = ", ".join(
             f"{q}: {b:.2f}" + (f" / {10 * math.log10(energy / (m * n)):.1f}" if energy and m else "")
             for q, b, m in r.get("samples", []))
-        table.add_row(t["name"], samples or "-", str(r["qp"]), _fmt(r.get("predicted_bpw"), ".3f"),
+        table.add_row(plain(t["name"]), samples or "-", str(r["qp"]), _fmt(r.get("predicted_bpw"), ".3f"),
                       _fmt(r.get("bpw"), ".3f"), _fmt(r.get("snr_db")))
     out.print(table)
+    _warn_rd_problems(d)
 
 
 def _plot_rd(d: dict[str, Any], path: Path) -> None:
@@ -520,10 +615,12 @@ def verify(
         out.print_json(data=report.to_dict())
     elif not quiet:
         for p in report.file_problems:
-            err.print(f"[red]problem:[/] {p}", highlight=False, soft_wrap=True)
+            err.print(Text.assemble(("problem:", "red"), " ", printable(p)), highlight=False,
+                      soft_wrap=True)
         bad = [t for t in report.tensors if not t.ok]
         for t in bad:
-            err.print(f"[red]tensor {t.name}:[/] {t.problem}", highlight=False, soft_wrap=True)
+            err.print(Text.assemble((f"tensor {printable(t.name)}:", "red"), " ",
+                                    printable(t.problem)), highlight=False, soft_wrap=True)
         if report.ok:
             what = " and match the source" if against else ""
             out.print(f"OK: {len(report.tensors)} tensors and {report.attachments_checked} "
@@ -561,11 +658,11 @@ def extract(
             res = extract_raw(archive, tensor, output, overwrite=force)
             names = [str(p) for p in res.bitstreams]
             shown = ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]}"
-            out.print(f"wrote {len(names)} {res.info['codec']['id']} bitstream(s) ({shown}) "
-                      f"and {res.sidecar}", highlight=False, soft_wrap=True)
+            out.print(plain(f"wrote {len(names)} {res.info['codec']['id']} bitstream(s) "
+                            f"({shown}) and {res.sidecar}"), highlight=False, soft_wrap=True)
         else:
             path = extract_array(archive, tensor, output, overwrite=force)
-            out.print(f"wrote {path}", highlight=False, soft_wrap=True)
+            out.print(plain(f"wrote {path}"), highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

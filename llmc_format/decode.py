@@ -21,6 +21,9 @@ from llmc_format.errors import LimitError
 #: byte planes is raw (1:1) or one zstd frame. A tensor declaring more than its blobs can
 #: hold is refused before anything is allocated.
 EXACT_MAX_EXPANSION = ZSTD_MAX_EXPANSION
+#: A ``ggml`` tensor's decoded values take at most this many times its blocks' bytes
+#: (float32 from IQ1_S: 256 values of 4 bytes from 50 bytes, 20.5x; rounded up)
+GGML_MAX_VALUE_EXPANSION = 32
 #: numpy (and torch) cannot hold a shape whose non-zero dimensions multiply beyond this,
 #: even when another dimension is 0 (the index only bounds the product, which is then 0)
 MAX_ARRAY_BYTES = 1 << 62
@@ -36,12 +39,16 @@ def check_expansion(reader: Reader, entry: TensorEntry) -> None:
     highly compressible tensor made a 35 KB file unpack to 2.1 GB.
     """
     copies = 1 + reader.alias_counts.get(entry.name, 0)
-    exact = [c.get("id") for c in entry.pipeline] == ["exact"]
-    if (exact or copies > 1) and copies * entry.nbytes > EXACT_MAX_EXPANSION * entry.stored_bytes:
+    ids = [c.get("id") for c in entry.pipeline]
+    exact = ids == ["exact"]
+    # ggml blocks: at most GGML_MAX_VALUE_EXPANSION value bytes per block byte, then zstd
+    native = bool(ids) and ids[-1] == "ggml" and set(ids) <= {"ggml", "rowperm"}
+    limit = EXACT_MAX_EXPANSION * (GGML_MAX_VALUE_EXPANSION if native else 1)
+    if (exact or native or copies > 1) and copies * entry.nbytes > limit * entry.stored_bytes:
         aliases = f" x {copies} (itself and {copies - 1} aliases)" if copies > 1 else ""
         raise LimitError(f"tensor {entry.name!r}: declares {entry.nbytes} bytes{aliases}, but "
                          f"its {entry.stored_bytes} stored bytes can hold at most "
-                         f"{EXACT_MAX_EXPANSION * entry.stored_bytes}")
+                         f"{limit * entry.stored_bytes}")
 
 
 def read_tensor(reader: Reader, name: str, rows: Rows | None = None) -> np.ndarray:
@@ -67,3 +74,28 @@ def read_tensor(reader: Reader, name: str, rows: Rows | None = None) -> np.ndarr
     except MemoryError:  # a declared size this machine cannot allocate: typed, not a crash
         raise LimitError(f"tensor {name!r}: decoding needs more memory than is available "
                          f"({entry.nbytes} bytes declared)") from None
+
+
+def read_native_blocks(reader: Reader, name: str) -> bytes:
+    """The source bytes a natively stored tensor keeps (its final ``ggml`` stage's blocks,
+    in the source's row order), without decoding them to values."""
+    from llmc_format.codecs.pipeline import build
+    from llmc_format.errors import CodecError
+
+    entry = reader.resolve(name)
+    stages = build(entry.pipeline, f"tensor {name!r}")
+    decode_blocks = getattr(stages[-1], "decode_blocks", None)
+    if decode_blocks is None:
+        raise CodecError(f"tensor {name!r} is not stored in its source encoding")
+    spec = ArraySpec(entry.dtype, entry.shape, name)
+    for s in stages[:-1]:
+        spec = s.resolve(spec)  # type: ignore[attr-defined]
+    k = len(stages) - 1
+    refs = entry.stage_blobs(k)
+
+    def fetch(i: int) -> bytes:
+        if not 0 <= i < len(refs):
+            raise CodecError(f"tensor {name!r}: asked for blob {i} of {len(refs)}")
+        return reader.read_blob(refs[i], f"tensor {name!r}")
+
+    return decode_blocks(fetch, len(refs), spec).tobytes()

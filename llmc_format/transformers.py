@@ -37,6 +37,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
 from llmc_format.errors import SourceError
 
@@ -70,8 +71,8 @@ def attachments_dir(archive: str | os.PathLike[str] | Reader) -> Iterator[Path]:
     from llmc_format.io.sinks import write_attachments
 
     with _open(archive) as reader, tempfile.TemporaryDirectory(prefix="llmc-attach-") as tmp:
-        write_attachments(((a.name, reader.read_attachment(a.name)) for a in reader.attachments()),
-                          tmp)
+        write_attachments(((a.name, reader.read_attachment(a.name)) for a in reader.attachments()
+                           if not is_internal_attachment(a.name)), tmp)
         yield Path(tmp)
 
 

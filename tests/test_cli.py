@@ -54,6 +54,9 @@ def test_pack_unpack_verify_bit_identical(which: str, bf16_model: Path, tmp_path
     for k, v in orig.items():
         assert back[k].dtype == v.dtype and torch.equal(back[k].view(torch.uint8), v.view(torch.uint8)), k
     assert (tmp_path / "out" / "config.json").read_bytes() == (src / "config.json").read_bytes()
+    if which == "fp32":  # the published file comes back byte for byte (header, order, data)
+        assert (tmp_path / "out" / "model.safetensors").read_bytes() == \
+            (src / "model.safetensors").read_bytes()
     if which == "bf16":  # lossless must beat the raw size clearly on bf16
         assert arc.stat().st_size < 0.8 * (src / "model.safetensors").stat().st_size
 

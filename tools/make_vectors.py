@@ -51,6 +51,61 @@ def _lossy_tensors() -> dict[str, np.ndarray]:
     }
 
 
+def _ggml_blocks(type_name: str, rows: int, blocks_per_row: int, seed: int) -> np.ndarray:
+    """Deterministic blocks of a ggml type: random bytes, every 2-byte field a finite
+    float16 in [0, 0.01) (so that scales are sane), as uint8 (rows, row_bytes)."""
+    from llmc_format.codecs.ggml_types import TYPES
+
+    t = TYPES[type_name]
+    rng = np.random.default_rng(seed)
+    n = rows * blocks_per_row
+    b = rng.integers(0, 256, size=(n, t.type_size), dtype=np.uint8)
+    off = 0
+    for size, width in t.fields:
+        if width == 2:
+            b[:, off:off + size] = rng.uniform(0, 0.01, (n, size // 2)).astype(
+                np.float16).view(np.uint8).reshape(n, size)
+        off += size
+    return b.reshape(rows, -1)
+
+
+#: the v1-ggml vector: name -> (ggml type, rows, blocks per row, array stages before ggml)
+GGML_VECTOR = {
+    "attn_q.Q4_1": ("Q4_1", 16, 2, [{"id": "rowperm", "heads": 2}]),
+    "embed.Q8_0": ("Q8_0", 10, 3, []),
+    "mlp.Q4_K": ("Q4_K", 6, 1, []),
+    "mlp.Q6_K": ("Q6_K", 5, 2, []),
+    "mlp.Q5_0": ("Q5_0", 7, 2, []),
+    "mlp.IQ4_XS": ("IQ4_XS", 3, 1, []),
+    "norm.F16": ("F16", 1, 40, []),
+}
+
+
+def write_ggml_vector(p: Path) -> dict[str, int]:
+    """v1-ggml (spec §7.6/§7.7): tensors stored as ggml blocks, chunked 4 rows per blob.
+    Returns name -> XXH3-64 of each tensor's blocks (what ``decode_blocks`` must give)."""
+    from llmc_format.codecs.base import ArraySpec
+    from llmc_format.codecs.ggml_types import TYPES
+    from llmc_format.codecs.pipeline import encode_native
+    from llmc_format.container.index import TensorEntry
+    from llmc_format.container.writer import Writer
+
+    blocks_digest = {}
+    with Writer(p, metadata={"purpose": "conformance", "vector": "v1-ggml"}) as w:
+        for i, (name, (type_name, rows, bpr, stages)) in enumerate(GGML_VECTOR.items()):
+            t = TYPES[type_name]
+            raw = _ggml_blocks(type_name, rows, bpr, seed=100 + i)
+            spec = ArraySpec(t.dtype, (rows, bpr * t.block_size), name)
+            chunk = 4 * raw.shape[1]
+            enc = encode_native(raw, spec, [*stages, {"id": "ggml", "type": type_name,
+                                                      "chunk_bytes": chunk}])
+            refs = tuple(w.add_blob(b, stage) for stage, b in enc.blobs)
+            blocks_digest[name] = layout.checksum(raw.tobytes())
+            w.add_tensor(TensorEntry(name, spec.dtype, spec.shape, tuple(enc.pipeline), refs,
+                                     digest={"source": blocks_digest[name]}))
+    return blocks_digest
+
+
 def make_valid(name: str, write: Callable[[Path], None]) -> None:
     path = VECTORS / f"{name}.llmc"
     write(path)
@@ -104,12 +159,16 @@ def main() -> None:
             ml_dtypes.bfloat16)}, p, codec="vvc", qp=30, transform="dct", min_lossy_numel=1024,
             jobs=1)
 
+    def ggml_vector(p: Path) -> None:
+        write_ggml_vector(p)
+
     def updated(p: Path) -> None:
         llmc_format.save_file({"t": np.arange(12, dtype=np.float32).reshape(3, 4)}, p)
         append_metadata_update(p, metadata={"user": {"updated": True}})
 
     valid = {"v1-exact-basic": exact_basic, "v1-lossy-vvc": lossy_vvc,
-             "v1-metadata-update": updated, "v1-lossy-vvc-blockdct": lossy_vvc_blockdct}
+             "v1-metadata-update": updated, "v1-lossy-vvc-blockdct": lossy_vvc_blockdct,
+             "v1-ggml": ggml_vector}
     for name, fn in valid.items():
         if args.only not in (None, name):
             continue

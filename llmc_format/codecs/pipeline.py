@@ -19,6 +19,14 @@ from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec,
 from llmc_format.codecs.registry import get_codec
 from llmc_format.errors import CodecError
 
+#: stages that lose nothing: a pipeline of only these decodes to exactly the source's values
+LOSSLESS_CODECS = frozenset({"exact", "ggml", "rowperm"})
+
+
+def is_lossless(configs: Sequence[dict[str, Any]]) -> bool:
+    """Whether a stored pipeline reproduces its source tensor exactly."""
+    return bool(configs) and all(c.get("id") in LOSSLESS_CODECS for c in configs)
+
 
 @dataclass
 class EncodedTensor:
@@ -58,6 +66,33 @@ def encode_tensor(array: np.ndarray, spec: ArraySpec, configs: Sequence[dict[str
                 raise CodecError(f"tensor {spec.name!r}: stage {stage.codec_id!r} returned no array")
             spec = stage.resolve(spec)
             array = spec.check(enc.array, what=f"{stage.codec_id} output")
+    return out
+
+
+def encode_native(raw: np.ndarray, spec: ArraySpec,
+                  configs: Sequence[dict[str, Any]]) -> EncodedTensor:
+    """Encode a tensor from its source's own encoding (a GGUF tensor's ggml blocks).
+
+    ``raw`` is what the final stage stores (``encode_blocks``); the array stages before it
+    only describe how a reader gets from those values to ``spec``'s (e.g. ``rowperm``):
+    they run at decode time, so here they only check that they fit ``spec``.
+    """
+    stages = build(configs, f"tensor {spec.name!r}")
+    out = EncodedTensor([], [], [])
+    for stage in stages[:-1]:
+        assert isinstance(stage, ArrayArrayCodec)
+        spec = stage.resolve(spec)
+        out.pipeline.append(stage.get_config())
+        out.info.append({})
+    last = stages[-1]
+    encode_blocks = getattr(last, "encode_blocks", None)
+    if encode_blocks is None:
+        raise CodecError(f"tensor {spec.name!r}: codec {last.codec_id!r} cannot store "
+                         "source blocks")
+    enc = encode_blocks(raw, spec)
+    out.blobs.extend((len(stages) - 1, b) for b in enc.blobs)
+    out.pipeline.append(enc.config)
+    out.info.append(enc.info)
     return out
 
 

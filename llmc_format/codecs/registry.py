@@ -18,6 +18,8 @@ from llmc_format.errors import CodecError, UnknownCodecError
 #: id -> "module:Class" of the built-in codecs. Ids are forever; see spec/FORMAT.md §codecs.
 _BUILTIN: dict[str, str] = {
     "exact": "llmc_format.codecs.exact:ExactCodec",
+    "ggml": "llmc_format.codecs.ggml:GgmlCodec",
+    "rowperm": "llmc_format.codecs.rowperm:RowPermCodec",
     "affine": "llmc_format.quant.affine:AffineCodec",
     "blockdct": "llmc_format.quant.blockdct:BlockDctCodec",
     "vvc": "llmc_format.codecs.video.codecs:VvcCodec",

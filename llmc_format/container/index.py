@@ -18,6 +18,7 @@ from llmc_format import dtypes
 from llmc_format.container import layout
 from llmc_format.container.names import check_names
 from llmc_format.errors import FormatError, LimitError
+from llmc_format.plaindata import too_deep
 
 
 @dataclass(frozen=True)
@@ -188,20 +189,9 @@ def unpack_index_bytes(data: bytes) -> Any:
 
 
 def check_nesting(value: Any, where: str, limit: int = layout.MAX_NESTING) -> None:
-    """``LimitError`` if maps/arrays in ``value`` nest deeper than ``limit`` (iterative:
-    the check itself must not recurse on what it is checking)."""
-    stack = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if isinstance(v, dict):
-            children = v.values()
-        elif isinstance(v, list):
-            children = v
-        else:
-            continue
-        if depth >= limit:
-            raise LimitError(f"{where}: maps/arrays nest deeper than {limit} levels")
-        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    """``LimitError`` if maps/arrays in ``value`` nest deeper than ``limit`` levels."""
+    if too_deep(value, limit):
+        raise LimitError(f"{where}: maps/arrays nest deeper than {limit} levels")
 
 
 def _get(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str,

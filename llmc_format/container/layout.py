@@ -42,6 +42,9 @@ KNOWN_OPTIONAL_FEATURES = 0
 
 # Limits a reader enforces before allocating (spec/FORMAT.md §limits).
 MAX_NAME_BYTES = 1024
+#: attachments whose name starts with this are the archive's own records (e.g. the GGUF
+#: layout record), not files of the model: unpack and loaders do not write them out
+INTERNAL_ATTACHMENT_PREFIX = ".llmc/"
 MAX_RANK = 16
 MAX_PIPELINE_STAGES = 8
 MAX_TENSOR_BYTES = 2**62
@@ -168,3 +171,8 @@ def _describe_bad_magic(magic: bytes, at: int) -> str:
             "mode (newline conversion) or truncated"
         )
     return f"not an llmc file (bad magic at offset {at})"
+
+
+def is_internal_attachment(name: str) -> bool:
+    """Whether attachment ``name`` is an archive record rather than a model file."""
+    return name.startswith(INTERNAL_ATTACHMENT_PREFIX)

@@ -1,4 +1,8 @@
-"""An existing archive as a Source: decoded tensors plus its attachments (for ``repack``)."""
+"""An existing archive as a Source: decoded tensors plus its attachments (for ``repack``).
+
+Tensors the archive keeps in their source encoding (a final ``ggml`` stage) offer it
+again (``NativeData``), so a repack keeps them as they are wherever it keeps them lossless.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from llmc_format.container.reader import Reader
-from llmc_format.io.base import Source, TensorEntry
+from llmc_format.io.base import NativeData, Source, TensorEntry
 
 
 class ArchiveSource(Source):
@@ -24,7 +30,17 @@ class ArchiveSource(Source):
             if e.alias_of is None:
                 yield e.name, TensorEntry(e.name, e.dtype, e.shape,
                                           lambda n=e.name: read_tensor(self.reader, n),
-                                          self.path.name)
+                                          self.path.name, native=self._native(e))
+
+    def _native(self, e: Any) -> NativeData | None:
+        from llmc_format.decode import read_native_blocks
+
+        if not e.pipeline or e.pipeline[-1].get("id") != "ggml":
+            return None
+        last = {"id": "ggml", "type": e.pipeline[-1].get("type")}
+        return NativeData((*(dict(c) for c in e.pipeline[:-1]), last),
+                          lambda n=e.name: np.frombuffer(read_native_blocks(self.reader, n),
+                                                         np.uint8))
 
     def aliases(self) -> dict[str, str]:
         return {e.name: e.alias_of for e in self.reader.index.tensors if e.alias_of is not None}

@@ -23,6 +23,23 @@ from llmc_format.errors import SourceError
 
 
 @dataclass(frozen=True)
+class NativeData:
+    """A tensor as its source encodes it, when that encoding can be stored as is.
+
+    A GGUF tensor's ggml blocks (Q4_1, Q8_0, ...) are not float values: storing the
+    dequantized floats losslessly costs 2-8x the source's bytes. ``pipeline`` is the codec
+    pipeline that keeps the source's bytes (array stages that map them to the entry's
+    layout, then a final stage with ``encode_blocks``, e.g. ``ggml``); ``load`` returns
+    those bytes (uint8). Decoding the pipeline gives exactly what the entry itself returns.
+    """
+
+    pipeline: tuple[dict[str, Any], ...]
+    load: Callable[[], np.ndarray] = field(repr=False, compare=False)
+    #: bytes ``load`` returns
+    nbytes: int = 0
+
+
+@dataclass(frozen=True)
 class TensorEntry:
     """One tensor of a source: its name, dtype and shape, and how to read it.
 
@@ -37,6 +54,8 @@ class TensorEntry:
     _load: Callable[[], np.ndarray] = field(repr=False, compare=False)
     #: which file the tensor comes from (base name), for error messages
     file: str = ""
+    #: the source's own encoding of the tensor, when llmc can store it losslessly as is
+    native: NativeData | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         try:

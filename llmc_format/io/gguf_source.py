@@ -12,6 +12,11 @@ How it is done, and why this way:
   through as is (bit-exact); quantized ones (Q4_1, Q8_0, K-quants...) are dequantized to
   float32 by the gguf package's own ``dequantize`` — the same call transformers makes, so
   values are identical to transformers'.
+- native storage: each entry also offers its ggml blocks (``NativeData``: pipeline
+  ``[rowperm?, ggml]``) when the processor only reorders rows — checked by running it on
+  row numbers — so a lossless pack keeps the file's own bytes (2-8x smaller than float32)
+  and decodes to exactly these values; ``attachments()`` adds the GGUF layout record
+  (``gguf_layout``) from which unpack rebuilds the file byte for byte.
 - names and layouts: transformers' own (legacy, per-tensor) GGUF loader pieces:
   ``get_gguf_hf_weights_map`` on a model built on the ``meta`` device (no memory), and the
   architecture's ``TensorProcessor`` (which un-permutes llama q/k). These work one tensor
@@ -46,7 +51,8 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.errors import SourceError
-from llmc_format.io.base import Source, TensorEntry, check_unique, file_facts
+from llmc_format.io.base import NativeData, Source, TensorEntry, check_unique, file_facts
+from llmc_format.io.gguf_layout import LAYOUT_ATTACHMENT, layout_record
 from llmc_format.io.torchconv import contiguous, dtype_name_of_torch, from_torch
 
 #: ggml float/int types stored as plain values -> format dtype name (passed through bit-exactly).
@@ -136,6 +142,7 @@ class GgufFile(Source):
             self._reader = gguf.GGUFReader(str(path))
         except Exception as exc:  # the reader raises ValueError/struct.error/... on bad files
             raise SourceError(f"{path.name}: not a readable GGUF file ({exc})") from None
+        self._data_offset = int(self._reader.data_offset)
         self.architecture = self._field("general.architecture")
         name_field = self._reader.fields.get("general.name")
         self._model_name = _string_value(name_field) if name_field is not None else None
@@ -154,12 +161,14 @@ class GgufFile(Source):
         self._attachments = sorted({"config.json": self._config_json(), **tokenizer}.items())
         self._eager: dict[str, Any] | None = None
         self._skipped: list[str] = []
+        self._gguf_names: dict[str, str] = {}  # archive (HF) name -> GGUF name
         if type(self._processor).__name__ in _LAYOUT_PROCESSORS | _ARITHMETIC_PROCESSORS:
             self._entries = self._lazy_entries()
         else:
             self._entries = self._eager_entries()
         check_unique(self._entries)
         self._aliases = self._tied_aliases()
+        self._layout: bytes | None = None
 
     # -- metadata --------------------------------------------------------------------
 
@@ -247,10 +256,61 @@ class GgufFile(Source):
             if hf_name is None:  # transformers drops these too (e.g. rope_freqs)
                 self._skipped.append(tensor.name)
                 continue
+            self._gguf_names[hf_name] = tensor.name
             dtype, shape = self._out_spec(tensor, proc_name)
             load = functools.partial(self._load_one, tensor, proc_name, name_map)
-            entries.append((hf_name, TensorEntry(hf_name, dtype, shape, load, file=self.path.name)))
+            native = self._native(tensor, proc_name, name_map, dtype, shape)
+            entries.append((hf_name, TensorEntry(hf_name, dtype, shape, load,
+                                                 file=self.path.name, native=native)))
         return entries
+
+    def _native(self, tensor: Any, proc_name: str, name_map: dict[str, str], dtype: str,
+                shape: tuple[int, ...]) -> NativeData | None:
+        """How to store ``tensor``'s own ggml blocks so that they decode to this entry.
+
+        Possible when llmc knows the ggml type, the values are the type's decoded dtype
+        and the processor only reorders rows in a way the ``rowperm`` stage expresses
+        (found by running it on row numbers: no guess about what it does).
+        """
+        from llmc_format.codecs.ggml_types import TYPES
+
+        t = TYPES.get(tensor.tensor_type.name)
+        gguf_shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+        if t is None or proc_name not in _LAYOUT_PROCESSORS or t.dtype != dtype \
+                or shape != gguf_shape or not shape or shape[-1] % t.block_size:
+            return None
+        pipeline: list[dict[str, Any]] = []
+        heads = self._row_permutation(tensor, name_map, shape[0])
+        if heads is None:
+            return None
+        if heads:
+            pipeline.append({"id": "rowperm", "heads": heads})
+        pipeline.append({"id": "ggml", "type": t.name})
+        return NativeData(tuple(pipeline), functools.partial(_tensor_bytes, tensor),
+                          int(tensor.n_bytes))
+
+    def _row_permutation(self, tensor: Any, name_map: dict[str, str], rows: int) -> int | None:
+        """0 if the processor keeps rows in place, H if it is ``rowperm`` with H heads,
+        None if it does anything else."""
+        from llmc_format.codecs.rowperm import stored_to_rows
+
+        probe = np.arange(rows, dtype=np.float64).reshape(rows, 1)
+        try:
+            result = self._processor.process(
+                weights=probe, name=tensor.name, tensor_key_mapping=name_map,
+                parsed_parameters={"tensors": {}, "config": self._processor.config})
+            perm = np.asarray(result.weights).reshape(-1)
+        except Exception:  # a processor that needs the real shape: not a plain row order
+            return None
+        if perm.shape != (rows,):
+            return None
+        if np.array_equal(perm, probe.reshape(-1)):
+            return 0
+        for heads in range(1, rows // 2 + 1):
+            if rows % (2 * heads) == 0 and np.array_equal(stored_to_rows(probe, heads)
+                                                          .reshape(-1), perm):
+                return heads
+        return None
 
     def _out_spec(self, tensor: Any, proc_name: str) -> tuple[str, tuple[int, ...]]:
         type_name = tensor.tensor_type.name
@@ -350,7 +410,22 @@ class GgufFile(Source):
     # -- attachments -------------------------------------------------------------------
 
     def attachments(self) -> Iterator[tuple[str, bytes]]:
-        return iter(list(self._attachments))
+        """config.json and tokenizer files, plus the GGUF layout record (``gguf_layout``)
+        from which unpack rebuilds this very file."""
+        if self._layout is None:
+            self._layout = layout_record(self.path, self._reader.tensors, self._data_offset,
+                                         self._archive_names())
+        return iter(sorted([*self._attachments, (LAYOUT_ATTACHMENT, self._layout)]))
+
+    def _archive_names(self) -> dict[str, str]:
+        """GGUF tensor name -> archive name, for tensors whose archive entry can hold the
+        GGUF bytes (a native entry); the others' bytes go into the layout record."""
+        by_gguf: dict[str, str] = {}
+        for name, entry in self._entries:
+            gguf_name = self._gguf_names.get(name)
+            if entry.native is not None and gguf_name is not None:
+                by_gguf[gguf_name] = name
+        return by_gguf
 
     def _config_json(self) -> bytes:
         """config.json for the unpacked directory: GGUF metadata as transformers reads it."""
@@ -417,6 +492,11 @@ class GgufFile(Source):
 
     def close(self) -> None:
         self._eager = None
+
+
+def _tensor_bytes(tensor: Any) -> np.ndarray:
+    """A GGUF tensor's bytes as stored (its ggml blocks), a read-only view of the map."""
+    return np.asarray(tensor.data).reshape(-1).view(np.uint8)
 
 
 def _string_value(field: Any) -> str:

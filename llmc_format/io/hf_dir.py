@@ -15,7 +15,6 @@ archive. Symlinked directories are not descended into.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from llmc_format.errors import SourceError
 from llmc_format.io.base import Source, TensorEntry, check_unique, file_facts
 from llmc_format.io.safetensors_source import SafetensorsFile
+from llmc_format.plaindata import loads_json
 
 #: file name endings that hold weights (in some format): never attachments.
 WEIGHT_SUFFIXES = (
@@ -46,7 +46,7 @@ def _shards_from_index(directory: Path, index_name: str) -> tuple[list[str], dic
     """(sorted shard file names, tensor name -> shard) from an HF index json."""
     index_path = directory / index_name
     try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
+        weight_map = loads_json(index_path.read_text(encoding="utf-8"))["weight_map"]
         if not isinstance(weight_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
         ):

@@ -8,7 +8,7 @@ shipped beside it (or in another Hub repository). transformers' ``AutoConfig`` /
 from archives and model directories of strangers, so it never goes that way:
 
 - the file is parsed here as plain JSON, bounded in size and nesting depth
-  (``SourceError`` otherwise, never a ``RecursionError``);
+  (``plaindata.loads_json``; ``SourceError`` otherwise, never a ``RecursionError``);
 - the config object is built from the class transformers registers for its
   ``model_type`` (``CONFIG_MAPPING[model_type].from_dict``), with ``auto_map`` removed,
   so no Auto class can find custom code in it afterwards;
@@ -20,47 +20,26 @@ the config (tied weights are written in full, calibration falls back to ``nmse``
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 from llmc_format.errors import SourceError
+from llmc_format.plaindata import MAX_DEPTH, loads_json
 
 CONFIG_NAME = "config.json"
 #: real configs are a few KB (the largest multimodal ones ~100 KB)
 MAX_CONFIG_BYTES = 4 << 20
-#: nesting of objects/arrays; real configs nest 3-4 levels
-MAX_DEPTH = 64
 #: keyword arguments that keep transformers from importing or asking about custom code
 NO_REMOTE_CODE: dict[str, Any] = {"trust_remote_code": False}
 
-_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.S)
-_BRACKET = re.compile(rb"[\[\]{}]")
-
-
-def _depth(data: bytes) -> int:
-    """The deepest nesting of ``[``/``{`` outside strings (C-speed regex passes)."""
-    depth = deepest = 0
-    for m in _BRACKET.finditer(_STRING.sub(b'""', data)):
-        if m.group() in b"[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
-
-
 def load_json(data: bytes, where: str, *, max_bytes: int = MAX_CONFIG_BYTES) -> Any:
-    """``data`` parsed as JSON, or ``SourceError`` naming ``where`` (too large, too deep,
-    not UTF-8 JSON)."""
+    """``data`` parsed as JSON (``plaindata.loads_json``: nesting bounded), or
+    ``SourceError`` naming ``where`` (too large, too deep, not UTF-8 JSON)."""
     if len(data) > max_bytes:
         raise SourceError(f"{where}: {len(data)} bytes, over the {max_bytes}-byte limit of a "
                           f"JSON configuration file")
-    if _depth(data) > MAX_DEPTH:
-        raise SourceError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels")
     try:
-        return json.loads(data)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        return loads_json(data, MAX_DEPTH)
+    except ValueError as exc:  # UnicodeDecodeError is a ValueError
         raise SourceError(f"{where}: not valid JSON ({exc})") from None
 
 

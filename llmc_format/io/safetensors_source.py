@@ -13,7 +13,6 @@ docs/results/speed.md); with ``pread`` the file's pages are only page cache.
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from llmc_format import dtypes
 from llmc_format.dtypes import SAFETENSORS_NAMES
 from llmc_format.errors import SourceError
 from llmc_format.io.base import Source, TensorEntry, file_facts
+from llmc_format.plaindata import loads_json
 
 
 class SafetensorsFile(Source):
@@ -51,7 +51,7 @@ class SafetensorsFile(Source):
         try:
             with open(self.path, "rb") as f:
                 (n,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(n))
+                header = loads_json(f.read(n))
         except (OSError, ValueError, struct.error) as exc:
             raise SourceError(f"{self.display_name}: cannot read the safetensors header: {exc}") from None
         base = 8 + n

@@ -492,6 +492,43 @@ def write_gguf(
     return [GGUF_NAME]
 
 
+def write_gguf_original(record: dict[str, Any], tensor_bytes: Callable[[str], bytes],
+                        out_dir: str | os.PathLike[str]) -> list[str]:
+    """Write ``model.gguf`` as the GGUF file the archive was packed from, byte for byte.
+
+    ``record`` is a parsed GGUF layout record (``io.gguf_layout``); ``tensor_bytes(name)``
+    returns an archive tensor's ggml blocks. The file is published only if its SHA-256 is
+    the recorded one (``FormatError`` otherwise, nothing left behind).
+    """
+    from llmc_format.errors import FormatError
+    from llmc_format.io.gguf_layout import rebuild
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / f".{GGUF_NAME}.{uuid.uuid4().hex[:12]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            back = _Writeback(f.fileno())
+
+            def write(b: bytes | memoryview) -> None:
+                f.write(b)
+                back.wrote(len(b))
+
+            digest = rebuild(record, tensor_bytes, write)
+            f.flush()
+            back.finish()
+        if digest != record["sha256"]:
+            raise FormatError(f"rebuilt GGUF has SHA-256 {digest}, the packed file had "
+                              f"{record['sha256']}")
+        _publish(tmp, out / GGUF_NAME)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    remove_stale(out, {GGUF_NAME})
+    return [GGUF_NAME]
+
+
 def _import_gguf() -> Any:
     try:
         import gguf

@@ -32,7 +32,7 @@ from llmc_format.codecs.base import ArraySpec
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
-from llmc_format.errors import LlmcError
+from llmc_format.errors import CodecError, LlmcError
 from llmc_format.outfiles import atomic_output
 
 #: file extension of each video codec's blobs (what the blob is, as FFmpeg names it)
@@ -86,7 +86,15 @@ def _codec_stages(entry: TensorEntry) -> tuple[dict[str, Any] | None, dict[str, 
             f"by a video codec ({', '.join(BITSTREAM_EXT)}), optionally after 'affine' — "
             f"extract it without --raw to get the decoded tensor"
         )
-    return (pipeline[0] if len(pipeline) == 2 else None), video
+    # the configs are the file's: validated by the codecs themselves before any number in
+    # them is used (a bits of "x" or an unknown pix_fmt crashed --raw before)
+    from llmc_format.codecs.registry import get_codec
+
+    where = f"tensor {entry.name!r}"
+    affine = get_codec(pipeline[0], where).get_config() if len(pipeline) == 2 else None
+    codec = get_codec(video, where)
+    codec._stored_layout(ArraySpec("uint16", entry.shape, entry.name))  # type: ignore[attr-defined]
+    return affine, codec.get_config()
 
 
 def bitstream_paths(out: str | os.PathLike[str], codec: str, n_frames: int) -> tuple[list[Path], Path]:
@@ -130,7 +138,10 @@ def _dequant_record(affine: dict[str, Any], spec: ArraySpec, reader: Reader,
     from llmc_format.quant.grid import Grid
 
     grid = Grid.of(spec.shape, affine["granularity"], affine["group_size"])
-    blob = reader.read_blob(entry.stage_blobs(0)[0], f"tensor {spec.name!r} affine params")
+    refs = entry.stage_blobs(0)
+    if len(refs) != 1:
+        raise CodecError(f"tensor {spec.name!r}: affine stage has {len(refs)} blobs, expected 1")
+    blob = reader.read_blob(refs[0], f"tensor {spec.name!r} affine params")
     params = AffineParams.from_bytes(blob, grid, affine["param_dtype"], spec.name)
     return {
         "stage": "affine",
@@ -172,6 +183,9 @@ def extract_raw(archive: str | os.PathLike[str], name: str,
         stage = len(entry.pipeline) - 1
         refs = entry.stage_blobs(stage)
         codec = video["id"]
+        if len(refs) != len(video["frame_hashes"]):
+            raise CodecError(f"tensor {name!r}: {len(refs)} frame blobs stored, the config "
+                             f"describes {len(video['frame_hashes'])}")
         paths, sidecar = bitstream_paths(out, codec, len(refs))
         _refuse_existing([*paths, sidecar], overwrite)
         blobs = [reader.read_blob(ref, f"tensor {name!r} frame {k}") for k, ref in enumerate(refs)]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from llmc_format.codecs.pipeline import is_lossless
+from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
+from llmc_format.rd.records import qp_range_of, rd_problem, summary_problem
 
 
 def _codec_label(pipeline: tuple[dict[str, Any], ...]) -> str:
@@ -31,20 +34,25 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                 weights += t.numel
                 source_bytes += t.nbytes
                 stored += t.stored_bytes
-                if _codec_label(entry.pipeline) != "exact":
+                if not is_lossless(entry.pipeline):
                     lossy += 1
-            for k, v in (t.rd or {}).items():
-                if k in ("qp", "snr_db", "mse", "encode_seconds", "decode_seconds"):
-                    row[k] = v
-            if t.rd:
+            problem = rd_problem(t.rd, qp_range_of(entry.pipeline))
+            if problem is not None:  # shown as unknown, with why; never computed with
+                row["rd_problem"] = problem
+            elif t.rd:
+                for k, v in t.rd.items():
+                    if k in ("qp", "snr_db", "mse", "encode_seconds", "decode_seconds"):
+                        row[k] = v
                 row["rd"] = t.rd
             tensors.append(row)
         file_bytes = r.file_size
+        input_bytes = _input_bytes(r)
         return {
             "path": str(path),
             "format_version": f"{r.header.major}.{r.header.minor}",
             "alignment": r.header.alignment,
             "metadata": r.metadata,
+            "rd_summary_problem": summary_problem(r.metadata.get("rd")),
             "tensors": tensors,
             "attachments": [{"name": a.name, "size": a.size, "stored_bytes": a.blob.length}
                             for a in r.attachments()],
@@ -53,9 +61,31 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "source_bytes": source_bytes, "stored_tensor_bytes": stored,
                 "file_bytes": file_bytes,
                 "ratio": source_bytes / file_bytes if file_bytes else 0.0,
+                # the files the archive was packed from (None when not recorded)
+                "input_bytes": input_bytes,
+                "input_ratio": input_bytes / file_bytes if input_bytes and file_bytes else None,
                 "file_bpw": 8 * file_bytes / weights if weights else 0.0,
             },
         }
+
+
+def _input_bytes(r: Reader) -> int | None:
+    """Bytes of the files the archive was packed from: the source's weight files as the
+    pack recorded them, plus, for a model directory, its other files (config, tokenizer:
+    stored as attachments). A GGUF's config/tokenizer attachments are derived from the
+    GGUF itself and add nothing. None when the source recorded no files (an in-memory
+    dict, a repacked archive)."""
+    source = r.metadata.get("source")
+    files = source.get("files") if isinstance(source, dict) else None
+    if not isinstance(files, list) or not files:
+        return None
+    sizes = [f.get("size") for f in files if isinstance(f, dict)]
+    if not sizes or not all(isinstance(x, int) for x in sizes):
+        return None
+    total = sum(sizes)
+    if str(source.get("format", "")).startswith("hf-"):
+        total += sum(a.size for a in r.attachments() if not is_internal_attachment(a.name))
+    return total
 
 
 def summarize(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -31,7 +31,14 @@ import msgpack
 import numpy as np
 
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import EncodedTensor, decode_encoded, encode_tensor
+from llmc_format.codecs.pipeline import (
+    EncodedTensor,
+    build,
+    decode_encoded,
+    encode_native,
+    encode_tensor,
+    is_lossless,
+)
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import Reader
@@ -79,7 +86,7 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
     t_enc = time.perf_counter() - t0
     src_digest = tensor_digest(array)
     stored = sum(len(b) for _, b in enc.blobs)
-    lossy = len(enc.pipeline) > 1 or enc.pipeline[-1]["id"] != "exact"
+    lossy = not is_lossless(enc.pipeline)
     t0 = time.perf_counter()
     decoded = decode_encoded(enc, spec)  # the video stage's own check decode, if it kept it
     enc.reconstruction = None  # not held while the tensor waits to be written
@@ -105,6 +112,65 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
                         {"source": src_digest, "decoded": dec_digest})
 
 
+def encode_native_one(name: str, raw: np.ndarray, spec: ArraySpec,
+                      pipeline: list[dict[str, Any]]) -> PackedTensor:
+    """Encode a tensor from its source's own bytes (``NativeData``): lossless by
+    construction, checked by decoding the stored blocks back."""
+    t0 = time.perf_counter()
+    enc = encode_native(raw, spec, pipeline)
+    t_enc = time.perf_counter() - t0
+    src_digest = tensor_digest(raw)
+    last = build(enc.pipeline, f"tensor {name!r}")[-1]
+    stage = len(enc.pipeline) - 1
+    blobs = [b for s, b in enc.blobs if s == stage]
+    stored_spec = spec
+    for st in build(enc.pipeline, f"tensor {name!r}")[:-1]:
+        stored_spec = st.resolve(stored_spec)  # type: ignore[attr-defined]
+    back = last.decode_blocks(lambda i: blobs[i], len(blobs), stored_spec)  # type: ignore[attr-defined]
+    if tensor_digest(back) != src_digest:
+        raise CodecError(f"tensor {name!r}: stored blocks do not decode to the source's (codec bug)")
+    del back
+    t0 = time.perf_counter()
+    decoded = decode_encoded(enc, spec)
+    t_dec = time.perf_counter() - t0
+    stored = sum(len(b) for _, b in enc.blobs)
+    rd: dict[str, Any] = {
+        "bytes": stored,
+        "bpw": 8.0 * stored / max(spec.numel, 1),
+        "source_bytes": int(raw.nbytes),
+        "encode_seconds": round(t_enc, 4),
+        "decode_seconds": round(t_dec, 4),
+    }
+    return PackedTensor(name, spec, enc, None, rd,
+                        {"source": src_digest, "decoded": tensor_digest(decoded)})
+
+
+def native_pipeline(entry: SourceTensor, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The pipeline keeping ``entry``'s source encoding, when ``pipeline`` (the policy's
+    choice) is lossless and the source offers one; else None."""
+    if entry.native is None or [c.get("id") for c in pipeline] != ["exact"]:
+        return None
+    return [dict(c) for c in entry.native.pipeline]
+
+
+def encode_entry(name: str, entry: SourceTensor, pipeline: list[dict[str, Any]]) -> PackedTensor:
+    """Encode a source tensor with the policy's ``pipeline``, or in its source encoding
+    when the pipeline is lossless and the source has one (``NativeData``)."""
+    native = native_pipeline(entry, pipeline)
+    if native is not None:
+        assert entry.native is not None
+        return encode_native_one(name, entry.native.load(), entry.spec, native)
+    return encode_one(name, entry(), pipeline)
+
+
+def source_digest(entry: SourceTensor, stored: TensorEntry) -> int:
+    """The source digest a stored tensor records: of the source's own bytes when it was
+    stored natively (its final stage holds source blocks), else of its values."""
+    native = entry.native is not None and stored.pipeline and \
+        stored.pipeline[-1].get("id") == "ggml"
+    return tensor_digest(entry.native.load() if native else entry())  # type: ignore[union-attr]
+
+
 #: rd keys that measure this run rather than the data: left out unless timings are asked for
 TIMING_KEYS = ("encode_seconds", "decode_seconds")
 
@@ -120,6 +186,9 @@ class EncodeJob:
     load: Callable[[], np.ndarray] | None = None
     #: the tensor's bytes (the executor's memory budget counts them)
     nbytes: int = 0
+    #: set when ``array``/``load`` give the source's own bytes (``NativeData``) for
+    #: ``pipeline``, whose decoded values have this spec
+    native_spec: ArraySpec | None = None
 
 
 def run_job(job: EncodeJob) -> PackedTensor:
@@ -130,6 +199,8 @@ def run_job(job: EncodeJob) -> PackedTensor:
         array = job.load()
     else:
         raise SourceError(f"tensor {job.name!r}: encode job has neither an array nor a loader")
+    if job.native_spec is not None:
+        return encode_native_one(job.name, array, job.native_spec, job.pipeline)
     return encode_one(job.name, array, job.pipeline)
 
 
@@ -179,7 +250,7 @@ def _check_resumed(resumed: tuple[TensorEntry, ...], items: list[tuple[str, Sour
         if (entry.name, entry.dtype, entry.shape) != (name, src.dtype, tuple(src.shape)):
             raise LlmcError(f"cannot resume: the interrupted pack wrote tensor {entry.name!r} "
                             f"where the source now has {name!r}; pack without --resume")
-        if (entry.digest or {}).get("source") != tensor_digest(src()):
+        if (entry.digest or {}).get("source") != source_digest(src, entry):
             raise LlmcError(f"cannot resume: tensor {name!r} changed in the source since the "
                             "interrupted pack; pack without --resume")
         done += entry.numel
@@ -312,10 +383,15 @@ def pack_source(
                 yield Ready(copy_packed(reuse, name))
                 continue
             pipe = encoding.pipeline(name, entry.dtype, entry.shape, qp_overrides.get(name))
+            native = native_pipeline(entry, pipe)
+            load, spec = entry, None
+            if native is not None and entry.native is not None:  # the source's own encoding
+                pipe, load, spec = native, entry.native.load, entry.spec
             # a remote worker cannot call the source (open files, memory maps): ship the data
             nbytes = specs[name].nbytes
-            yield EncodeJob(name, pipe, array=entry(), nbytes=nbytes) if ex.remote else \
-                EncodeJob(name, pipe, load=entry, nbytes=nbytes)
+            yield EncodeJob(name, pipe, array=np.array(load()) if spec else load(), nbytes=nbytes,
+                            native_spec=spec) if ex.remote else \
+                EncodeJob(name, pipe, load=load, nbytes=nbytes, native_spec=spec)
 
     fingerprint = pack_fingerprint(
         metadata, policy, alignment, items, source.aliases(), qp_overrides=qp_overrides,

@@ -31,17 +31,23 @@ from typing import Any
 
 import numpy as np
 
-from llmc_format.codecs.registry import get_codec_class
+from llmc_format.codecs.registry import get_codec, get_codec_class
 from llmc_format.codecs.video.codecs import VideoCodec
 from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
 from llmc_format.outfiles import OutputLock, check_output_file, check_outside_source, temp_dir
-from llmc_format.pipeline.pack import default_jobs, encode_one, pack_source, with_encoder_threads
+from llmc_format.pipeline.pack import (
+    default_jobs,
+    encode_entry,
+    pack_source,
+    with_encoder_threads,
+)
 from llmc_format.pipeline.policy import DCT_CODECS, Policy
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
 from llmc_format.rd.model import RDCurve
+from llmc_format.rd.records import check_rd
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
 from llmc_format.units import parse_size
 
@@ -186,7 +192,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
             m = measure(name, array, lambda q: policy.pipeline(name, entry.dtype, entry.shape, q),
                         sample_qps(policy, array), fraction)
             return name, m
-        packed = encode_one(name, entry(), policy.pipeline(name, entry.dtype, entry.shape))
+        packed = encode_entry(name, entry, policy.pipeline(name, entry.dtype, entry.shape))
         return name, packed
 
     with ThreadPoolExecutor(jobs) as pool:
@@ -419,14 +425,24 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
         lossy = [e for e in entries if len(e.pipeline) > 1]
         if not lossy:
             raise TargetError(f"{src} holds no lossy tensor: nothing to re-target")
-        video, affine = lossy[0].pipeline[-1], lossy[0].pipeline[0]
-        # the archive's scaling and transform: its recorded RD samples were measured with them
-        dct = affine.get("id") == "blockdct"
-        policy = Policy(codec=str(video["id"]), preset=video.get("preset"),
-                        bits=int(affine.get("bits", 10)), min_lossy_numel=2**62,
-                        affine={} if dct else {"granularity": str(affine.get("granularity", "row"))},
+        # the archive's codec, scaling and transform (its RD samples were measured with
+        # them), taken from configs the codecs themselves validate, never used raw
+        where = f"tensor {lossy[0].name!r}"
+        video = get_codec(lossy[0].pipeline[-1], where)
+        affine = get_codec(lossy[0].pipeline[0], where)
+        if not isinstance(video, VideoCodec) or video.lossless:
+            raise TargetError(f"{src}: {where} is not coded by a lossy video codec "
+                              f"({video.codec_id}): nothing to re-target")
+        dct = affine.codec_id == "blockdct"
+        policy = Policy(codec=video.codec_id, preset=video.params.get("preset"),
+                        bits=int(affine.params.get("bits", 10)), min_lossy_numel=2**62,
+                        affine={} if dct else
+                        {"granularity": str(affine.params.get("granularity", "row"))},
                         transform="dct" if dct else "none",
                         lossy_patterns=tuple(_glob_escape(e.name) for e in lossy))
+        qrange = _qrange(video.codec_id)
+        for e in lossy:  # NaN samples once made --bpw 3 write 0.887 bpw and exit 0
+            check_rd(e.rd, (qrange[0], qrange[-1]), e.name)
         plan = None
         if all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy):
             curves = {}

@@ -3,11 +3,13 @@
 The directory is what the model's own tools load: ``--format safetensors`` (default) is
 what ``save_pretrained`` writes, so ``AutoModel.from_pretrained(dir)`` and
 ``AutoTokenizer.from_pretrained(dir)`` work offline; ``pt`` writes ``pytorch_model.bin``
-(a ``torch.save``'d state dict); ``gguf`` writes ``model.gguf`` (float tensors under the
-archive's names, for the gguf tool chain; llama.cpp cannot run it, the names are Hugging
-Face's). Tensors are decoded ``jobs`` at a time, in order; safetensors and GGUF are
-written as the tensors arrive (one tensor in memory besides those being decoded), ``pt``
-holds one shard (``torch.save`` writes a whole file at once).
+(a ``torch.save``'d state dict); ``gguf`` writes ``model.gguf``: the packed GGUF file
+itself, byte for byte, when the archive holds every tensor of it in its ggml type (a
+lossless pack of a GGUF: ``original_gguf``); else float tensors under the archive's names,
+for the gguf tool chain (llama.cpp cannot run that one, the names are Hugging Face's).
+Tensors are decoded ``jobs`` at a time, in order; safetensors and GGUF are written as
+the tensors arrive (one tensor in memory besides those being decoded), ``pt`` holds one
+shard (``torch.save`` writes a whole file at once).
 
 Tied weights (an archive entry with ``alias_of``: the data is stored once), ``tied=``:
 
@@ -38,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from llmc_format import dtypes
+from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.names import STAGE_MARK
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
@@ -214,12 +217,56 @@ def unpack(
         with output_errors(out):
             out.parent.mkdir(parents=True, exist_ok=True)
         with OutputLock(out), staging_dir(out) as stage, output_errors(out):
-            stream = iter_tensors(r, dtype, progress, names, jobs)
-            files = _write(r, format, stream, names, stage, dtype, shard, written)
+            record = original_gguf(r) if format == "gguf" and dtype is None else None
+            if record is not None:  # the packed GGUF itself, byte for byte
+                from llmc_format.io.sinks import write_gguf_original
+
+                files = write_gguf_original(record, _native_reader(r, progress), stage)
+                written, dropped, reason = {}, {}, ""
+            else:
+                stream = iter_tensors(r, dtype, progress, names, jobs)
+                files = _write(r, format, stream, names, stage, dtype, shard, written)
             attachments = _write_attachments(r, stage, dtype)
             publish_dir(stage, out, files, attachments)
     return UnpackResult(given, format, files, attachments, dropped, reason if dropped else "",
                         written)
+
+
+def original_gguf(r: Reader) -> dict | None:
+    """The archive's GGUF layout record when every tensor it takes from the archive is
+    stored in its GGUF type (a lossless pack of a GGUF file), else None: the GGUF is then
+    written from decoded values (``sinks.write_gguf``)."""
+    from llmc_format.io.gguf_layout import LAYOUT_ATTACHMENT, parse_record, referenced
+
+    if LAYOUT_ATTACHMENT not in r.attachment_names():
+        return None
+    record = parse_record(r.read_attachment(LAYOUT_ATTACHMENT))
+    names = set(r.keys())
+    for name, (ggml_type, _) in referenced(record).items():
+        e = r.resolve(name) if name in names else None
+        last = e.pipeline[-1] if e is not None and e.pipeline else {}
+        if last.get("id") != "ggml" or last.get("type") != ggml_type:
+            return None
+    return record
+
+
+def _native_reader(r: Reader, progress: Callable[[str, int, int], None] | None
+                   ) -> Callable[[str], bytes]:
+    """``tensor_bytes`` for ``write_gguf_original``, reporting progress in weights."""
+    from llmc_format.decode import read_native_blocks
+
+    total = sum(r.tensor(n).numel for n in r.keys() if r.tensor(n).alias_of is None)
+    done = 0
+
+    def get(name: str) -> bytes:
+        nonlocal done
+        data = read_native_blocks(r, name)
+        done += r.resolve(name).numel
+        if progress:
+            progress(name, done, total)
+        return data
+
+    return get
 
 
 #: staging directories are ``.NAME.XXXXXXXX.unpack``, each holding ``STAGE_MARK``: what
@@ -334,6 +381,8 @@ def _write_attachments(r: Reader, out: Path, dtype: str | None) -> list[str]:
 
     def items() -> Iterator[tuple[str, bytes]]:
         for a in r.attachments():
+            if is_internal_attachment(a.name):
+                continue
             data = r.read_attachment(a.name)
             yield a.name, _retyped_config(data, dtype) if a.name == CONFIG_NAME else data
 

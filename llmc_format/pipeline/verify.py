@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from llmc_format.codecs.pipeline import is_lossless
 from llmc_format.container import layout
 from llmc_format.container.index import unpack_index_bytes
 from llmc_format.container.reader import Reader
@@ -153,7 +154,7 @@ def verify(
 def _check_tensor(r: Reader, name: str, source: Callable[[], np.ndarray] | None,
                   compare: bool) -> TensorCheck:
     entry = r.resolve(name)
-    lossless = [c.get("id") for c in entry.pipeline] == ["exact"]
+    lossless = is_lossless(entry.pipeline)
     check = TensorCheck(name, True, lossless=lossless)
     if entry.rd and isinstance(entry.rd.get("snr_db"), (int, float)):
         check.snr_db_recorded = float(entry.rd["snr_db"])

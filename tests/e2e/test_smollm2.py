@@ -63,3 +63,35 @@ def test_from_archive_and_unpacked_directory_score_the_same(
 
     assert ppl_direct == ppl_dir == ppl_source, (ppl_direct, ppl_dir, ppl_source)
     assert 5 < ppl_direct < 100  # a working language model (measured 27.92)
+
+
+def test_gguf_in_same_gguf_out(smollm_gguf: Path, tmp_path: Path,
+                               llmc: Callable[..., Any]) -> None:
+    """``pack --codec exact`` keeps every tensor in its ggml type: the archive is no larger
+    than the GGUF, ``unpack --format gguf`` gives the very file back (SHA-256), and
+    transformers loads it with ``gguf_file=``."""
+    import hashlib
+
+    from transformers import AutoModelForCausalLM
+
+    from llmc_format.container.reader import Reader
+
+    archive = tmp_path / "smol.llmc"
+    r = llmc("pack", smollm_gguf, "-o", archive)
+    assert r.exit_code == 0, r.output
+    assert "vs the input's" in " ".join(r.output.split())
+    assert archive.stat().st_size <= smollm_gguf.stat().st_size
+    with Reader(archive) as rd:
+        types = {e.pipeline[-1].get("type") for e in rd.index.tensors if e.alias_of is None}
+    assert types == {"Q4_1", "Q8_0", "F32"}
+    r = llmc("unpack", archive, "-o", tmp_path / "g", "--format", "gguf")
+    assert r.exit_code == 0, r.output
+    out = tmp_path / "g" / "model.gguf"
+
+    def sha(p: Path) -> str:
+        return hashlib.sha256(p.read_bytes()).hexdigest()
+
+    assert sha(out) == sha(smollm_gguf)
+    model = AutoModelForCausalLM.from_pretrained(str(out.parent), gguf_file=out.name,
+                                                 local_files_only=True)
+    assert model.model.embed_tokens.weight.shape == (49152, 576)

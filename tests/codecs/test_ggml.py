@@ -1,0 +1,218 @@
+"""The ``ggml`` codec and its dequantizers: bit-exact blocks, values equal to gguf-py's.
+
+The oracle for values is the gguf package's own numpy reference (``gguf.quants``), which
+transformers uses to load GGUF files; for blocks, the bytes themselves.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmc_format.codecs.base import ArraySpec
+from llmc_format.codecs.ggml import GgmlCodec
+from llmc_format.codecs.ggml_types import GRID_TYPES, TYPES, dequantize
+from llmc_format.codecs.registry import get_codec
+from llmc_format.errors import CodecError
+
+gguf = pytest.importorskip("gguf")
+QUANTIZED = sorted(n for n, t in TYPES.items() if not t.plain)
+#: types gguf-py quantizes itself (realistic blocks rather than random bytes)
+GGUF_QUANTIZES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "TQ1_0", "TQ2_0", "MXFP4")
+
+
+def random_blocks(name: str, n_blocks: int, seed: int = 0) -> np.ndarray:
+    """Random blocks of type ``name`` (uint8, (n_blocks, type_size)); every 2-byte field
+    holds a finite float16, so that scales are sane."""
+    t = TYPES[name]
+    rng = np.random.default_rng(seed)
+    b = rng.integers(0, 256, size=(n_blocks, t.type_size), dtype=np.uint8)
+    off = 0
+    for n, w in t.fields:
+        if w == 2:
+            vals = rng.uniform(-0.05, 0.05, size=(n_blocks, n // 2)).astype(np.float16)
+            b[:, off:off + n] = vals.view(np.uint8).reshape(n_blocks, n)
+        off += n
+    return b
+
+
+def test_type_table_matches_ggml() -> None:
+    for name, t in TYPES.items():
+        q = gguf.GGMLQuantizationType[name]
+        assert q.value == t.type_id
+        assert gguf.GGML_QUANT_SIZES[q] == (t.block_size, t.type_size)
+
+
+@pytest.mark.parametrize("name", QUANTIZED)
+def test_dequantize_equals_gguf_py(name: str) -> None:
+    """Our numpy dequantizer gives gguf-py's float32 values bit for bit (NaN included)."""
+    t = TYPES[name]
+    raw = random_blocks(name, 40).reshape(4, 10 * t.type_size)
+    ours = dequantize(raw, t, (4, 10 * t.block_size))
+    qtype = gguf.GGMLQuantizationType[name]
+    try:
+        ref = gguf.quants.dequantize(raw, qtype)
+    except NotImplementedError:
+        assert name == "Q8_K"  # gguf-py has no Q8_K: d (f32) times the int8 quants
+        d = raw.reshape(-1, t.type_size)[:, :4].copy().view("<f4")
+        q = raw.reshape(-1, t.type_size)[:, 4:260].copy().view(np.int8).astype(np.float32)
+        with np.errstate(over="ignore"):
+            ref = (q * d).reshape(4, -1)
+    assert ours.dtype == np.float32 and ours.shape == ref.shape
+    assert np.array_equal(ours, ref.astype(np.float32), equal_nan=True)
+
+
+@pytest.mark.parametrize("name", GGUF_QUANTIZES)
+def test_dequantize_quantized_weights(name: str) -> None:
+    """Blocks gguf-py quantized from Gaussian weights decode to its values exactly."""
+    qtype = gguf.GGMLQuantizationType[name]
+    t = TYPES[name]
+    w = np.random.default_rng(1).standard_normal((6, 4 * max(t.block_size, 256)), np.float32)
+    q = gguf.quants.quantize(w, qtype)
+    ours = dequantize(q, t, w.shape)
+    assert ours.tobytes() == gguf.quants.dequantize(q, qtype).astype(np.float32).tobytes()
+    assert np.abs(ours - w).mean() < np.abs(w).mean()  # they are the weights, roughly
+
+
+def test_grid_types_are_the_gguf_delegated_ones() -> None:
+    assert {"IQ2_XXS", "IQ3_S", "IQ1_M"} <= GRID_TYPES <= set(QUANTIZED)
+
+
+def _encode(name: str, raw: np.ndarray, shape: tuple[int, ...], chunk_bytes: int = 1 << 20):
+    t = TYPES[name]
+    spec = ArraySpec(t.dtype, shape, "w")
+    enc = GgmlCodec(name, chunk_bytes=chunk_bytes).encode_blocks(raw, spec)
+    codec = get_codec(msgpack.unpackb(msgpack.packb(enc.config)))  # plain data survives msgpack
+    return enc, codec, spec
+
+
+@pytest.mark.parametrize("name", ["Q4_1", "Q8_0", "Q6_K", "IQ2_XS", "F16", "BF16", "F32", "I32"])
+def test_blocks_round_trip_bit_exact_with_row_ranges(name: str) -> None:
+    t = TYPES[name]
+    rows, blocks_per_row = 13, 3
+    if t.plain:
+        raw = np.random.default_rng(2).integers(0, 256, (rows, blocks_per_row * t.type_size),
+                                                dtype=np.uint8)
+        if name in ("F16", "BF16", "F32"):  # finite values
+            raw = np.random.default_rng(2).standard_normal((rows, blocks_per_row)).astype(
+                {"F16": np.float16, "F32": np.float32}.get(name, np.float32))
+            if name == "BF16":
+                raw = (raw.view(np.uint32) >> 16).astype(np.uint16)
+            raw = raw.view(np.uint8).reshape(rows, -1)
+    else:
+        raw = random_blocks(name, rows * blocks_per_row).reshape(rows, -1)
+    shape = (rows, blocks_per_row * t.block_size)
+    row_bytes = raw.shape[1]
+    enc, codec, spec = _encode(name, raw, shape, chunk_bytes=4 * row_bytes)
+    assert len(enc.blobs) == 4  # ceil(13 / 4) blobs of whole rows
+    fetch = enc.blobs.__getitem__
+    back = codec.decode_blocks(fetch, len(enc.blobs), spec)
+    assert back.tobytes() == raw.tobytes()
+    values = codec.decode(fetch, len(enc.blobs), spec)
+    assert values.dtype == np.dtype(spec.np_dtype) and values.shape == shape
+    assert values.tobytes() == dequantize(raw, t, shape).tobytes()
+    fetched: list[int] = []
+
+    def counting(i: int) -> bytes:
+        fetched.append(i)
+        return enc.blobs[i]
+
+    part = codec.decode_blocks(counting, len(enc.blobs), spec, (5, 9))
+    assert part.tobytes() == raw[5:9].tobytes()
+    assert fetched == [1, 2]  # rows 4..7 and 8..11 only
+    assert codec.decode(fetch, len(enc.blobs), spec, (5, 9)).tobytes() == \
+        values[5:9].tobytes()
+
+
+def test_scales_compress() -> None:
+    """Smooth float16 scales code smaller than raw; the blob stays a few bytes over raw at
+    worst for random quants."""
+    rng = np.random.default_rng(3)
+    w = (rng.standard_normal((64, 1024)) * np.linspace(0.5, 2, 64)[:, None]).astype(np.float32)
+    q = gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
+    enc, _, _ = _encode("Q8_0", q, w.shape)
+    assert sum(len(b) for b in enc.blobs) < q.nbytes
+
+
+def test_float_encode_only_for_plain_types() -> None:
+    spec = ArraySpec("float32", (2, 32), "w")
+    with pytest.raises(CodecError, match="source blocks"):
+        GgmlCodec("Q4_0").encode(np.zeros((2, 32), np.float32), spec)
+    a = np.arange(8, dtype=np.float16).reshape(2, 4)
+    enc = GgmlCodec("F16").encode(a, ArraySpec("float16", (2, 4), "h"))
+    codec = get_codec(enc.config)
+    assert codec.decode(enc.blobs.__getitem__, len(enc.blobs), ArraySpec("float16", (2, 4))).tobytes() \
+        == a.tobytes()
+
+
+def test_rejects_bad_configs_and_specs() -> None:
+    raw = random_blocks("Q4_1", 4).reshape(2, -1)
+    enc, codec, spec = _encode("Q4_1", raw, (2, 64))
+    fetch = enc.blobs.__getitem__
+    with pytest.raises(CodecError, match="unknown ggml type"):
+        get_codec({**enc.config, "type": "Q9_9"})
+    with pytest.raises(CodecError, match="unknown keys"):
+        get_codec({**enc.config, "extra": 1})
+    with pytest.raises(CodecError, match="fields"):
+        get_codec({**enc.config, "fields": [[2, 2], [17, 1]]}).decode(fetch, 1, spec)
+    with pytest.raises(CodecError, match="layout"):
+        get_codec({**enc.config, "layout": 2}).decode(fetch, 1, spec)
+    with pytest.raises(CodecError, match="blobs stored"):
+        codec.decode(fetch, 2, spec)
+    with pytest.raises(CodecError, match="decodes to float32"):
+        codec.decode(fetch, 1, ArraySpec("float16", (2, 64)))
+    with pytest.raises(CodecError, match="multiple"):
+        codec.decode(fetch, 1, ArraySpec("float32", (2, 48)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=200), st.integers(0, 3))
+def test_hostile_blobs_raise_codec_error(data: bytes, mode: int) -> None:
+    raw = random_blocks("Q4_1", 4).reshape(2, -1)
+    enc, codec, spec = _encode("Q4_1", raw, (2, 64))
+    blob = enc.blobs[0]
+    if mode == 0:
+        bad = data
+    elif mode == 1:
+        bad = blob[:len(blob) // 2] + data
+    elif mode == 2:
+        bad = struct.pack("<3I", 1 << 30, 0, 0) + blob[12:]
+    else:
+        bad = blob + data[:1] if data else blob[:-1]
+    try:
+        out = codec.decode_blocks(lambda i: bad, 1, spec)
+    except CodecError:
+        return
+    assert out.shape == (2, raw.shape[1])  # a blob that decodes fills exactly the rows
+
+
+def test_conformance_vector_blocks_and_values() -> None:
+    """spec/vectors/v1-ggml: the stored blocks decode to the recorded digest, and their
+    values (own dequantizers, rowperm) to gguf-py's dequantization of those blocks."""
+    from pathlib import Path
+
+    from llmc_format.codecs.rowperm import stored_to_rows
+    from llmc_format.container import layout
+    from llmc_format.container.reader import Reader
+    from llmc_format.decode import read_native_blocks, read_tensor
+
+    path = Path(__file__).resolve().parents[2] / "spec" / "vectors" / "v1-ggml.llmc"
+    with Reader(path) as r:
+        assert len(r.keys()) >= 6
+        for name in r.keys():
+            e = r.tensor(name)
+            blocks = read_native_blocks(r, name)
+            assert layout.checksum(blocks) == e.digest["source"], name
+            t = e.pipeline[-1]["type"]
+            ref = gguf.quants.dequantize(np.frombuffer(blocks, np.uint8).reshape(e.shape[0], -1),
+                                         gguf.GGMLQuantizationType[t])
+            ref = np.asarray(ref).reshape(e.shape)
+            if e.pipeline[0]["id"] == "rowperm":
+                ref = stored_to_rows(ref, e.pipeline[0]["heads"])
+            got = read_tensor(r, name)
+            assert got.astype(np.float32).tobytes() == ref.astype(np.float32).tobytes(), name

@@ -1,0 +1,66 @@
+"""The GGUF layout record: prefix, gaps (any bytes), tail and inline tensors come back."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from llmc_format.errors import FormatError
+from llmc_format.io.gguf_layout import layout_record, parse_record, rebuild, referenced
+
+
+@dataclass
+class FakeType:
+    name: str
+
+
+@dataclass
+class FakeTensor:
+    """What ``layout_record`` reads of a ``gguf.GGUFReader`` tensor."""
+
+    name: str
+    data_offset: int
+    n_bytes: int
+    tensor_type: FakeType
+
+
+def _file(tmp_path: Path) -> tuple[Path, list[FakeTensor], bytes, bytes]:
+    prefix, a, gap, b, tail = b"GGUF-header" + b"\0" * 5, b"A" * 40, b"\x07\0\x09", b"B" * 17, b"\xff"
+    data = prefix + a + gap + b + tail
+    path = tmp_path / "f.gguf"
+    path.write_bytes(data)
+    tensors = [FakeTensor("b", len(prefix) + len(a) + len(gap), len(b), FakeType("I8")),
+               FakeTensor("a", len(prefix), len(a), FakeType("Q8_0"))]  # not in data order
+    return path, tensors, a, data
+
+
+def test_rebuild_is_byte_identical_with_gaps_and_inline_tensors(tmp_path: Path) -> None:
+    path, tensors, a, data = _file(tmp_path)
+    rec = parse_record(layout_record(path, tensors, 16, {"a": "archive.a"}))
+    assert referenced(rec) == {"archive.a": ("Q8_0", 40)}
+    assert rec["sha256"] == hashlib.sha256(data).hexdigest()
+    out = bytearray()
+    digest = rebuild(rec, {"archive.a": a}.__getitem__, out.extend)
+    assert bytes(out) == data and digest == rec["sha256"]
+
+
+def test_rebuild_refuses_wrong_sizes(tmp_path: Path) -> None:
+    path, tensors, a, _ = _file(tmp_path)
+    rec = parse_record(layout_record(path, tensors, 16, {"a": "archive.a"}))
+    with pytest.raises(FormatError, match="40"):
+        rebuild(rec, lambda name: a[:-1], lambda b: None)
+
+
+def test_parse_rejects_inconsistent_records(tmp_path: Path) -> None:
+    path, tensors, _, _ = _file(tmp_path)
+    good = msgpack.unpackb(layout_record(path, tensors, 16, {}), raw=False)
+    for bad in ({**good, "version": 2}, {**good, "size": good["size"] + 1},
+                {**good, "prefix": "text"}, {**good, "tensors": [{"name": "x"}]}):
+        with pytest.raises(FormatError):
+            parse_record(msgpack.packb(bad, use_bin_type=True))
+    with pytest.raises(FormatError):
+        parse_record(b"\xc1")
