@@ -46,6 +46,26 @@ import llmc_format
 from llmc_format.errors import LlmcError
 from llmc_format.units import format_size, parse_size
 
+
+def _codec_help() -> str:
+    """``pack --codec``'s help, naming every codec installed (plugins included).
+
+    Listing them imports every codec module and entry point (~0.2 s), so it is done only
+    when help is asked for, not on every start of the CLI.
+    """
+    text = ("exact (lossless; a GGUF's tensors keep their ggml types, unpack --format gguf "
+            "returns the same file) or a lossy video codec: vvc, hevc, av1; ffv1 is a lossless "
+            "video codec for comparison.")
+    if not {"--help", "-h"} & set(sys.argv[1:]):
+        return text
+    try:
+        from llmc_format.pipeline.policy import codec_choices
+
+        return f"{text} Installed: {', '.join(codec_choices())}."
+    except LlmcError as exc:  # a broken plugin: say so in the help rather than fail
+        return f"{text} ({exc})"
+
+
 EXIT_VERIFY_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LLMC_ERROR = 3
@@ -199,8 +219,7 @@ def pack(
     src: Annotated[Path, typer.Argument(help="A .safetensors file, a Hugging Face model "
                                         "directory, a torch state dict (.bin/.pt) or a .gguf file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
-    codec: Annotated[str, typer.Option(help="exact (lossless) or a lossy video codec: vvc, hevc, "
-                                       "av1; ffv1 is a lossless video codec for comparison.")] = "exact",
+    codec: Annotated[str, typer.Option(help=_codec_help())] = "exact",
     qp: Annotated[int, typer.Option(help="Quantizer of the lossy codec (higher = smaller); "
                                     "ignored with a target.")] = 37,
     bpw: Annotated[float | None, typer.Option(help="Target: all-in bits per lossy weight "
@@ -401,7 +420,7 @@ def unpack(
     formats in it are replaced and other files kept, unless the archive overwrites them.
     """
     from llmc_format.pipeline import unpack as up
-    from llmc_format.pipeline.executor import default_jobs
+    from llmc_format.runtime import default_jobs
 
     if fmt not in up.FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(up.FORMATS)}", param_hint="--format")
@@ -572,6 +591,11 @@ def repack(
     size: Annotated[str | None, typer.Option(help="Target whole-file size, e.g. 40MB.")] = None,
     snr: Annotated[float | None, typer.Option(help="Target SNR floor (dB) per lossy tensor, "
                                               "measured against the input archive.")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Instead of a target: copy the "
+                                         "archive with encoder console text cut off its video "
+                                         "blobs (what verify --strict reports), keeping each "
+                                         "cut only if it decodes to the stored frame hash; "
+                                         "lossless, nothing else changes.")] = False,
     weighting: Annotated[str, typer.Option(help="nmse (default) or mse.")] = "nmse",
     jobs: Annotated[int | None, typer.Option("-j", "--jobs")] = None,
     force: Annotated[bool, typer.Option("--force", "-f")] = False,
@@ -581,9 +605,14 @@ def repack(
     from llmc_format.pipeline.target import Target
     from llmc_format.pipeline.target import repack as do_repack
 
+    if repair and any(v is not None for v in (bpw, size, snr)):
+        raise typer.BadParameter("takes no --bpw/--size/--snr target", param_hint="--repair")
     with _errors():
         if output.exists() and not force:
             raise LlmcError(f"{output} exists; pass --force to overwrite it")
+        if repair:
+            _repair(archive, output, quiet)
+            return
         target = Target.parse(size=size, bpw=bpw, snr=snr)
         with _progress(quiet, "repacking") as update:
             rd = do_repack(archive, output, target, jobs=jobs, weighting=weighting,
@@ -592,6 +621,24 @@ def repack(
             _print_summary(output)
             out.print(f"lossy {rd['achieved']['lossy_bpw_all_in']:.3f} bits/weight all-in "
                       f"(target {target.kind}={target.value:g}), {rd['passes']} pass(es)")
+
+
+def _repair(archive: Path, output: Path, quiet: bool) -> None:
+    from llmc_format.pipeline.bitstreams import repair as do_repair
+
+    with _progress(quiet, "repairing") as update:
+        report = do_repair(archive, output, tool=f"llmc-format {llmc_format.__version__}",
+                           progress=update)
+    if quiet:
+        return
+    if report.output is None:
+        out.print(f"nothing to repair: every video blob of {archive} is well-formed; "
+                  f"{output} not written")
+        return
+    confirmed = sorted({d for v in report.repaired.values() for _, _, ds in v for d in ds})
+    out.print(f"repaired {report.blobs} blob(s) of {len(report.repaired)} tensor(s), "
+              f"{report.bytes_removed} bytes of console text removed; every cut blob decodes "
+              f"to its stored frame hash ({', '.join(confirmed)}): {output}")
 
 
 # ----------------------------------------------------------------------------- verify
@@ -604,13 +651,17 @@ def verify(
         help="The source model: lossless tensors must be bit-identical, lossy ones match "
         "their recorded SNR.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    strict: Annotated[bool, typer.Option(help="Also check every video blob's bitstream "
+                                         "structure and decode it with the installed second "
+                                         "decoders (VVdeC, libde265, aomdec/dav1d; "
+                                         "docs/decoders.md).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Check every checksum and byte, decode every tensor; exit 1 if anything is wrong."""
     from llmc_format.pipeline.verify import verify as do_verify
 
     with _errors(), _progress(quiet or as_json, "verifying") as update:
-        report = do_verify(archive, against=against, progress=update)
+        report = do_verify(archive, against=against, progress=update, strict=strict)
     if as_json:
         out.print_json(data=report.to_dict())
     elif not quiet:
@@ -619,8 +670,15 @@ def verify(
                       soft_wrap=True)
         bad = [t for t in report.tensors if not t.ok]
         for t in bad:
-            err.print(Text.assemble((f"tensor {printable(t.name)}:", "red"), " ",
-                                    printable(t.problem)), highlight=False, soft_wrap=True)
+            for problem in dict.fromkeys([t.problem, *t.bitstream_problems]):
+                err.print(Text.assemble((f"tensor {printable(t.name)}:", "red"), " ",
+                                        printable(str(problem))), highlight=False, soft_wrap=True)
+        if strict:
+            used = "; ".join(f"{c}: {', '.join(d) or 'no second decoder installed'}"
+                             for c, d in sorted(report.second_decoders.items()))
+            out.print(f"strict: {report.video_blobs_checked - report.video_blobs_failed} of "
+                      f"{report.video_blobs_checked} video blobs well-formed and decoded alike"
+                      f"{' (' + used + ')' if used else ''}")
         if report.ok:
             what = " and match the source" if against else ""
             out.print(f"OK: {len(report.tensors)} tensors and {report.attachments_checked} "

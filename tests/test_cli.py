@@ -111,3 +111,31 @@ def test_verify_detects_corruption(bf16_model: Path, tmp_path: Path) -> None:
 def test_version() -> None:
     r = run("--version")
     assert r.exit_code == 0 and "llmc" in r.output
+
+
+VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+
+
+@pytest.mark.parametrize("preset", ["medium", "slower"])
+def test_vvc_presets_the_help_offers_pack(preset: str, tmp_path: Path) -> None:
+    assert preset in run("pack", "--help").output
+    src = tmp_path / "w.safetensors"
+    save_file({"w": torch.randn(64, 256) * 0.02}, src)
+    r = run("pack", src, "-o", tmp_path / "w.llmc", "--codec", "vvc", "--preset", preset,
+            "-j", "1", "-q")
+    assert r.exit_code == 0, r.output
+    r = run("verify", tmp_path / "w.llmc", "--strict")
+    assert r.exit_code == 0 and "1 of 1 video blobs well-formed" in r.output, r.output
+
+
+def test_strict_verify_and_repair_of_the_known_bad_vector(tmp_path: Path) -> None:
+    old = VECTORS / "v1-lossy-vvc.llmc"
+    assert run("verify", old).exit_code == 0
+    r = run("verify", old, "--strict")
+    assert r.exit_code == 1 and "console text" in r.output and "0 of 1 video blobs" in r.output
+    r = run("repack", old, "-o", tmp_path / "fixed.llmc", "--repair", "--bpw", "3")
+    assert r.exit_code == 2  # a repair takes no target
+    r = run("repack", old, "-o", tmp_path / "fixed.llmc", "--repair")
+    assert r.exit_code == 0 and "104 bytes of console text removed" in r.output, r.output
+    r = run("verify", tmp_path / "fixed.llmc", "--strict")
+    assert r.exit_code == 0 and "1 of 1 video blobs" in r.output, r.output

@@ -41,3 +41,35 @@ def test_vector(name: str) -> None:
         for a, digest in expected["attachments"].items():
             assert layout.checksum(f.read_attachment(a)) == digest
     assert llmc_format.verify(path).ok
+
+
+DIGESTS = VECTORS / "SHA256SUMS"
+
+
+def test_every_vector_file_is_pinned_by_its_sha256() -> None:
+    """A vector is never regenerated silently: SHA256SUMS lists each file's digest."""
+    import hashlib
+
+    pinned = dict(reversed(line.split("  ", 1)) for line in DIGESTS.read_text().splitlines())
+    files = sorted(p.name for p in VECTORS.glob("*.llmc"))
+    assert sorted(pinned) == files
+    for name in files:
+        assert hashlib.sha256((VECTORS / name).read_bytes()).hexdigest() == pinned[name], name
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_vector_under_a_strict_reader(name: str) -> None:
+    """verify --strict: bitstream rules and the installed second decoders (docs/decoders.md).
+
+    A vector whose JSON has ``strict`` is known bad encoder output: a lenient reader reads
+    it (test_vector), a strict one reports exactly the tensor named."""
+    expected = json.loads((VECTORS / f"{name}.json").read_text())
+    if not expected["valid"]:
+        pytest.skip("invalid vector: no tensor to hold to the bitstream rules")
+    report = llmc_format.verify(VECTORS / f"{name}.llmc", strict=True)
+    if "strict" not in expected:
+        assert report.ok, [t.problem for t in report.tensors if not t.ok]
+        return
+    bad = [t for t in report.tensors if not t.ok]
+    assert [t.name for t in bad] == [expected["strict"]["tensor"]]
+    assert f"frame {expected['strict']['frame']}" in bad[0].problem

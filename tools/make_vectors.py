@@ -11,6 +11,7 @@ vector must never need: tests/test_vectors.py proves old files still read).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +21,14 @@ import numpy as np
 
 import llmc_format
 from llmc_format.container import layout
-from llmc_format.container.writer import append_metadata_update
-from llmc_format.pipeline.pack import tensor_digest
+from llmc_format.container.index import TensorEntry
+from llmc_format.container.writer import Writer, append_metadata_update
+from llmc_format.dtypes import name_of
+from llmc_format.pipeline.pack import encode_one, tensor_digest, write_packed
 
 VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+#: ``sha256sum`` lines of every published vector file: tests/test_vectors.py pins them
+DIGESTS = VECTORS / "SHA256SUMS"
 
 
 def _basic_tensors() -> dict[str, np.ndarray]:
@@ -106,10 +111,12 @@ def write_ggml_vector(p: Path) -> dict[str, int]:
     return blocks_digest
 
 
-def make_valid(name: str, write: Callable[[Path], None]) -> None:
+def make_valid(name: str, write: Callable[[Path], None], features: list[str] | None = None) -> None:
     path = VECTORS / f"{name}.llmc"
     write(path)
     expected: dict = {"valid": True, "tensors": {}, "attachments": {}}
+    if features:
+        expected["features"] = features
     with llmc_format.safe_open(path) as f:
         for k in f.keys():
             arr = f.get_tensor(k)
@@ -118,6 +125,173 @@ def make_valid(name: str, write: Callable[[Path], None]) -> None:
         for a in f.attachments():
             expected["attachments"][a] = layout.checksum(f.read_attachment(a))
     (VECTORS / f"{name}.json").write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
+
+
+def record_digest(path: Path) -> None:
+    """Add ``path``'s SHA-256 to SHA256SUMS (a published vector's line never changes)."""
+    lines = DIGESTS.read_text().splitlines() if DIGESTS.exists() else []
+    kept = [ln for ln in lines if not ln.endswith(f"  {path.name}")]
+    kept.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.name}")
+    DIGESTS.write_text("\n".join(sorted(kept, key=lambda ln: ln.split("  ", 1)[1])) + "\n")
+
+
+def write_archive(path: Path, tensors: list[tuple[str, np.ndarray, list[dict]]], *,
+                  aliases: dict[str, str] | None = None,
+                  attachments: list[tuple[str, bytes, bool]] = (),  # type: ignore[assignment]
+                  metadata: dict | None = None) -> None:
+    """An archive whose every tensor has the pipeline given here (not a policy's choice)."""
+    with Writer(path, metadata={"purpose": "conformance", **(metadata or {})}) as w:
+        for name, array, pipeline in tensors:
+            write_packed(w, encode_one(name, array, pipeline))
+        for alias, target in (aliases or {}).items():
+            t = next(x for x in tensors if x[0] == target)[1]
+            w.add_tensor(TensorEntry(alias, name_of(t.dtype), t.shape,
+                                     alias_of=target))
+        for name, data, compress in attachments:
+            w.add_attachment(name, data, compress=compress)
+
+
+def _w(shape: tuple[int, ...], seed: int, dtype: object = np.float32) -> np.ndarray:
+    """Weight-like values: Laplace-distributed, scale 0.03, a few outliers."""
+    rng = np.random.default_rng(seed)
+    w = rng.laplace(size=shape) * 0.03
+    w.reshape(-1)[:: max(1, w.size // 5)] *= 8
+    return w.astype(dtype)
+
+
+def _affine(bits: int = 10, **kw: object) -> dict:
+    return {"id": "affine", "bits": bits, **kw}
+
+
+def feature_vectors() -> dict[str, tuple[Callable[[Path], None], list[str]]]:
+    """The vectors of issue 20: one per feature a reader must get right (a few KB each)."""
+    bf16 = ml_dtypes.bfloat16
+
+    def lossy_vvc_2(p: Path) -> None:  # v1-lossy-vvc's recipe, after the bitstream fix
+        llmc_format.save_file(_lossy_tensors(), p, codec="vvc", qp=32, jobs=1)
+
+    def lossy_hevc(p: Path) -> None:
+        write_archive(p, [
+            # width 72: not a multiple of 16 (dec265's own tool crashes writing it)
+            ("hevc.row10", _w((96, 72), 1), [_affine(10), {"id": "hevc", "bits": 10, "qp": 28}]),
+            ("hevc.row12", _w((64, 64), 2), [_affine(12), {"id": "hevc", "bits": 12, "qp": 28}]),
+            ("hevc.shift2", _w((48, 80), 3), [_affine(8), {"id": "hevc", "bits": 8, "qp": 24}]),
+            ("hevc.blockdct", _w((64, 96), 4), [{"id": "blockdct", "bits": 10},
+                                                {"id": "hevc", "bits": 10, "qp": 26}]),
+        ])
+
+    def lossy_av1(p: Path) -> None:
+        svt = {"id": "av1", "encoder": "libsvtav1", "preset": 10}
+        aom = {"id": "av1", "encoder": "libaom-av1", "preset": 6}
+        write_archive(p, [
+            ("av1.svt10", _w((64, 96), 5), [_affine(10), {**svt, "bits": 10, "qp": 30}]),
+            ("av1.svt.shift4", _w((32, 64), 6), [_affine(6), {**svt, "bits": 6, "qp": 20}]),
+            ("av1.aom12", _w((48, 64), 7), [_affine(12), {**aom, "bits": 12, "qp": 24}]),
+        ])
+
+    def lossless_ffv1(p: Path) -> None:
+        write_archive(p, [
+            ("ffv1.gray8", _w((23, 37), 8), [_affine(8), {"id": "ffv1", "bits": 8}]),
+            ("ffv1.gray10", _w((40, 50), 9), [_affine(10), {"id": "ffv1", "bits": 10}]),
+            ("ffv1.gray12", _w((16, 64), 10), [_affine(12), {"id": "ffv1", "bits": 12}]),
+            ("ffv1.gray16", _w((9, 33), 11, np.float64), [_affine(16), {"id": "ffv1", "bits": 16}]),
+        ])
+
+    def affine_variants(p: Path) -> None:
+        vvc = {"id": "vvc", "bits": 10, "qp": 30}
+        write_archive(p, [
+            ("group.f16", _w((64, 160), 12), [_affine(10, granularity="group", group_size=48,
+                                                      param_dtype="float16"), vvc]),
+            ("tensor.bf16params", _w((48, 64), 13, bf16),
+             [_affine(10, granularity="tensor", param_dtype="bfloat16"), vvc]),
+            ("row.f32params.mseclip", _w((40, 64), 14),
+             [_affine(10, clip="mse", param_dtype="float32"), vvc]),
+            ("row.f64.bf16params", _w((32, 48), 15, np.float64),
+             [_affine(9, param_dtype="bfloat16"), {**vvc, "bits": 9}]),
+            ("blockdct16.bf16", _w((48, 80), 16, bf16), [{"id": "blockdct", "bits": 10,
+                                                          "block": 16}, vvc]),
+        ])
+
+    def tiling(p: Path) -> None:
+        small = {"max_width": 64, "max_height": 64, "target_pixels": 4096}
+        write_archive(p, [
+            # 3 bands x 4 tile columns; the last band and column are padded
+            ("tiled.affine", _w((150, 200), 17), [_affine(10), {"id": "vvc", "bits": 10, "qp": 30,
+                                                                **small}]),
+            # blockdct blocks against tile edges: tiles of 64 on the 32-grid, edge bands
+            ("tiled.blockdct", _w((100, 170), 18), [{"id": "blockdct", "bits": 10},
+                                                    {"id": "vvc", "bits": 10, "qp": 30, **small}]),
+            ("tiled.hevc", _w((72, 136), 19), [_affine(10), {"id": "hevc", "bits": 10, "qp": 28,
+                                                             **small}]),
+            ("tiled.ffv1", _w((30, 70), 20), [_affine(10), {"id": "ffv1", "bits": 10,
+                                                            "max_width": 32, "max_height": 16,
+                                                            "target_pixels": 256}]),
+        ])
+
+    def shapes(p: Path) -> None:
+        vvc = {"id": "vvc", "bits": 10, "qp": 30, "max_width": 128, "target_pixels": 4096}
+        write_archive(p, [
+            ("rank1", _w((300,), 21), [_affine(10), vvc]),  # one row: 1 x 300, 3 tile columns
+            ("rank3", _w((6, 8, 24), 22), [_affine(10), vvc]),  # 6 x 192
+            ("rank4.bf16", _w((2, 3, 8, 16), 23, bf16), [_affine(10), vvc]),  # 2 x 384
+            ("rank3.blockdct", _w((4, 40, 36), 24), [{"id": "blockdct", "bits": 10}, vvc]),
+        ])
+
+    def exact_dtypes(p: Path) -> None:
+        rng = np.random.default_rng(25)
+        f8 = np.array([0.0, -0.0, 1.5, -448.0, 448.0, 2.0**-9, np.nan, 0.1], dtype=np.float32)
+        write_archive(p, [
+            ("f8_e4m3fn", f8.astype(ml_dtypes.float8_e4m3fn).reshape(2, 4), [{"id": "exact"}]),
+            ("f8_e5m2", np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 57344.0, 2.0**-16, 0.3],
+                                 dtype=np.float32).astype(ml_dtypes.float8_e5m2),
+             [{"id": "exact"}]),
+            ("u8", rng.integers(0, 256, (5, 7), dtype=np.uint8), [{"id": "exact"}]),
+            ("u16", rng.integers(0, 1 << 16, (33,), dtype=np.uint16), [{"id": "exact"}]),
+            ("u32", np.array([0, 1, 2**31, 2**32 - 1], dtype=np.uint32), [{"id": "exact"}]),
+            ("u64", np.array([0, 2**63, 2**64 - 1], dtype=np.uint64), [{"id": "exact"}]),
+            ("i16", rng.integers(-(1 << 15), 1 << 15, (4, 4, 2), dtype=np.int16), [{"id": "exact"}]),
+            ("i32", np.array([-(2**31), -1, 0, 2**31 - 1], dtype=np.int32), [{"id": "exact"}]),
+            ("bf16.specials", np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-40, 3e38],
+                                       dtype=np.float32).astype(ml_dtypes.bfloat16),
+             [{"id": "exact"}]),
+            ("f64.rank5", rng.standard_normal((1, 2, 1, 3, 2)), [{"id": "exact"}]),
+        ])
+
+    def aliases_attachments(p: Path) -> None:
+        emb = _w((64, 48), 26)
+        config = json.dumps({"model_type": "conformance", "tie_word_embeddings": True,
+                             "layers": list(range(40))}, indent=2).encode()
+        write_archive(p, [
+            ("embed.weight", emb, [_affine(10), {"id": "vvc", "bits": 10, "qp": 30}]),
+            ("norm.weight", np.ones(48, dtype=np.float32), [{"id": "exact"}]),
+        ], aliases={"lm_head.weight": "embed.weight", "norm.alias": "norm.weight"},
+            attachments=[("config.json", config, True),  # compresses: stored zstd
+                         ("tokenizer/merges.bin", bytes(np.random.default_rng(27).integers(
+                             0, 256, 300, dtype=np.uint8)), True),  # random: stays raw
+                         ("empty.txt", b"", True),  # an empty file is an empty zstd frame
+                         ("notes/raw.txt", b"stored without compression\n" * 4, False)])
+
+    return {
+        "v1-lossy-vvc-2": (lossy_vvc_2, ["vvc", "affine row", "exact", "clean bitstream"]),
+        "v1-lossy-hevc": (lossy_hevc, ["hevc", "gray10le", "gray12le", "shift 2", "blockdct"]),
+        "v1-lossy-av1": (lossy_av1, ["av1 libsvtav1 yuv420p10le", "av1 libaom-av1 gray12le",
+                                     "shift 4"]),
+        "v1-lossless-ffv1": (lossless_ffv1, ["ffv1 gray/gray10le/gray12le/gray16le",
+                                             "odd frame sizes (align 1)", "float64 source"]),
+        "v1-affine-variants": (affine_variants, ["affine group/tensor granularity",
+                                                 "param_dtype float16/bfloat16/float32",
+                                                 "clip mse", "bits 9", "blockdct block 16"]),
+        "v1-tiling": (tiling, ["multi-frame tiling: bands x tile columns", "edge padding",
+                               "blockdct across tile edges", "hevc and ffv1 tiles"]),
+        "v1-lossy-shapes": (shapes, ["rank-1 lossy", "rank-3 and rank-4 lossy",
+                                     "blockdct on rank 3"]),
+        "v1-exact-dtypes": (exact_dtypes, ["float8_e4m3fn", "float8_e5m2", "uint8..uint64",
+                                           "int16/int32", "bfloat16 specials", "rank 5"]),
+        "v1-aliases-attachments": (aliases_attachments, ["aliases (tied weights) of lossy and "
+                                                         "exact tensors", "attachments raw and "
+                                                         "zstd", "empty attachment",
+                                                         "attachment paths"]),
+    }
 
 
 def make_invalid(name: str, base: str, patch: Callable[[bytearray], None], error: str) -> None:
@@ -166,16 +340,18 @@ def main() -> None:
         llmc_format.save_file({"t": np.arange(12, dtype=np.float32).reshape(3, 4)}, p)
         append_metadata_update(p, metadata={"user": {"updated": True}})
 
-    valid = {"v1-exact-basic": exact_basic, "v1-lossy-vvc": lossy_vvc,
-             "v1-metadata-update": updated, "v1-lossy-vvc-blockdct": lossy_vvc_blockdct,
-             "v1-ggml": ggml_vector}
-    for name, fn in valid.items():
+    valid: dict[str, tuple[Callable[[Path], None], list[str]]] = {
+        "v1-exact-basic": (exact_basic, []), "v1-lossy-vvc": (lossy_vvc, []),
+        "v1-metadata-update": (updated, []), "v1-lossy-vvc-blockdct": (lossy_vvc_blockdct, []),
+        "v1-ggml": (ggml_vector, []), **feature_vectors()}
+    for name, (fn, features) in valid.items():
         if args.only not in (None, name):
             continue
         if (VECTORS / f"{name}.llmc").exists() and not args.force:
             print(f"keep {name}")
             continue
-        make_valid(name, fn)
+        make_valid(name, fn, features)
+        record_digest(VECTORS / f"{name}.llmc")
         print(f"wrote {name}")
     invalid = {
         "bad-future-major": (lambda d: _set_header(d, major=2), "VersionError"),
@@ -190,6 +366,7 @@ def main() -> None:
             print(f"keep {name}")
             continue
         make_invalid(name, "v1-exact-basic", patch, error)
+        record_digest(VECTORS / f"{name}.llmc")
         print(f"wrote {name}")
 
 

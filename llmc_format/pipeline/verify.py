@@ -3,6 +3,11 @@
 The report says, per tensor, whether it is intact — so a user of a damaged file knows
 which tensors can still be salvaged (``safe_open(..., verify_checksums=False)`` or
 reading the intact ones).
+
+``strict=True`` also holds every stored video blob to the bitstream rules and decodes it
+with each installed second decoder (``bitstreams.py``): a blob FFmpeg decodes but another
+conforming decoder rejects is a problem too (``llmc repack --repair`` fixes the known
+kind).
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from llmc_format.container.index import unpack_index_bytes
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
+from llmc_format.metrics import distortion
 from llmc_format.pipeline.pack import tensor_digest
-from llmc_format.rd.metrics import distortion
 
 #: recomputed SNR may differ from the recorded one by this much (dB) before it is flagged
 SNR_TOLERANCE_DB = 0.01
@@ -37,6 +42,8 @@ class TensorCheck:
     lossless: bool | None = None
     snr_db_recorded: float | None = None
     snr_db_measured: float | None = None
+    #: ``strict``: the problems of its video blobs (bitstream rules, second decoders)
+    bitstream_problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -47,6 +54,12 @@ class VerifyReport:
     tensors: list[TensorCheck] = field(default_factory=list)
     attachments_checked: int = 0
     against: str | None = None
+    strict: bool = False
+    #: ``strict``: per codec, the second decoders used (empty: none installed) and the
+    #: video blobs checked / agreed with by every second decoder
+    second_decoders: dict[str, list[str]] = field(default_factory=dict)
+    video_blobs_checked: int = 0
+    video_blobs_failed: int = 0
 
     def fail(self, problem: str) -> None:
         self.ok = False
@@ -105,9 +118,11 @@ def verify(
     *,
     against: str | os.PathLike[str] | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    strict: bool = False,
 ) -> VerifyReport:
     """Check ``path`` completely; compare with the source model ``against`` if given."""
-    report = VerifyReport(str(path), against=str(against) if against else None)
+    report = VerifyReport(str(path), against=str(against) if against else None,
+                          strict=strict)
     try:
         reader = Reader(path)
     except LlmcError as exc:
@@ -141,6 +156,8 @@ def verify(
             else:
                 check = _check_tensor(r, entry.name, source_items.get(entry.name),
                                       against is not None)
+                if strict and (against is None or entry.alias_of is None):  # once per target
+                    _check_bitstreams(r, entry.name, check, report)
                 if against is None:
                     by_target[target] = check
             report.tensors.append(check)
@@ -149,6 +166,25 @@ def verify(
             if progress:
                 progress(entry.name, i + 1, len(entries))
     return report
+
+
+def _check_bitstreams(r: Reader, name: str, check: TensorCheck, report: VerifyReport) -> None:
+    from llmc_format.pipeline.bitstreams import check_tensor
+
+    try:
+        blobs, decoders = check_tensor(r, name)
+    except LlmcError as exc:
+        blobs, decoders = [], []
+        check.bitstream_problems.append(str(exc))
+    for b in blobs:
+        report.second_decoders.setdefault(b.codec, decoders)
+        report.video_blobs_checked += 1
+        if not b.ok:
+            report.video_blobs_failed += 1
+            check.bitstream_problems.extend(b.problems)
+    if check.bitstream_problems:
+        check.ok = False
+        check.problem = check.problem or check.bitstream_problems[0]
 
 
 def _check_tensor(r: Reader, name: str, source: Callable[[], np.ndarray] | None,

@@ -73,12 +73,6 @@ def check(codec_id: str, blob: bytes, what: str = "blob") -> None:
     """Raise ``BitstreamError`` unless ``blob`` is one well-formed ``codec_id`` bitstream."""
     if codec_id in _NAL_RULES:
         parse_annexb(codec_id, blob, what)
-        start = console_text_start(blob)
-        if start is not None:
-            raise BitstreamError(
-                f"{what}: console text after the bitstream's last coded byte, from offset "
-                f"{start} of {len(blob)}: {blob[start:start + 60]!r} (an encoder printed into "
-                f"the bitstream; `llmc repack --repair` strips it)")
     elif codec_id == "av1":
         parse_obus(blob, what)
     elif codec_id == "ffv1":
@@ -86,6 +80,12 @@ def check(codec_id: str, blob: bytes, what: str = "blob") -> None:
             raise BitstreamError(f"{what}: not a NUT stream (no NUT file signature)")
     else:
         raise BitstreamError(f"{what}: no bitstream rules for codec {codec_id!r}")
+    start = console_text_start(blob)
+    if start is not None:
+        raise BitstreamError(
+            f"{what}: console text after the bitstream's last coded byte, from offset "
+            f"{start} of {len(blob)}: {blob[start:start + 60]!r} (an encoder printed into "
+            f"the bitstream; `llmc repack --repair` strips it)")
 
 
 def parse_annexb(codec_id: str, blob: bytes, what: str = "blob") -> list[NalUnit]:

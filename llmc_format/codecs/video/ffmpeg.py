@@ -1,6 +1,7 @@
 """The FFmpeg binary: find it, ask it what it can do, run one encode through pipes.
 
-This is the only module in llmc that starts processes. Encoding goes through the FFmpeg
+This is the only module in llmc that starts encoder processes (``crossdecode.py`` starts
+the second decoders). Encoding goes through the FFmpeg
 command-line tool rather than PyAV because the encoders we want (libvvenc above all) ship
 in the static binary of ``imageio-ffmpeg``, while PyAV's wheels carry no VVC encoder.
 

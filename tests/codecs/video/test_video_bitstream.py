@@ -57,6 +57,8 @@ def test_fresh_blobs_of_every_codec_pass(vvc_blob: bytes, hevc_blob: bytes, av1_
     ffv1 = _blobs({"id": "ffv1"})[0]
     for codec, blob in (("vvc", vvc_blob), ("hevc", hevc_blob), ("av1", av1_blob), ("ffv1", ffv1)):
         bitstream.check(codec, blob)
+        with pytest.raises(BitstreamError, match=r"console text|reserved header bit"):
+            bitstream.check(codec, blob + b"Configuration warning: a message\n\n")
 
 
 def test_the_old_vvc_vector_blob_is_rejected_and_its_console_text_located() -> None:
