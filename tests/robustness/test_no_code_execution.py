@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 import llmc_format
 from llmc_format.cli import app
 from llmc_format.container.writer import Writer
+from llmc_format.errors import FormatError
 from llmc_format.pipeline.pack import encode_one, write_packed
 
 runner = CliRunner()
@@ -89,7 +90,7 @@ def test_unpack_refuses_attachment_names_that_escape(
         write_packed(w, encode_one("w", np.ones((2, 2), np.float32), [{"id": "exact"}]))
         w.add_attachment("config.json", b'{"evil": true}')
     rewrite_index(with_attachment, lambda o: o["attachments"][0].update(name=name))
-    with pytest.raises(llmc_format.FormatError, match="attachment"):  # refused at open
+    with pytest.raises(FormatError, match="attachment name"):  # refused at open (§5.5)
         llmc_format.safe_open(with_attachment)
     assert runner.invoke(app, ["verify", str(with_attachment), "-q"]).exit_code == 1
     before = _tree(tmp_path)
