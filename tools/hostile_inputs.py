@@ -366,7 +366,8 @@ def archive_cases(b: Builder, marker: str) -> Iterator[tuple[Case, Callable[[], 
             Case(
                 f"tensor name {name[:24]!r}",
                 "names (collisions, markup, escapes)",
-                _arc_runs("inspect", "unpack", tensor=name),
+                _arc_runs("inspect", "verify", "unpack", tensor=name),
+                check=_unpacked_is_archive,
             ),
             b.forge("exact", tname),
         )
