@@ -1020,7 +1020,9 @@ def main() -> int:
             flush=True,
         )
     totals.seconds = time.monotonic() - t_start
-    report = _report(totals, rows, " ".join(sys.argv[1:]))
+    shown = [a for a, prev in zip(sys.argv[1:], ["", *sys.argv[1:]], strict=False)
+             if a != "--workdir" and prev != "--workdir"]  # no machine's temp path in reports
+    report = _report(totals, rows, " ".join(shown))
     print(report.split("\n## Cases")[0])
     if args.out:
         Path(args.out).write_text(report)
