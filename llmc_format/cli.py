@@ -367,8 +367,9 @@ def pack(
                               progress=lambda ev, name, d, t: view(
                                   "encoding" if ev in ("tensor", "start") else ev, name, d, t))
             except (LlmcError, KeyboardInterrupt):
-                if not options.targeted and \
-                        output.with_name(f".{output.name}.partial.journal").exists():
+                from llmc_format.container.journal import leftovers
+
+                if not options.targeted and any(j.exists() for _, j in leftovers(output)):
                     err.print("note: finished tensors were kept; rerun the same command "
                               "with --resume to continue")
                 raise
