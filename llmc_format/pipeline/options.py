@@ -308,7 +308,7 @@ def check_paths(src: str | os.PathLike[str] | None, dst: str | os.PathLike[str],
         if not s.exists():
             raise ArchiveNotFoundError(f"{s}: no such file or directory")
         if out.exists() and s.exists() and out.resolve() == s.resolve():
-            raise UsageError(f"-o {out} is the source itself")
+            raise LlmcError(f"-o {out} is the source itself")
 
 
 def _is_glob(pattern: str) -> bool:
