@@ -50,6 +50,7 @@ from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
 from llmc_format.io.base import TensorEntry as SourceTensor
+from llmc_format.outfiles import OutputLock, check_output_file, check_outside_source, temp_dir
 from llmc_format.pipeline.pack import (
     encode_entry,
     encode_one,
@@ -304,6 +305,8 @@ def pack_to_target(
     ``calibration`` is None) beforehand, by a caller packing one source to several targets
     (they depend on the source and text only); used instead of computing them again.
     """
+    check_outside_source(Path(dst), source.path)  # before measuring anything
+    check_output_file(Path(dst))
     if not (policy.codec_class.sample_qps and policy.codec_class.qp_range):
         raise TargetError(f"size/quality targets need a lossy codec ({', '.join(target_codecs())}), "
                           f"not {policy.codec!r}")
@@ -342,13 +345,13 @@ def pack_to_target(
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
                    for n, c in plan.curves.items()}
     dst = Path(dst)
-    work_dir = dst.with_name(f".{dst.name}.rd")
-    work_dir.mkdir(exist_ok=True)
-    try:
-        return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
-                       names, work_dir, progress, pack_kwargs)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    with OutputLock(dst):  # a second writer of dst fails at once; passes go to a private dir
+        work_dir = temp_dir(dst, ".rd")
+        try:
+            return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
+                           names, work_dir, progress, pack_kwargs)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: Target, *,
@@ -496,6 +499,7 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
             raise TargetError(f"could not meet the {target.kind} target {target.value:g} in "
                               f"{npass} passes (last file {file_bytes:,} bytes)")
     assert previous is not None
+    check_output_file(dst)
     os.replace(previous, dst)
     summary["achieved"] = _achieved(dst, names)
     return summary
