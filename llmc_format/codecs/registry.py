@@ -96,4 +96,3 @@ def codec_classes() -> dict[str, type[Codec]]:
 def final_codecs() -> dict[str, type[ArrayBytesCodec]]:
     """Every registered final (array→bytes) stage; the ``selectable`` ones are ``--codec`` choices."""
     return {i: c for i, c in codec_classes().items() if issubclass(c, ArrayBytesCodec)}
-
