@@ -97,7 +97,10 @@ def read_native_blocks(reader: Reader, name: str) -> bytes:
     """The source bytes a natively stored tensor keeps (its final ``ggml`` stage's blocks,
     in the source's row order), without decoding them to values."""
     entry = reader.resolve(name)
-    stages = build(entry.pipeline, f"tensor {name!r}")
+    # the same checks as read_tensor: closed stored configs, and no more declared bytes
+    # than the blobs can hold (decode_blocks allocates the whole tensor's blocks first)
+    stages = build(entry.pipeline, f"tensor {name!r}", stored=True)
+    check_expansion(reader, entry)
     decode_blocks = getattr(stages[-1], "decode_blocks", None)
     if decode_blocks is None:
         raise CodecError(f"tensor {name!r} is not stored in its source encoding")
