@@ -15,7 +15,7 @@ from typing import Any
 from llmc_format.codecs.base import ArrayBytesCodec, Codec
 from llmc_format.errors import CodecError, UnknownCodecError
 
-#: id -> "module:Class" of the built-in codecs. Ids are forever; see spec/FORMAT.md §codecs.
+#: id -> "module:Class" of the built-in codecs. Ids are forever; see spec/FORMAT.md §7.
 _BUILTIN: dict[str, str] = {
     "exact": "llmc_format.codecs.exact:ExactCodec",
     "ggml": "llmc_format.codecs.ggml:GgmlCodec",

@@ -40,7 +40,7 @@ KNOWN_REQUIRED_FEATURES = 0
 #: Optional-feature bits are informational; unknown ones are ignored.
 KNOWN_OPTIONAL_FEATURES = 0
 
-# Limits a reader enforces before allocating (spec/FORMAT.md §limits).
+# Limits a reader enforces before allocating (spec/FORMAT.md §8).
 MAX_NAME_BYTES = 1024
 #: attachments whose name starts with this are the archive's own records (e.g. the GGUF
 #: layout record), not files of the model: unpack and loaders do not write them out
