@@ -484,6 +484,15 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
+def _print_json(data: Any) -> None:
+    """JSON on stdout: highlighted on a terminal; plain ``json.dumps`` into a pipe or file,
+    where rich's highlighting cost ~100x the text in memory (275 MB for 5,000 tensors)."""
+    if out.is_terminal:
+        out.print_json(data=data)
+    else:
+        sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
 def _fmt(v: Any, spec: str = ".2f") -> str:
     if v is None:
         return "-"
@@ -509,7 +518,7 @@ def inspect(
     if plot is not None:
         _plot_rd(d, plot)
     if as_json:
-        out.print_json(data=_jsonable(d))
+        _print_json(_jsonable(d))
         return
     if rd:
         _print_rd(d)
@@ -701,7 +710,7 @@ def verify(
             else:
                 report.signature = str(signature)
     if as_json:
-        out.print_json(data=report.to_dict())
+        _print_json(report.to_dict())
     elif not quiet:
         for p in report.file_problems:
             err.print(Text.assemble(("problem:", "red"), " ", printable(p)), highlight=False,

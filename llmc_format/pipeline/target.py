@@ -311,6 +311,11 @@ def pack_to_target(
         raise TargetError(f"weighting must be 'auto', 'mse' or 'nmse', not {weighting!r}")
     jobs = jobs or default_jobs()
     policy = with_target_scaling(policy)
+    if plan is None:
+        whole = pack_exact_if_it_fits(source, dst, target, policy=policy, jobs=jobs,
+                                      progress=progress, **pack_kwargs)
+        if whole is not None:
+            return whole
     plan = plan or measure_source(source, policy, jobs, progress=progress)
     if not plan.curves:
         raise TargetError("no tensor is lossy under this policy: nothing to optimize "
@@ -344,6 +349,65 @@ def pack_to_target(
                        names, work_dir, progress, pack_kwargs)
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: Target, *,
+                          policy: Policy, jobs: int | None = None,
+                          progress: Progress | None = None,
+                          **pack_kwargs: Any) -> dict[str, Any] | None:
+    """Keep every tensor exact when that meets a size or bpw target; None if it does not.
+
+    Exact storage is every candidate's zero-error choice, so when the whole model kept
+    exact (in its source encoding) fits, it is the allocation's answer — found here
+    without RD samples or calibration. The exact sizes are added up tensor by tensor and
+    the search stops as soon as the budget is exceeded; only a fitting model is packed.
+    """
+    if target.kind == "snr":
+        return None
+    policy = with_target_scaling(policy)
+    jobs = jobs or default_jobs()
+    items = list(source.tensors())
+    names = {n for n, e in items if policy.is_lossy(n, e.dtype, e.shape)}
+    if not names:
+        return None
+    att = sum(len(data) for _, data in source.attachments())
+    index = layout.HEADER_SIZE + layout.FOOTER_SIZE + 600 * (len(items) + 8) + 64 * len(items)
+    weights = sum(math.prod(e.shape) for n, e in items if n in names)
+    total = index + (att if target.kind == "size" else 0)
+    budget = target.value if target.kind == "size" else target.value * weights / 8
+
+    def size(item: tuple[str, SourceTensor]) -> int:
+        n, e = item
+        if n in names:
+            return exact_bytes(n, e, policy)
+        packed = encode_entry(n, e, policy.pipeline(n, e.dtype, e.shape))
+        return sum(len(b) for _, b in packed.encoded.blobs) if target.kind == "size" else 0
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for nbytes in pool.map(size, items):
+            total += nbytes
+            if total > budget:
+                return None  # (the pool finishes the tensors already started)
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.exact")
+    summary: dict[str, Any] = {"target": target.describe(), "lambda": None,
+                               "weighting": "none (every candidate fits exact)", "passes": 1,
+                               "predicted_lossy_bits": 0.0, "kept_exact": sorted(names)}
+    pack_source(source, tmp, policy=pinned_exact(policy, names), jobs=jobs,
+                rd_records={n: {"kept_exact": True} for n in names},
+                extra_metadata={"rd": summary},
+                progress=(lambda ev, n, d, t: progress("exact", n, d, t)) if progress else None,
+                **pack_kwargs)
+    achieved = _achieved(tmp, names)
+    value = achieved["file_bytes"] if target.kind == "size" else achieved["rd_bpw_all_in"]
+    if value > target.value:  # the estimate of the index was short: allocate after all
+        tmp.unlink()
+        return None
+    if value < target.value * (1 - target.tolerance):
+        summary["within_tolerance"] = False
+    os.replace(tmp, dst)
+    summary["achieved"] = achieved
+    return summary
 
 
 def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
