@@ -135,7 +135,11 @@ class Reader:
         try:
             return self._tensors[name]
         except KeyError:
-            raise TensorNotFoundError(f"no tensor named {name!r} in {self.path}") from None
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self._tensors), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TensorNotFoundError(f"no tensor named {name!r} in {self.path}{hint}") from None
 
     def resolve(self, name: str) -> TensorEntry:
         """The entry holding the data of ``name`` (follows ``alias_of``)."""
