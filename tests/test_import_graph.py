@@ -20,7 +20,8 @@ PKG = Path(__file__).resolve().parents[1] / "llmc_format"
 #: Each entry is a module or a package prefix; every module must fall into one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("llmc_format.errors", "llmc_format.dtypes", "llmc_format.units", "llmc_format.version",
-              "llmc_format.metrics", "llmc_format.runtime", "llmc_format.plaindata")),
+              "llmc_format.metrics", "llmc_format.runtime", "llmc_format.plaindata",
+              "llmc_format.outfiles")),
     ("container", ("llmc_format.container",)),
     ("codecs", ("llmc_format.codecs",)),
     ("quant", ("llmc_format.quant",)),
@@ -28,14 +29,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("io", ("llmc_format.io",)),
     ("rd", ("llmc_format.rd",)),
     ("pipeline", ("llmc_format.pipeline",)),
-    ("public", ("llmc_format.api", "llmc_format.transformers", "llmc_format.cli", "llmc_format")),
+    ("public", ("llmc_format.api", "llmc_format.transformers", "llmc_format.cli",
+                "llmc_format.inspect_view", "llmc_format.progress_view", "llmc_format.rd_plot",
+                "llmc_format")),
 ]
 
 #: Upward edges that exist today and are being removed (issue 19); must only shrink.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("llmc_format.pipeline.pack", "llmc_format.transformers"),
-    ("llmc_format.pipeline.unpack", "llmc_format.transformers"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
