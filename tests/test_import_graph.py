@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parents[1] / "llmc_format"
 #: Each entry is a module or a package prefix; every module must fall into one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("llmc_format.errors", "llmc_format.dtypes", "llmc_format.units", "llmc_format.version",
-              "llmc_format.plaindata")),
+              "llmc_format.metrics", "llmc_format.runtime", "llmc_format.plaindata")),
     ("container", ("llmc_format.container",)),
     ("codecs", ("llmc_format.codecs",)),
     ("quant", ("llmc_format.quant",)),
@@ -90,7 +90,9 @@ def layer_of(module: str) -> int:
     best, best_len = None, -1
     for rank, (_, prefixes) in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
+            # the package facade ("llmc_format") is one module, not a prefix of all of them
+            inside = prefix != "llmc_format" and module.startswith(prefix + ".")
+            if (module == prefix or inside) and len(prefix) > best_len:
                 best, best_len = rank, len(prefix)
     if best is None:
         raise KeyError(module)
@@ -187,3 +189,25 @@ def test_graph_sees_lazy_and_relative_imports() -> None:
     # function-level import in the package facade
     assert "llmc_format.api" in graph["llmc_format"]
     assert "llmc_format.codecs.base" in graph["llmc_format.codecs.registry"]
+
+
+def _imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            roots |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_package_and_tests_import_no_tools_or_research() -> None:
+    """``tools/`` (user-facing scripts) and ``research/`` (probes) are not installed: the
+    package never imports them, and neither do the tests, except ``tests/tools`` (the
+    tools' own tests)."""
+    tests = PKG.parent / "tests"
+    files = [*MODULES.values(), *(p for p in tests.rglob("*.py") if "tools" not in
+                                  p.relative_to(tests).parts[:1])]
+    offending = [str(p.relative_to(PKG.parent)) for p in files
+                 if _imported_roots(p) & {"tools", "research"}]
+    assert not offending

@@ -48,6 +48,7 @@ def run(gguf: Path, jobs: int) -> dict:
         t_st = time.perf_counter() - t0
         out = Path(tmp) / "g" / "model.gguf"
         by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+        by_field: dict[tuple[str, int], list[int]] = defaultdict(lambda: [0, 0])
         with Reader(arc) as r:
             for e in r.index.tensors:
                 if e.alias_of is not None:
@@ -57,6 +58,8 @@ def run(gguf: Path, jobs: int) -> dict:
                 by_type[key][0] += 1
                 by_type[key][1] += int((e.rd or {}).get("source_bytes", e.nbytes))
                 by_type[key][2] += e.stored_bytes
+                if last.get("id") == "ggml":
+                    _count_fields(r, e, key, by_field)
             attachments = {a.name: a.blob.length for a in r.attachments()}
         st_bytes = sum(p.stat().st_size for p in (Path(tmp) / "s").glob("*.safetensors"))
         return {
@@ -64,7 +67,27 @@ def run(gguf: Path, jobs: int) -> dict:
             "archive_bytes": arc.stat().st_size, "sha_in": _sha256(gguf), "sha_out": _sha256(out),
             "pack_s": t_pack, "unpack_gguf_s": t_gguf, "unpack_safetensors_s": t_st,
             "safetensors_bytes": st_bytes, "by_type": dict(by_type), "attachments": attachments,
+            "by_field": dict(by_field),
         }
+
+
+def _count_fields(r: Reader, e: object, key: str,
+                  by_field: dict[tuple[str, int], list[int]]) -> None:
+    """Source and stored bytes of each block field (stream) of a ``ggml`` tensor: the
+    blob header's u32 lengths (spec §7.6), against the field's share of the blocks."""
+    import struct
+
+    last = e.pipeline[-1]  # type: ignore[attr-defined]
+    fields = last["fields"]
+    ts = sum(n for n, _ in fields)
+    stage = len(e.pipeline) - 1  # type: ignore[attr-defined]
+    source = int((e.rd or {}).get("source_bytes", 0))  # type: ignore[attr-defined]
+    for i, (n, _) in enumerate(fields):
+        by_field[(key, i)][0] += source // ts * n
+    for ref in e.stage_blobs(stage):  # type: ignore[attr-defined]
+        blob = r.read_blob(ref)
+        for i, length in enumerate(struct.unpack_from(f"<{len(fields)}I", blob, 0)):
+            by_field[(key, i)][1] += length + 4
 
 
 def report(f: dict, command: str) -> str:
@@ -97,6 +120,15 @@ def report(f: dict, command: str) -> str:
     ]
     for t, (n, src, stored) in sorted(f["by_type"].items()):
         lines.append(f"| {t} | {n} | {src:,} | {stored:,} | {stored / max(src, 1):.4f} |")
+    lines += ["", "Per block field (stream; the field's bytes in the GGUF vs stored, its "
+              "4-byte length included; layout in spec/FORMAT.md §7.6):", "",
+              "| ggml type | field | bytes per block | GGUF bytes | stored bytes | ratio |",
+              "|---|---|---|---|---|---|"]
+    from llmc_format.codecs.ggml_types import TYPES
+
+    for (t, i), (src, stored) in sorted(f["by_field"].items()):
+        n = TYPES[t].fields[i][0]
+        lines.append(f"| {t} | {i} | {n} | {src:,} | {stored:,} | {stored / max(src, 1):.4f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -59,9 +59,9 @@ if __package__ in (None, ""):  # run as a script: make `tools` importable
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.codecs.pipeline import EncodedTensor, decode_encoded, encode_tensor
 from llmc_format.errors import LlmcError
+from llmc_format.metrics import error_energy, snr_record
 from llmc_format.quant.affine import dequantize, quantize
 from llmc_format.quant.grid import Grid, window
-from llmc_format.quant.metrics import error_sums, snr_from_sums
 
 VIDEO_CODECS = ("vvc", "hevc", "av1")
 #: video variants of issue 8's comparison: ``-untuned`` is VVC as first built (per-row
@@ -120,7 +120,7 @@ class TensorResult:
 
     @property
     def snr_db(self) -> float | None:
-        return snr_from_sums(self.signal, self.noise)
+        return snr_record(self.signal, self.noise)
 
 
 @dataclass
@@ -153,7 +153,7 @@ class Run:
 
     @property
     def snr_db(self) -> float | None:
-        return snr_from_sums(sum(t.signal for t in self.tensors), sum(t.noise for t in self.tensors))
+        return snr_record(sum(t.signal for t in self.tensors), sum(t.noise for t in self.tensors))
 
     @property
     def gap_db(self) -> float | None:
@@ -281,7 +281,7 @@ def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str 
         enc.reconstruction = None  # time a real decode of the bitstreams, as llmc reads
         with dec_clock:
             decoded = decode_encoded(enc, specs[name])
-        signal, noise = error_sums(w, decoded)
+        signal, noise = error_energy(w, decoded)
         nbytes = sum(len(b) for _, b in enc.blobs)
         run.params_bytes += sum(len(b) for s, b in enc.blobs if s == 0)
         run.tensors.append(TensorResult(name, w.size, nbytes, signal, noise))
@@ -297,7 +297,7 @@ def run_video(model: str, weights: Weights, codec: str, qp: int, *, preset: str 
 
 
 def run_rtn(model: str, weights: Weights, bits: int) -> Run:
-    """Round-to-nearest, asymmetric min-max per group of 128, float16 params (``quant.rtn``)."""
+    """Round-to-nearest, asymmetric min-max per group of 128, float16 params (``tools/baselines/rtn.py``)."""
     run = Run(model, "rtn", f"rtn g{RTN_GROUP}", f"{bits} bit")
     enc_clock, dec_clock = Clock(), Clock()
     for name, w in weights.items():
@@ -310,7 +310,7 @@ def run_rtn(model: str, weights: Weights, bits: int) -> Run:
                              window(tuple(w.shape), None), "float32")
         params_bits = grid.n_cells * RTN_PARAM_BITS
         run.params_bytes += params_bits / 8
-        signal, noise = error_sums(w, deq.reshape(w.shape))
+        signal, noise = error_energy(w, deq.reshape(w.shape))
         run.tensors.append(TensorResult(name, w.size, (w.size * bits + params_bits) / 8, signal, noise))
     run.enc_wall, run.enc_cpu = enc_clock.wall, enc_clock.cpu
     run.dec_wall, run.dec_cpu = dec_clock.wall, dec_clock.cpu
@@ -332,7 +332,7 @@ def run_nncodec(model: str, weights: Weights, qp: int) -> Run:
         with dec_clock:
             decoded = nnc.decompress(bytearray(stream), verbose=False)
         rec = np.asarray(decoded["w"], dtype=np.float32).reshape(w.shape)
-        signal, noise = error_sums(w, rec)
+        signal, noise = error_energy(w, rec)
         run.tensors.append(TensorResult(name, w.size, len(stream), signal, noise))
     run.enc_wall, run.enc_cpu = enc_clock.wall, enc_clock.cpu
     run.dec_wall, run.dec_cpu = dec_clock.wall, dec_clock.cpu
@@ -348,7 +348,7 @@ def run_hqq(model: str, weights: Weights, bits: int) -> Run:
     for name, w in weights.items():
         with clock:
             rec, all_in_bpw, _, _ = quantize_matrix(w, bits, 64, name=name)
-        signal, noise = error_sums(w, rec)
+        signal, noise = error_energy(w, rec)
         run.params_bytes += (all_in_bpw - bits) * w.size / 8
         run.tensors.append(TensorResult(name, w.size, all_in_bpw * w.size / 8, signal, noise))
     run.enc_wall, run.enc_cpu = clock.wall, clock.cpu
@@ -446,7 +446,7 @@ def print_per_tensor(runs: Sequence[Run]) -> None:
             for r in vruns:
                 sel = [t for t in r.tensors if _kind(t.name) == kind]
                 n = sum(t.numel for t in sel)
-                snr = snr_from_sums(sum(t.signal for t in sel), sum(t.noise for t in sel))
+                snr = snr_record(sum(t.signal for t in sel), sum(t.noise for t in sel))
                 cells += f" {8 * sum(t.bytes for t in sel) / n:10.3f} {_f(snr, '6.2f')}"
             n_all = sum(t.numel for t in vruns[0].tensors if _kind(t.name) == kind)
             print(f"{kind[-48:]:48} {n_all:11,}{cells}")

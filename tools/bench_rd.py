@@ -25,10 +25,11 @@ import numpy as np
 import llmc_format
 from llmc_format.container.reader import Reader
 from llmc_format.io import open_source
-from llmc_format.pipeline.pack import default_jobs, pack_source
+from llmc_format.pipeline.pack import pack_source
 from llmc_format.pipeline.policy import Policy
 from llmc_format.pipeline.target import Target, measure_source, pack_to_target, with_target_scaling
 from llmc_format.rd.calibration import SELF
+from llmc_format.runtime import default_jobs
 from tools.baselines import snr_db
 from tools.eval_ppl import perplexity_with_weights
 from tools.models import lee_text, smollm2_decoder_linear_weights, smollm2_gguf_path
@@ -125,7 +126,7 @@ def main() -> None:
                            evaluate(rd, ref, args.max_tokens), time.time() - t0)
     names = sorted(ref)
     if "rtn" not in skip:
-        from llmc_format.quant.rtn import rtn_quantize
+        from tools.baselines.rtn import rtn_quantize
 
         for bits in (2, 3, 4):
             t0 = time.time()

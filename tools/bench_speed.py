@@ -373,7 +373,7 @@ def encode_setting(tensors: dict[str, np.ndarray], qp: int, preset: str, threads
     """Encode every tensor with one VVC setting; CPU, wall, rate and SNR."""
     from llmc_format.codecs.base import ArraySpec
     from llmc_format.codecs.pipeline import decode_encoded, encode_tensor
-    from llmc_format.rd.metrics import distortion
+    from llmc_format.metrics import distortion
 
     pipe = [{"id": "affine", "bits": 10},
             {"id": "vvc", "bits": 10, "qp": qp, "preset": preset, "threads": threads,

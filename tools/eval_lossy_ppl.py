@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make `tools` importable
 
 import llmc_format
 from llmc_format.errors import LlmcError
-from llmc_format.quant.metrics import error_sums, snr_from_sums
+from llmc_format.metrics import error_energy, snr_record
 from tools.bench_lossy import Clock, parse_layers
 from tools.eval_ppl import cached_smollm2, perplexity_with_weights
 from tools.models import SMOLLM2_N_LAYERS, smollm2_gguf_path, smollm2_linear_names
@@ -66,11 +66,11 @@ def evaluate(archive: Path, params: dict[str, Any]) -> dict[str, Any]:
             lossy[name] = decoded[name]
             n += source.size
             nbytes += sum(b["length"] for b in entry["blobs"])
-            s, e = error_sums(source, decoded[name])
+            s, e = error_energy(source, decoded[name])
             signal, noise = signal + s, noise + e
     ppl = perplexity_with_weights(lossy)
     return {"lossy_tensors": len(lossy), "lossy_weights": n, "lossy_bytes": nbytes,
-            "bpw": 8.0 * nbytes / n if n else None, "snr_db": snr_from_sums(signal, noise),
+            "bpw": 8.0 * nbytes / n if n else None, "snr_db": snr_record(signal, noise),
             "perplexity": ppl, "file_bytes": archive.stat().st_size,
             "names": sorted(lossy)}
 

@@ -94,6 +94,9 @@ class Codec(ABC):
     codec_id: ClassVar[str]
     #: "array" for array→array stages, "bytes" for the final array→bytes stage
     kind: ClassVar[str]
+    #: decoding returns exactly the array encoded (``exact``, ``ffv1``, ``rowperm``); a
+    #: pipeline of lossless stages reproduces its source, and pack checks it bit for bit
+    lossless: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         self.params = params
@@ -155,11 +158,59 @@ class ArrayArrayCodec(Codec):
         widening by ``input_rows`` (RD sampling picks its row blocks so)."""
         return 1
 
+    def raw_record(self, spec: ArraySpec, fetch: BlobFetcher, n_blobs: int) -> dict[str, Any] | None:
+        """What ``llmc extract --raw`` writes about this stage: its stored parameters and the
+        formula that turns its output integers back into ``spec``'s tensor, self-contained
+        (plain JSON data), so a reader without llmc can rebuild the tensor. Called on the
+        stored (post-encode) config; ``fetch`` returns this stage's verified blobs. None:
+        this stage has no such description, and ``--raw`` refuses tensors using it."""
+        return None
+
 
 class ArrayBytesCodec(Codec):
-    """The final stage: an array becomes one or more independently decodable blobs."""
+    """The final stage: an array becomes one or more independently decodable blobs.
+
+    The class attributes below are what the rest of llmc knows about a final stage: the
+    pack policy, RD targets, ``extract --raw`` and the CLI ask the codec class, never a
+    table of codec names, so a codec registered by entry point is chosen, packed to a
+    target and extracted like a built-in one (docs/architecture.md, "Adding a codec").
+    """
 
     kind = "bytes"
+
+    #: codes the integer samples of a quantization stage (``affine`` or ``blockdct`` in
+    #: front of it, ``bits`` wide), as the video codecs do; False: codes the tensor's own
+    #: values, any dtype (``exact``). Takes ``bits`` (and ``qp``/``preset`` with a QP).
+    takes_samples: ClassVar[bool] = False
+    #: a ``--codec`` choice; False for a stage a source chooses itself (``ggml`` keeps a
+    #: GGUF file's own blocks)
+    selectable: ClassVar[bool] = True
+    #: the inclusive range of the ``qp`` parameter; None: the codec takes no ``qp`` or
+    #: ``preset`` (a lossless codec)
+    qp_range: ClassVar[tuple[int, int] | None] = None
+    #: the QPs rate-distortion sampling measures a tensor at when packing to a size,
+    #: bits-per-weight or SNR target; empty: this codec cannot pack to a target
+    sample_qps: ClassVar[tuple[int, ...]] = ()
+    #: the quantizer step doubles every 6 QP (H.26x): a tensor's sample QPs are shifted by
+    #: its spread under per-tensor scaling (``pipeline.target.sample_qps``)
+    log_step: ClassVar[bool] = False
+    #: may code ``blockdct`` codes: the codec quantizes a block DCT of its samples
+    accepts_dct: ClassVar[bool] = False
+    #: ``transform="auto"`` under a target puts ``blockdct`` in front of this codec
+    #: (a measured gain: docs/results/tuning.md)
+    prefers_dct: ClassVar[bool] = False
+    #: takes a run-time ``threads`` parameter (not stored; the bitstream does not depend on it)
+    threaded: ClassVar[bool] = False
+    #: ``extract --raw``: the file extension of each blob (a standalone file some other
+    #: tool reads); None: the blobs have no raw form and ``--raw`` refuses
+    raw_extension: ClassVar[str | None] = None
+
+    def raw_record(self, spec: ArraySpec, files: list[str], sizes: list[int]) -> dict[str, Any]:
+        """What ``extract --raw`` writes about this stage's blobs (one file each, ``files``
+        of ``sizes`` bytes): how to decode them into ``spec``'s integer array without llmc
+        (a JSON-ready map; its keys go to the top level of the sidecar). Called on the
+        stored config, only when ``raw_extension`` is set."""
+        raise CodecError(f"codec {self.codec_id!r} has no raw form")
 
     @abstractmethod
     def encode(self, array: np.ndarray, spec: ArraySpec) -> Encoded:

@@ -102,7 +102,6 @@ the thread count.
 
 from __future__ import annotations
 
-import os
 import struct
 import threading
 from collections.abc import Callable, Iterator
@@ -115,6 +114,7 @@ import zstandard
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArrayBytesCodec, ArraySpec, BlobFetcher, Encoded, Rows
 from llmc_format.errors import CodecError, LlmcError
+from llmc_format.runtime import default_jobs
 
 LAYOUT_VERSION = 1
 MODE_RAW = 0
@@ -153,12 +153,6 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     if d is None:
         d = _local.dctx = zstandard.ZstdDecompressor()
     return d
-
-
-def _default_threads() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def _is_int(x: object) -> bool:
@@ -283,6 +277,7 @@ class ExactCodec(ArrayBytesCodec):
     """
 
     codec_id: ClassVar[str] = "exact"
+    lossless = True
 
     def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES, layout: int | None = None,
                  chunk_elems: int | None = None, *, threads: int | None = None) -> None:
@@ -297,7 +292,7 @@ class ExactCodec(ArrayBytesCodec):
         super().__init__(**params)
         if threads is not None and (not _is_int(threads) or threads < 1):
             raise CodecError(f"exact: threads must be a positive int, got {threads!r}")
-        self.threads = threads or _default_threads()
+        self.threads = threads or default_jobs()
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ExactCodec:

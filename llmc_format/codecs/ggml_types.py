@@ -184,12 +184,18 @@ def _k_scale_min(sc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scale.reshape((n, 8)), mins.reshape((n, 8))
 
 
-def _q4_k(b: np.ndarray) -> np.ndarray:
+def _k_scales(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Q4_K/Q5_K's per-sub-block scale d·sc and offset dmin·m, shaped (n, 8, 1)."""
     n = b.shape[0]
     d, dmin = _f16(b[:, 0:2]), _f16(b[:, 2:4])
     sc, m = _k_scale_min(b[:, 4:16])
     dl = (d * sc.astype(np.float32)).reshape((n, 8, 1))
-    ml = (dmin * m.astype(np.float32)).reshape((n, 8, 1))
+    return dl, (dmin * m.astype(np.float32)).reshape((n, 8, 1))
+
+
+def _q4_k(b: np.ndarray) -> np.ndarray:
+    n = b.shape[0]
+    dl, ml = _k_scales(b)
     q = b[:, 16:144].reshape((n, 4, 1, 32)) >> np.array([0, 4], np.uint8).reshape((1, 1, 2, 1))
     q = (q & np.uint8(0x0F)).reshape((n, 8, 32)).astype(np.float32)
     return (dl * q - ml).reshape((n, QK_K))
@@ -197,10 +203,7 @@ def _q4_k(b: np.ndarray) -> np.ndarray:
 
 def _q5_k(b: np.ndarray) -> np.ndarray:
     n = b.shape[0]
-    d, dmin = _f16(b[:, 0:2]), _f16(b[:, 2:4])
-    sc, m = _k_scale_min(b[:, 4:16])
-    dl = (d * sc.astype(np.float32)).reshape((n, 8, 1))
-    ml = (dmin * m.astype(np.float32)).reshape((n, 8, 1))
+    dl, ml = _k_scales(b)
     ql = b[:, 48:176].reshape((n, 4, 1, 32)) >> np.array([0, 4], np.uint8).reshape((1, 1, 2, 1))
     qh = b[:, 16:48].reshape((n, 1, 1, 32)) >> np.arange(8, dtype=np.uint8).reshape((1, 1, 8, 1))
     ql = (ql & np.uint8(0x0F)).reshape((n, 8, 32))

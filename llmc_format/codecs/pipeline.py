@@ -16,16 +16,22 @@ from typing import Any
 import numpy as np
 
 from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec, Codec, Rows
-from llmc_format.codecs.registry import get_codec
+from llmc_format.codecs.registry import get_codec, get_codec_class
 from llmc_format.errors import CodecError
-
-#: stages that lose nothing: a pipeline of only these decodes to exactly the source's values
-LOSSLESS_CODECS = frozenset({"exact", "ggml", "rowperm"})
 
 
 def is_lossless(configs: Sequence[dict[str, Any]]) -> bool:
-    """Whether a stored pipeline reproduces its source tensor exactly."""
-    return bool(configs) and all(c.get("id") in LOSSLESS_CODECS for c in configs)
+    """Whether a stored pipeline reproduces its source tensor exactly: every stage's codec
+    says it is ``lossless``. A codec not installed here counts as not (nothing to promise)."""
+    if not configs:
+        return False
+    for config in configs:
+        try:
+            if not get_codec_class(config.get("id") if isinstance(config, dict) else None).lossless:
+                return False
+        except CodecError:
+            return False
+    return True
 
 
 @dataclass
@@ -83,7 +89,8 @@ def encode_native(raw: np.ndarray, spec: ArraySpec,
 
     ``raw`` is what the final stage stores (``encode_blocks``); the array stages before it
     only describe how a reader gets from those values to ``spec``'s (e.g. ``rowperm``):
-    they run at decode time, so here they only check that they fit ``spec``.
+    they run at decode time, so here they only check that they fit ``spec``. The stored
+    blocks are decoded back and compared with ``raw`` (lossless by construction, checked).
     """
     stages = build(configs, f"tensor {spec.name!r}")
     out = EncodedTensor([], [], [])
@@ -98,6 +105,12 @@ def encode_native(raw: np.ndarray, spec: ArraySpec,
         raise CodecError(f"tensor {spec.name!r}: codec {last.codec_id!r} cannot store "
                          "source blocks")
     enc = encode_blocks(raw, spec)
+    stored = get_codec(enc.config, f"tensor {spec.name!r}")  # as a reader will see it
+    back = stored.decode_blocks(enc.blobs.__getitem__, len(enc.blobs), spec)  # type: ignore[attr-defined]
+    if not np.array_equal(back.reshape(-1), np.asarray(raw).reshape(-1).view(np.uint8)):
+        raise CodecError(f"tensor {spec.name!r}: stored blocks do not decode to the source's "
+                         "(codec bug)")
+    del back
     out.blobs.extend((len(stages) - 1, b) for b in enc.blobs)
     out.pipeline.append(enc.config)
     out.info.append(enc.info)

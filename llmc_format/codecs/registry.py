@@ -12,7 +12,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any
 
-from llmc_format.codecs.base import Codec
+from llmc_format.codecs.base import ArrayBytesCodec, Codec
 from llmc_format.errors import CodecError, UnknownCodecError
 
 #: id -> "module:Class" of the built-in codecs. Ids are forever; see spec/FORMAT.md §codecs.
@@ -27,6 +27,9 @@ _BUILTIN: dict[str, str] = {
     "av1": "llmc_format.codecs.video.codecs:Av1Codec",
     "ffv1": "llmc_format.codecs.video.codecs:Ffv1Codec",
 }
+
+#: the entry-point group third-party codecs register under (``[project.entry-points."llmc_format.codecs"]``)
+ENTRY_POINT_GROUP = "llmc_format.codecs"
 
 _registry: dict[str, type[Codec]] = {}
 _entry_points_loaded = False
@@ -43,9 +46,16 @@ def _load_entry_points() -> None:
     if _entry_points_loaded:
         return
     _entry_points_loaded = True
-    for ep in entry_points(group="llmc_format.codecs"):
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name not in _registry and ep.name not in _BUILTIN:
-            _registry[ep.name] = ep.load()
+            try:
+                cls = ep.load()
+            except Exception as exc:  # a broken plugin is the plugin's error, typed and named
+                raise CodecError(f"codec plugin {ep.name!r} ({ep.value}) failed to load: "
+                                 f"{type(exc).__name__}: {exc}") from None
+            if not (isinstance(cls, type) and issubclass(cls, Codec)):
+                raise CodecError(f"codec plugin {ep.name!r} ({ep.value}) is not a Codec class")
+            _registry[ep.name] = cls
 
 
 def get_codec_class(codec_id: str, where: str = "") -> type[Codec]:
@@ -76,3 +86,14 @@ def codec_ids() -> list[str]:
     """All ids known now: built-ins plus registered and entry-point codecs."""
     _load_entry_points()
     return sorted(set(_BUILTIN) | set(_registry))
+
+
+def codec_classes() -> dict[str, type[Codec]]:
+    """id -> class of every known codec, in id order (imports the built-ins' modules)."""
+    return {codec_id: get_codec_class(codec_id) for codec_id in codec_ids()}
+
+
+def final_codecs() -> dict[str, type[ArrayBytesCodec]]:
+    """Every registered final (array→bytes) stage; the ``selectable`` ones are ``--codec`` choices."""
+    return {i: c for i, c in codec_classes().items() if issubclass(c, ArrayBytesCodec)}
+

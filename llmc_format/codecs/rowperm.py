@@ -45,6 +45,7 @@ class RowPermCodec(ArrayArrayCodec):
     """Interleave/de-interleave the two rope halves of each head's rows (see module doc)."""
 
     codec_id: ClassVar[str] = "rowperm"
+    lossless = True
 
     def __init__(self, heads: int) -> None:
         if not _is_int(heads) or heads < 1:

@@ -73,6 +73,9 @@ _EXPAND_AXIS1 = {
     ("MambaTensorProcessor", "ssm_conv1d.weight"),
     ("Lfm2TensorProcessor", "shortconv.conv.weight"),
 }
+#: most bytes of tensors the GGUF layout record keeps itself (not held as ggml blocks by
+#: the archive); beyond it no record is written and ``unpack --format gguf`` writes values
+MAX_INLINE_BYTES = 64 << 20
 #: tokenizer_config.json keys that describe how we loaded it, not the tokenizer
 _TOKENIZER_CONFIG_DROP = ("is_local", "local_files_only", "name_or_path")
 
@@ -410,11 +413,17 @@ class GgufFile(Source):
 
     def attachments(self) -> Iterator[tuple[str, bytes]]:
         """config.json and tokenizer files, plus the GGUF layout record (``gguf_layout``)
-        from which unpack rebuilds this very file."""
+        from which unpack rebuilds this very file — unless the tensors the archive cannot
+        hold in GGUF form (whose bytes the record keeps) exceed ``MAX_INLINE_BYTES``:
+        e.g. an architecture transformers loads whole (MoE experts), where every tensor
+        would be stored twice."""
         if self._layout is None:
-            self._layout = layout_record(self.path, self._reader.tensors, self._data_offset,
-                                         self._archive_names())
-        return iter(sorted([*self._attachments, (LAYOUT_ATTACHMENT, self._layout)]))
+            names = self._archive_names()
+            inline = sum(int(t.n_bytes) for t in self._reader.tensors if t.name not in names)
+            self._layout = b"" if inline > MAX_INLINE_BYTES else layout_record(
+                self.path, self._reader.tensors, self._data_offset, names)
+        extra = [(LAYOUT_ATTACHMENT, self._layout)] if self._layout else []
+        return iter(sorted([*self._attachments, *extra]))
 
     def _archive_names(self) -> dict[str, str]:
         """GGUF tensor name -> archive name, for tensors whose archive entry can hold the

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from llmc_format.errors import LlmcError
+from llmc_format.runtime import default_jobs
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,13 +43,6 @@ R = TypeVar("R")
 #: names accepted by ``make_executor`` (the CLI's ``--executor``)
 BACKENDS = ("local", "ray")
 RAY_HINT = "pip install 'llmc-format[ray]' (or pip install ray)"
-
-
-def default_jobs() -> int:
-    """Usable cores of this process (its CPU affinity, not the machine's core count)."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
 
 
 def ahead_window(workers: int) -> int:

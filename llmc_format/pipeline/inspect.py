@@ -12,7 +12,9 @@ from llmc_format.rd.records import qp_range_of, rd_problem, summary_problem
 
 
 def _codec_label(pipeline: tuple[dict[str, Any], ...]) -> str:
-    return "+".join(str(c.get("id")) for c in pipeline)
+    """Stage ids joined by ``+``; a ``ggml`` stage shows its block type (``ggml:Q4_1``)."""
+    return "+".join(f"ggml:{c.get('type')}" if c.get("id") == "ggml" else str(c.get("id"))
+                    for c in pipeline)
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:

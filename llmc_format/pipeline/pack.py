@@ -33,12 +33,12 @@ import numpy as np
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.codecs.pipeline import (
     EncodedTensor,
-    build,
     decode_encoded,
     encode_native,
     encode_tensor,
     is_lossless,
 )
+from llmc_format.codecs.registry import get_codec_class
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import Reader
@@ -47,9 +47,10 @@ from llmc_format.dtypes import name_of
 from llmc_format.errors import CodecError, LlmcError, SourceError
 from llmc_format.io.base import Source
 from llmc_format.io.base import TensorEntry as SourceTensor
+from llmc_format.metrics import distortion
 from llmc_format.pipeline.executor import Executor, LocalExecutor, Ready, ahead_window
 from llmc_format.pipeline.policy import Policy
-from llmc_format.rd.metrics import distortion
+from llmc_format.runtime import default_jobs
 from llmc_format.version import __version__
 
 #: progress(event, tensor_name, done_weights, total_weights)
@@ -105,7 +106,8 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
         if "qp" in video:
             rd["qp"] = video["qp"]
         rd["codec"] = video["id"]
-        quant = enc.info[0] if enc.info and enc.pipeline[0]["id"] in ("affine", "blockdct") else None
+        front = get_codec_class(enc.pipeline[0]["id"])
+        quant = enc.info[0] if enc.info and front.kind == "array" else None
     elif dec_digest != src_digest:
         raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
     return PackedTensor(name, spec, enc, quant, rd,
@@ -114,22 +116,12 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
 
 def encode_native_one(name: str, raw: np.ndarray, spec: ArraySpec,
                       pipeline: list[dict[str, Any]]) -> PackedTensor:
-    """Encode a tensor from its source's own bytes (``NativeData``): lossless by
-    construction, checked by decoding the stored blocks back."""
+    """Encode a tensor from its source's own bytes (``NativeData``); ``encode_native``
+    checks that the stored blocks decode back to them."""
     t0 = time.perf_counter()
     enc = encode_native(raw, spec, pipeline)
     t_enc = time.perf_counter() - t0
     src_digest = tensor_digest(raw)
-    last = build(enc.pipeline, f"tensor {name!r}")[-1]
-    stage = len(enc.pipeline) - 1
-    blobs = [b for s, b in enc.blobs if s == stage]
-    stored_spec = spec
-    for st in build(enc.pipeline, f"tensor {name!r}")[:-1]:
-        stored_spec = st.resolve(stored_spec)  # type: ignore[attr-defined]
-    back = last.decode_blocks(lambda i: blobs[i], len(blobs), stored_spec)  # type: ignore[attr-defined]
-    if tensor_digest(back) != src_digest:
-        raise CodecError(f"tensor {name!r}: stored blocks do not decode to the source's (codec bug)")
-    del back
     t0 = time.perf_counter()
     decoded = decode_encoded(enc, spec)
     t_dec = time.perf_counter() - t0
@@ -280,7 +272,7 @@ def with_encoder_threads(policy: Policy, workers: int, *, remote: bool = False) 
     than that, libvvenc spends 10–20% more CPU for the same frame and each process
     starts up 0.04 CPU s slower (SmolLM2 layer 3, 2 cores; docs/results/speed.md).
     """
-    if policy.codec == "exact" or "threads" in policy.video:
+    if not policy.codec_class.threaded or "threads" in policy.video:
         return policy
     threads = 1 if remote else max(1, default_jobs() // workers)
     return dataclasses.replace(policy, video={**policy.video, "threads": threads})
@@ -289,12 +281,6 @@ def with_encoder_threads(policy: Policy, workers: int, *, remote: bool = False) 
 def _job_bytes(job: EncodeJob | Ready[PackedTensor]) -> int:
     """The source bytes a job holds while it runs (a copied tensor holds none)."""
     return 0 if isinstance(job, Ready) else job.nbytes
-
-
-def default_jobs() -> int:
-    from llmc_format.pipeline.executor import default_jobs as usable_cores
-
-    return usable_cores()
 
 
 def pack(src: str | os.PathLike[str], dst: str | os.PathLike[str], **options: Any) -> Path:

@@ -17,17 +17,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from llmc_format import dtypes
-from llmc_format.errors import SourceError
+from llmc_format.codecs.base import ArrayBytesCodec
+from llmc_format.codecs.registry import final_codecs, get_codec_class
+from llmc_format.errors import SourceError, UnknownCodecError
 
-LOSSY_CODECS = ("vvc", "hevc", "av1", "ffv1")
-ALL_CODECS = ("exact", *LOSSY_CODECS)
 #: how a lossy tensor becomes integer samples: ``none`` = the ``affine`` stage; ``dct`` =
 #: the ``blockdct`` stage (codes of the block-wise inverse DCT, one scale per tensor);
-#: ``auto`` = ``dct`` for packs to a target with vvc or hevc (unless an affine
-#: granularity is chosen), else ``none`` (``pipeline.target.with_target_scaling``)
+#: ``auto`` = ``dct`` for packs to a target with a codec that ``prefers_dct`` (vvc, hevc)
+#: unless an affine granularity is chosen, else ``none``
+#: (``pipeline.target.with_target_scaling``)
 TRANSFORMS = ("auto", "none", "dct")
-#: codecs ``auto`` gives ``blockdct`` under a target (measured gains: docs/results/tuning.md)
-DCT_CODECS = ("vvc", "hevc")
+
+
+def codec_choices() -> list[str]:
+    """The ids ``--codec`` accepts: every registered final stage (built-in or plugin)."""
+    return [i for i, c in final_codecs().items() if c.selectable]
+
+
+def final_codec(codec: str) -> type[ArrayBytesCodec]:
+    """The class of the final stage ``codec``; SourceError naming the choices otherwise."""
+    try:
+        cls = get_codec_class(codec, "--codec")
+    except UnknownCodecError:
+        cls = None
+    if cls is None or not issubclass(cls, ArrayBytesCodec) or not cls.selectable:
+        raise SourceError(f"unknown codec {codec!r}; choose one of {', '.join(codec_choices())}")
+    return cls
 
 #: names of token embeddings and output heads across common architectures
 _EMBEDDING_RE = re.compile(
@@ -56,13 +71,19 @@ class Policy:
     transform: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.codec not in ALL_CODECS:
-            raise SourceError(f"unknown codec {self.codec!r}; choose one of {', '.join(ALL_CODECS)}")
+        cls = final_codec(self.codec)
         if self.transform not in TRANSFORMS:
             raise SourceError(f"unknown transform {self.transform!r}; choose one of "
                               f"{', '.join(TRANSFORMS)}")
-        if self.transform == "dct" and self.codec == "ffv1":
-            raise SourceError("transform dct is for the lossy codecs (vvc, hevc, av1), not ffv1")
+        if self.transform == "dct" and cls.takes_samples and not cls.accepts_dct:
+            dct = [i for i, c in final_codecs().items() if c.accepts_dct]
+            raise SourceError(f"transform dct is for the codecs that quantize a block DCT "
+                              f"({', '.join(dct)}), not {self.codec}")
+
+    @property
+    def codec_class(self) -> type[ArrayBytesCodec]:
+        """The final stage's class: what it can do decides the pipelines and the target rules."""
+        return final_codec(self.codec)
 
     @property
     def per_tensor_scale(self) -> bool:
@@ -71,7 +92,7 @@ class Policy:
 
     def is_lossy(self, name: str, dtype: str, shape: Sequence[int]) -> bool:
         """Whether ``name`` goes through the lossy codec under this policy."""
-        if self.codec == "exact" or dtype not in dtypes.FLOAT_DTYPES or len(shape) < 1:
+        if not self.codec_class.takes_samples or dtype not in dtypes.FLOAT_DTYPES or len(shape) < 1:
             return False
         if any(fnmatch.fnmatchcase(name, p) for p in self.lossless_patterns):
             return False
@@ -88,13 +109,14 @@ class Policy:
         self, name: str, dtype: str, shape: Sequence[int], qp: int | None = None
     ) -> list[dict[str, Any]]:
         """The codec configs for one tensor (``qp`` overrides the policy's QP, e.g. from RD)."""
-        if not self.is_lossy(name, dtype, shape):
-            return [{"id": "exact"}]
+        cls = self.codec_class
+        if not self.is_lossy(name, dtype, shape):  # a codec of samples leaves the rest to exact
+            return [{"id": "exact" if cls.takes_samples else self.codec}]
         video: dict[str, Any] = {"id": self.codec, "bits": self.bits, **self.video}
-        if self.codec != "ffv1":
+        if cls.qp_range is not None:
             video["qp"] = self.qp if qp is None else qp
-        if self.preset is not None and self.codec != "ffv1":
-            video["preset"] = self.preset
+            if self.preset is not None:
+                video["preset"] = self.preset
         if self.transform == "dct" and len(shape) >= 2:  # (a 1-D tensor named by --lossy:
             return [{"id": "blockdct", "bits": self.bits}, video]  # affine, one row = per tensor)
         return [{"id": "affine", "bits": self.bits, **self.affine}, video]

@@ -31,36 +31,40 @@ from typing import Any
 
 import numpy as np
 
-from llmc_format.codecs.registry import get_codec, get_codec_class
-from llmc_format.codecs.video.codecs import VideoCodec
+from llmc_format.codecs.base import ArrayBytesCodec
+from llmc_format.codecs.pipeline import is_lossless
+from llmc_format.codecs.registry import final_codecs, get_codec
 from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
 from llmc_format.pipeline.pack import (
-    default_jobs,
     encode_entry,
     pack_source,
     with_encoder_threads,
 )
-from llmc_format.pipeline.policy import DCT_CODECS, Policy
+from llmc_format.pipeline.policy import Policy, final_codec
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
 from llmc_format.rd.model import RDCurve
 from llmc_format.rd.records import check_rd
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
+from llmc_format.runtime import default_jobs
 from llmc_format.units import parse_size
 
-#: QPs sampled per codec (span ~1.5–6 bits per weight under per-row scaling); the
-#: allocator may extrapolate ``rd.allocate.EXTRAPOLATE`` QPs beyond each tensor's samples
-SAMPLE_QPS: dict[str, tuple[int, ...]] = {
-    "vvc": (22, 29, 36, 43), "hevc": (18, 25, 32, 39), "av1": (16, 28, 40, 52),
-}
-#: codecs whose quantizer step doubles every 6 QP (so a QP shift is a step ratio)
-LOG_STEP_CODECS = ("vvc", "hevc")
-#: the span of a per-row min-max range in standard deviations, roughly (the rows of
-#: SmolLM2's and MiniLM's matrices: 6–9): what SAMPLE_QPS were chosen for
+#: The QPs sampled per codec are the codec's ``sample_qps`` (span ~1.5–6 bits per weight
+#: under per-row scaling); the allocator may extrapolate ``rd.allocate.EXTRAPOLATE`` QPs
+#: beyond each tensor's samples. ``log_step`` codecs shift them per tensor (``sample_qps``).
+#: The span of a per-row min-max range in standard deviations, roughly (the rows of
+#: SmolLM2's and MiniLM's matrices: 6–9): what the built-in ``sample_qps`` were chosen for
 ROW_RANGE_SIGMAS = 8.0
 MAX_PASSES = 6
+
+
+
+def target_codecs() -> list[str]:
+    """The codecs a pack to a size, bits-per-weight or SNR target can use."""
+    return [i for i, c in final_codecs().items() if c.sample_qps and c.qp_range]
+
 
 Progress = Callable[[str, str, int, int], None]
 
@@ -121,7 +125,7 @@ def with_target_scaling(policy: Policy) -> Policy:
     """
     transform = policy.transform
     if transform == "auto":
-        dct = "granularity" not in policy.affine and policy.codec in DCT_CODECS
+        dct = "granularity" not in policy.affine and policy.codec_class.prefers_dct
         transform = "dct" if dct else "none"
     affine = dict(policy.affine)
     if transform == "none":
@@ -130,9 +134,11 @@ def with_target_scaling(policy: Policy) -> Policy:
 
 
 def _qrange(codec: str) -> range:
-    cls = get_codec_class(codec)
-    lo, hi = cls.qp_range if issubclass(cls, VideoCodec) else (0, 63)
-    return range(lo, hi + 1)
+    """The QPs codec ``codec`` takes (its class's ``qp_range``)."""
+    qp_range = final_codec(codec).qp_range
+    if qp_range is None:
+        raise TargetError(f"codec {codec!r} takes no QP: nothing to allocate")
+    return range(qp_range[0], qp_range[1] + 1)
 
 
 def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
@@ -141,12 +147,12 @@ def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
     Under per-tensor scaling a tensor's code step is set by its full range, which is 10 to
     40 standard deviations depending on its outliers, so one QP means very different rates
     across tensors (SmolLM2: the QPs of equal weight-unit steps span 25). Each tensor is
-    therefore sampled at ``SAMPLE_QPS`` shifted by 6·log2(8σ / range): the same quantizer
-    steps relative to its spread as per-row scaling gets at ``SAMPLE_QPS`` — the range of
+    therefore sampled at the codec's ``sample_qps`` shifted by 6·log2(8σ / range): the same quantizer
+    steps relative to its spread as per-row scaling gets at them — the range of
     rates the allocator needs, for every tensor.
     """
-    base = SAMPLE_QPS[policy.codec]
-    if not policy.per_tensor_scale or policy.codec not in LOG_STEP_CODECS:
+    base = policy.codec_class.sample_qps
+    if not policy.per_tensor_scale or not policy.codec_class.log_step:
         return base
     x = np.asarray(array).ravel()
     every = max(1, x.size >> 20)  # σ from ≤ 1 M evenly strided weights: no full-size copy
@@ -243,9 +249,9 @@ def pack_to_target(
     weights (it is built in float32 on this machine), else ``nmse``; the summary's
     ``weighting`` says which ran, and why.
     """
-    if policy.codec not in SAMPLE_QPS:
-        raise TargetError(f"size/quality targets need a lossy codec (vvc, hevc, av1), not "
-                          f"{policy.codec!r}")
+    if not (policy.codec_class.sample_qps and policy.codec_class.qp_range):
+        raise TargetError(f"size/quality targets need a lossy codec ({', '.join(target_codecs())}), "
+                          f"not {policy.codec!r}")
     if weighting not in ("auto", "mse", "nmse"):
         raise TargetError(f"weighting must be 'auto', 'mse' or 'nmse', not {weighting!r}")
     jobs = jobs or default_jobs()
@@ -418,7 +424,7 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
 
     with ArchiveSource(src) as source:
         entries = [e for e in source.reader.index.tensors if e.alias_of is None]
-        lossy = [e for e in entries if len(e.pipeline) > 1]
+        lossy = [e for e in entries if not is_lossless(e.pipeline)]
         if not lossy:
             raise TargetError(f"{src} holds no lossy tensor: nothing to re-target")
         # the archive's codec, scaling and transform (its RD samples were measured with
@@ -426,9 +432,10 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
         where = f"tensor {lossy[0].name!r}"
         video = get_codec(lossy[0].pipeline[-1], where)
         affine = get_codec(lossy[0].pipeline[0], where)
-        if not isinstance(video, VideoCodec) or video.lossless:
-            raise TargetError(f"{src}: {where} is not coded by a lossy video codec "
-                              f"({video.codec_id}): nothing to re-target")
+        if not (isinstance(video, ArrayBytesCodec) and video.sample_qps and video.qp_range):
+            raise TargetError(f"{src}: {where} is not coded by a codec a target can drive "
+                              f"({video.codec_id}; those are {', '.join(target_codecs())}): "
+                              f"nothing to re-target")
         dct = affine.codec_id == "blockdct"
         policy = Policy(codec=video.codec_id, preset=video.params.get("preset"),
                         bits=int(affine.params.get("bits", 10)), min_lossy_numel=2**62,
@@ -448,7 +455,7 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
                 curves[e.name] = c
             params = {e.name: sum(b.length for b in e.blobs if b.stage < len(e.pipeline) - 1)
                       for e in lossy}
-            exact = sum(e.stored_bytes for e in entries if len(e.pipeline) == 1)
+            exact = sum(e.stored_bytes for e in entries if is_lossless(e.pipeline))
             att = sum(a.size for a in source.reader.attachments())
             plan = Plan(curves, params, exact, sum(e.numel for e in lossy), att,
                         sum(len(e.blobs) for e in entries) + 8)

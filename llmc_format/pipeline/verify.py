@@ -27,8 +27,8 @@ from llmc_format.container.index import unpack_index_bytes
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
+from llmc_format.metrics import distortion
 from llmc_format.pipeline.pack import tensor_digest
-from llmc_format.rd.metrics import distortion
 
 #: recomputed SNR may differ from the recorded one by this much (dB) before it is flagged
 SNR_TOLERANCE_DB = 0.01

@@ -1,20 +1,10 @@
-"""Quantization: the ``affine`` pipeline stage and the round-to-nearest baseline.
+"""Quantization: the array stages that turn float tensors into codec samples.
 
-``affine`` maps float tensors to integer codes for the video codecs (its dequantization is
-normative, see ``affine.py``); ``rtn`` is a benchmark baseline that never goes in a file.
+``affine`` maps float tensors to integer codes (per row, group or tensor) and ``blockdct``
+to codes of their block-wise inverse DCT; both dequantizations are normative (see their
+modules). Baselines that never go in a file (round-to-nearest) live in ``tools/baselines``.
 """
 
 from llmc_format.quant.affine import AffineCodec, AffineParams, dequantize, quantize
-from llmc_format.quant.metrics import mse, snr_db
-from llmc_format.quant.rtn import RtnResult, rtn_quantize
 
-__all__ = [
-    "AffineCodec",
-    "AffineParams",
-    "RtnResult",
-    "dequantize",
-    "mse",
-    "quantize",
-    "rtn_quantize",
-    "snr_db",
-]
+__all__ = ["AffineCodec", "AffineParams", "dequantize", "quantize"]

@@ -95,8 +95,8 @@ import numpy as np
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArrayArrayCodec, ArraySpec, BlobFetcher, Encoded, Rows
 from llmc_format.errors import CodecError, FormatError
+from llmc_format.metrics import snr_record
 from llmc_format.quant.grid import GRANULARITIES, Grid, Window, window
-from llmc_format.quant.metrics import snr_from_sums
 
 #: Tensor dtypes the stage accepts (float8 is excluded: 10-bit codes for 256 values is no gain).
 INPUT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
@@ -384,7 +384,7 @@ def quantize(
         "params_bytes_per_row": params.nbytes / grid.rows if grid.rows else 0.0,
         "params_bits_per_weight": 8.0 * params.nbytes / m.size if m.size else 0.0,
         "grid_mse": noise / m.size if m.size else 0.0,
-        "grid_snr_db": snr_from_sums(signal, noise),
+        "grid_snr_db": snr_record(signal, noise),
         "grid_max_abs_error": max_err,
         "clip": clip,
     }
@@ -543,6 +543,38 @@ class AffineCodec(ArrayArrayCodec):
         params = AffineParams.from_bytes(fetch(0), grid, pd, spec.name)
         out = dequantize(array.reshape(win.nrows, win.ncols), params, grid, win, spec.dtype)
         return out.reshape(spec.rows_shape(rows))
+
+    def raw_record(self, spec: ArraySpec, fetch: BlobFetcher, n_blobs: int) -> dict[str, Any]:
+        """``extract --raw``: the stored scale/offset of every cell and the dequantization
+        formula (spec/FORMAT.md §7.2), so numpy alone turns the codes into the tensor."""
+        if n_blobs != 1:
+            raise CodecError(f"tensor {spec.name!r}: affine stage needs 1 params blob, has {n_blobs}")
+        grid = self.grid(spec)
+        params = AffineParams.from_bytes(fetch(0), grid, self.params["param_dtype"], spec.name)
+        return {
+            "stage": "affine",
+            "bits": self.bits,
+            "granularity": self.params["granularity"],
+            "group_size": self.params["group_size"],
+            "param_dtype": self.params["param_dtype"],
+            "param_shape": [grid.param_rows, grid.groups],
+            # float16/bfloat16/float32 values widen exactly to float64, which JSON keeps exactly
+            "scale": params.scale.astype(np.float64).tolist(),
+            "offset": params.offset.astype(np.float64).tolist(),
+            "formula": DEQUANT_FORMULA,
+            "reference": "spec/FORMAT.md §7.2 (affine); llmc_format/quant/affine.py docstring",
+        }
+
+
+#: ``extract --raw``: the dequantization, restated from spec/FORMAT.md §7.2 so a sidecar stands alone
+DEQUANT_FORMULA = (
+    "For the element at matrix position (r, c) with code q, take its cell's stored params "
+    "s = scale[r'][g], o = offset[r'][g] (r' = r, or 0 for granularity 'tensor'; g = c // group_size "
+    "for 'group', else 0). S = float32(s), O = float32(o); t = fl32(float32(q) * S); "
+    "u = fl32(t + O) (two IEEE binary32 round-to-nearest-even operations, no fused multiply-add); "
+    "v = min(max(u, -M), M) with M = the largest finite value of the tensor dtype "
+    "(float32 max for float32/float64); x = v rounded to the tensor dtype (nearest-even)."
+)
 
 
 def params_bits_per_weight(shape: tuple[int, ...], granularity: str, group_size: int,

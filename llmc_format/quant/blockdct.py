@@ -54,8 +54,8 @@ import numpy as np
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArrayArrayCodec, ArraySpec, BlobFetcher, Encoded, Rows
 from llmc_format.errors import CodecError
+from llmc_format.metrics import snr_record
 from llmc_format.quant.affine import CODES_DTYPE, INPUT_DTYPES, _check_finite, dequantize_block
-from llmc_format.quant.metrics import snr_from_sums
 
 BLOCKS = (4, 8, 16, 32, 64)
 DEFAULT_BLOCK = 32
@@ -192,7 +192,7 @@ class BlockDctCodec(ArrayArrayCodec):
             "bits": bits, "granularity": "tensor", "transform": f"dct{block}",
             "params_bytes": 0, "params_bytes_per_row": 0.0, "params_bits_per_weight": 0.0,
             "grid_mse": noise / x.size if x.size else 0.0,
-            "grid_snr_db": snr_from_sums(sig, noise), "grid_max_abs_error": max_err,
+            "grid_snr_db": snr_record(sig, noise), "grid_max_abs_error": max_err,
             "scale": float(scale), "offset": float(offset),
         }
         return Encoded(blobs=[], config=config, array=codes.reshape(spec.shape), info=info)
@@ -268,6 +268,26 @@ class BlockDctCodec(ArrayArrayCodec):
             r += n
         return out.reshape(spec.rows_shape(rows))
 
+    def raw_record(self, spec: ArraySpec, fetch: BlobFetcher, n_blobs: int) -> dict[str, Any]:
+        """``extract --raw``: what the integer codes are (block inverse-DCT codes of the
+        weights), the stored scale and offset, the integer matrix ``M`` and the decoding
+        steps of the module docstring (spec/FORMAT.md §7.5), so numpy alone rebuilds the
+        tensor bit for bit."""
+        if n_blobs:
+            raise CodecError(f"tensor {spec.name!r}: blockdct stores no blobs, the entry has {n_blobs}")
+        if "scale" not in self.params:
+            raise CodecError(f"tensor {spec.name!r}: blockdct config lacks scale/offset "
+                             "(it was not produced by encode)")
+        block, prec = self.params["block"], self.params["precision"]
+        return {
+            "stage": "blockdct",
+            "bits": self.params["bits"], "block": block, "precision": prec,
+            "scale": self.params["scale"], "offset": self.params["offset"],
+            "dct_matrix": dct_matrix(block, prec).tolist(),
+            "formula": BLOCKDCT_FORMULA,
+            "reference": "spec/FORMAT.md §7.5 (blockdct); llmc_format/quant/blockdct.py docstring",
+        }
+
     def _dequantize(self, q: np.ndarray, core: bool, dtype: str) -> np.ndarray:
         """Steps 1–5 for a band of codes ``q`` (``core``: ``block`` rows of the core).
 
@@ -285,6 +305,21 @@ class BlockDctCodec(ArrayArrayCodec):
             out[:, :core_cols] = dequantize_block(z, t32, o32, dtype)
         out[:, core_cols:] = dequantize_block(c[:, core_cols:], s32, o32, dtype)
         return out
+
+
+#: ``extract --raw``: the decoding, restated from spec/FORMAT.md §7.5 so a sidecar stands alone
+BLOCKDCT_FORMULA = (
+    "The codes q (the matrix of decoded samples) are integer codes of the block-wise inverse "
+    "DCT of the weights. B = block, p = precision, h = 2**(bits-1), M = dct_matrix (B x B "
+    "integers). The core is the top-left B*floor(rows/B) x B*floor(cols/B) part of the matrix, "
+    "cut into B x B blocks; the rest (edge) is not transformed. 1. c = q - h (integers). "
+    "2. each core block X of c: Z = M . X . M^T in exact integer arithmetic (|Z| < 2**53, so "
+    "float64 products are exact). 3. S = float32(scale), O = float32(offset); core: "
+    "T = fl32(S * 2**(-2p)), u = fl32(fl32(float32(Z) * T) + O); edge: u = fl32(fl32(float32(c) "
+    "* S) + O) (IEEE binary32 round-to-nearest-even, no fused multiply-add). 4. v = min(max(u, "
+    "-Mx), Mx) with Mx = the largest finite value of the tensor dtype (float32 max for "
+    "float32/float64); x = v rounded to the tensor dtype (nearest-even)."
+)
 
 
 def _bands(rows: int, block: int) -> Iterator[tuple[slice, bool]]:

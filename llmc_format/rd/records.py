@@ -119,5 +119,5 @@ def qp_range_of(pipeline: Any) -> tuple[int, int]:
         cls = get_codec_class(last.get("id") if isinstance(last, dict) else None)
     except CodecError:
         return (0, 63)
-    qr = getattr(cls, "qp_range", (0, 63))
+    qr = getattr(cls, "qp_range", None) or (0, 63)  # None: a codec without a QP
     return (int(qr[0]), int(qr[1]))

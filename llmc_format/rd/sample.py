@@ -20,7 +20,7 @@ from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec
 from llmc_format.codecs.pipeline import build
 from llmc_format.codecs.registry import get_codec
 from llmc_format.dtypes import name_of
-from llmc_format.rd.metrics import error_energy
+from llmc_format.metrics import error_energy
 from llmc_format.rd.model import RDCurve
 
 #: default sampled share of each tensor, and bounds in weights

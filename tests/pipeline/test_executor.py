@@ -18,10 +18,11 @@ from llmc_format.cli import app
 from llmc_format.container.reader import Reader
 from llmc_format.errors import CodecError, LlmcError
 from llmc_format.io.memory import MemorySource
-from llmc_format.pipeline.executor import LocalExecutor, Ready, default_jobs, make_executor
+from llmc_format.pipeline.executor import LocalExecutor, Ready, make_executor
 from llmc_format.pipeline.pack import TIMING_KEYS, pack_source, with_encoder_threads
 from llmc_format.pipeline.policy import Policy
 from llmc_format.pipeline.unpack import iter_tensors
+from llmc_format.runtime import default_jobs
 
 #: a small lossy tensor (64x64 >= min_lossy_numel) next to exact ones of several dtypes
 VVC_POLICY = Policy(codec="vvc", qp=37, min_lossy_numel=1024)

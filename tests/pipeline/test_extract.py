@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 import llmc_format
 from llmc_format.cli import app
 from llmc_format.pipeline.extract import bitstream_paths
-from tools.models import minilm_encoder_weights
 
 runner = CliRunner()
 
@@ -30,8 +29,8 @@ SMALL_FRAMES = {"target_pixels": 65536}
 
 
 @pytest.fixture(scope="module")
-def weight() -> np.ndarray:
-    w = minilm_encoder_weights()["encoder.layer.0.attention.self.query.weight"]
+def weight(minilm_encoder_weights: dict[str, np.ndarray]) -> np.ndarray:
+    w = minilm_encoder_weights["encoder.layer.0.attention.self.query.weight"]
     return np.ascontiguousarray(w[:300, :250])  # 250 columns: not a multiple of 8 -> padding
 
 
@@ -53,8 +52,9 @@ def _ffmpeg_luma(path: Path, demuxer: str, pix_fmt: str, height: int, width: int
     return np.frombuffer(raw, dtype="<u2", count=height * width).reshape(height, width)
 
 
-def _rebuild(sidecar: dict, folder: Path) -> np.ndarray:
-    """The tensor from the extracted files, using only the sidecar, FFmpeg and numpy."""
+def _codes(sidecar: dict, folder: Path) -> np.ndarray:
+    """The integer codes (the matrix) from the extracted frames: FFmpeg, the sidecar's
+    sample rule and frame boxes, numpy."""
     rows, cols = sidecar["matrix"]["rows"], sidecar["matrix"]["cols"]
     demuxer = sidecar["ffmpeg_decode"].split()[2]
     smp = sidecar["samples"]
@@ -66,6 +66,12 @@ def _rebuild(sidecar: dict, folder: Path) -> np.ndarray:
         q = np.minimum((s + ((1 << shift) >> 1)) >> shift, 2 ** smp["bits"] - 1)
         (r0, r1), (c0, c1) = fr["rows"], fr["cols"]
         codes[r0:r1, c0:c1] = q[: r1 - r0, : c1 - c0]
+    return codes
+
+
+def _rebuild(sidecar: dict, folder: Path) -> np.ndarray:
+    """The tensor from the extracted files, using only the sidecar, FFmpeg and numpy."""
+    codes = _codes(sidecar, folder)
     dq = sidecar["dequantization"]
     assert dq["granularity"] == "row"
     scale = np.array(dq["scale"], dtype=np.float32)  # (rows, 1)
@@ -101,6 +107,44 @@ def test_raw_extract_rebuilds_tensor_bit_exact(codec: str, weight: np.ndarray, t
     assert rebuilt.dtype == expected.dtype and rebuilt.shape == expected.shape
     assert rebuilt.tobytes() == expected.tobytes()
     assert not np.array_equal(expected, weight)  # lossy: the check is not trivially on the source
+
+
+def _rebuild_blockdct(sidecar: dict, folder: Path) -> np.ndarray:
+    """The blockdct tensor from the raw files, the sidecar's matrix and steps, and numpy."""
+    q = _codes(sidecar, folder)
+    rows, cols = q.shape
+    dq = sidecar["dequantization"]
+    b, p = dq["block"], dq["precision"]
+    m = np.array(dq["dct_matrix"], dtype=np.int64)
+    c = q - 2 ** (dq["bits"] - 1)
+    s32, o32 = np.float32(dq["scale"]), np.float32(dq["offset"])
+    out = (c.astype(np.float32) * s32 + o32)  # the edge
+    core_r, core_c = b * (rows // b), b * (cols // b)
+    t32 = np.float32(s32 * np.float32(2.0 ** (-2 * p)))
+    for r in range(0, core_r, b):
+        for k in range(0, core_c, b):
+            z = m @ c[r:r + b, k:k + b] @ m.T  # exact integers
+            out[r:r + b, k:k + b] = z.astype(np.float32) * t32 + o32
+    big = np.float32(np.finfo(np.float32).max)
+    return np.clip(out, -big, big).astype(np.float32).reshape(sidecar["shape"])
+
+
+def test_raw_extract_blockdct_rebuilds_tensor_bit_exact(weight: np.ndarray, tmp_path: Path) -> None:
+    """A target pack's default (blockdct then vvc) extracts too: the sidecar says the codes
+    are block inverse-DCT codes and carries the integer matrix and the steps."""
+    arc = llmc_format.save_file({"w": weight}, tmp_path / "m.llmc", codec="vvc", bpw=3.0,
+                                preset="faster", video=dict(SMALL_FRAMES), jobs=1)
+    r = runner.invoke(app, ["extract", str(arc), "w", "--raw", "-o", str(tmp_path / "x")],
+                      catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    sidecar = json.loads((tmp_path / "x.json").read_text())
+    assert sidecar["dequantization"]["stage"] == "blockdct"
+    assert len(sidecar["dequantization"]["dct_matrix"]) == sidecar["dequantization"]["block"]
+    rebuilt = _rebuild_blockdct(sidecar, tmp_path)
+    with llmc_format.safe_open(arc) as f:
+        expected = f.get_tensor("w")
+    assert rebuilt.tobytes() == expected.tobytes()
+    assert not np.array_equal(expected, weight)
 
 
 def test_extract_npy_and_errors(weight: np.ndarray, tmp_path: Path) -> None:

@@ -138,6 +138,13 @@ def test_every_tensor_keeps_its_ggml_type(mixed: tuple[Path, Path, dict[str, str
         assert r.tensor("model.layers.0.self_attn.k_proj.weight").pipeline[0] == \
             {"id": "rowperm", "heads": KV}
         assert r.tensor("model.layers.0.self_attn.v_proj.weight").pipeline[0]["id"] == "ggml"
+    from llmc_format.pipeline.inspect import describe
+
+    d = describe(arc)
+    labels = {t["name"]: t["codec"] for t in d["tensors"]}
+    assert labels["model.layers.0.self_attn.q_proj.weight"] == \
+        f"rowperm+ggml:{types['blk.0.attn_q.weight']}"
+    assert d["summary"]["lossy_tensors"] == 0
     mapped = dict(types)
     mapped.pop("rope_freqs.weight")
     assert sorted(stored_types) == sorted(mapped.values())
@@ -249,3 +256,21 @@ def test_repack_keeps_native_tensors_and_the_layout(
         pack_source(s, again)
     unpack(again, tmp_path / "g", format="gguf")
     assert _sha(tmp_path / "g" / "model.gguf") == _sha(src)
+
+
+def test_no_layout_record_when_too_much_would_be_inline(
+        mixed: tuple[Path, Path, dict[str, str]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tensors the archive cannot hold as blocks are kept in the record only up to a bound
+    (else, e.g. for MoE GGUFs loaded whole, every tensor would be stored twice)."""
+    from llmc_format.io import gguf_source
+    from llmc_format.io.gguf_layout import LAYOUT_ATTACHMENT
+
+    monkeypatch.setattr(gguf_source, "MAX_INLINE_BYTES", 0)  # rope_freqs is inline
+    src, _, _ = mixed
+    arc = tmp_path / "m.llmc"
+    pack(src, arc)
+    with Reader(arc) as r:
+        assert LAYOUT_ATTACHMENT not in r.attachment_names()
+    unpack(arc, tmp_path / "g", format="gguf")
+    assert _sha(tmp_path / "g" / "model.gguf") != _sha(src)

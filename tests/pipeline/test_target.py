@@ -154,7 +154,8 @@ def test_with_target_scaling_resolves_auto() -> None:
 
 
 def test_sample_qps_follow_each_tensors_spread_under_tensor_scaling() -> None:
-    from llmc_format.pipeline.target import SAMPLE_QPS, sample_qps
+    from llmc_format.codecs.video.codecs import Av1Codec, VvcCodec
+    from llmc_format.pipeline.target import sample_qps
 
     rng = np.random.default_rng(1)
     plain = (rng.standard_normal((64, 64)) * 0.02).astype(np.float32)
@@ -162,9 +163,9 @@ def test_sample_qps_follow_each_tensors_spread_under_tensor_scaling() -> None:
     spiky[3, 5] = 0.02 * 64  # one 64σ outlier: the range grows ~8x, the step too
     row = Policy(codec="vvc", affine={"granularity": "row"})
     tensor = Policy(codec="vvc", affine={"granularity": "tensor"})
-    assert sample_qps(row, spiky) == SAMPLE_QPS["vvc"]
-    shift_plain = sample_qps(tensor, plain)[0] - SAMPLE_QPS["vvc"][0]
-    shift_spiky = sample_qps(tensor, spiky)[0] - SAMPLE_QPS["vvc"][0]
+    assert sample_qps(row, spiky) == VvcCodec.sample_qps
+    shift_plain = sample_qps(tensor, plain)[0] - VvcCodec.sample_qps[0]
+    shift_spiky = sample_qps(tensor, spiky)[0] - VvcCodec.sample_qps[0]
     assert abs(shift_plain) <= 1  # a Gaussian tensor spans about 8σ: sampled as under row
     assert shift_spiky - shift_plain == pytest.approx(-6 * np.log2(8), abs=2)
-    assert sample_qps(Policy(codec="av1", affine={"granularity": "tensor"}), spiky) == SAMPLE_QPS["av1"]
+    assert sample_qps(Policy(codec="av1", affine={"granularity": "tensor"}), spiky) == Av1Codec.sample_qps

@@ -8,27 +8,23 @@ how choices fare once a video codec adds its error in the code domain.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from llmc_format.quant.affine import quantize
 from llmc_format.quant.grid import Grid
-from tools.models import minilm_safetensors_or_missing
 
-MINILM = minilm_safetensors_or_missing()
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not MINILM.exists(), reason="MiniLM-L6 weights not installed"),
-]
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def weights() -> dict[str, np.ndarray]:
+def weights(minilm_dir: Path) -> dict[str, np.ndarray]:
     from safetensors.numpy import load_file
 
-    return {k: v for k, v in load_file(str(MINILM)).items() if v.dtype.kind == "f"}
+    return {k: v for k, v in load_file(str(minilm_dir / "model.safetensors")).items()
+            if v.dtype.kind == "f"}
 
 
 def measure(weights: dict[str, np.ndarray], **config) -> dict[str, float]:

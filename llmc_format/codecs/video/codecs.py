@@ -64,6 +64,18 @@ PIX_DEPTH: dict[str, int] = {
 DEFAULT_MAX_SIDE = 4096
 DEFAULT_TARGET_PIXELS = 1 << 20
 
+#: ``extract --raw``: how a luma sample becomes the stage's integer code, and the tiling
+SAMPLE_FORMULA = (
+    "q = min((s + half) >> shift, 2**bits - 1) with half = (1 << shift) >> 1, s = the decoded "
+    "luma sample (little-endian uint16 in the pixel format's depth); shift = 0 means q = s."
+)
+MATRIX_RULE = (
+    "A tensor of shape (s0, s1, ..., sk), k >= 1, is the C-order matrix (s0, s1*...*sk); "
+    "a 1-D tensor (n,) is the matrix (1, n). Frame k covers matrix rows [r0, r1) and columns "
+    "[c0, c1) (its 'box'); the coded frame is coded_height x coded_width, the box in its "
+    "top-left corner, padded at the bottom and right by repeating the last row / column."
+)
+
 #: keys a codec writes into its config when it encodes (per-tensor state)
 _STORED_KEYS = ("frames", "pix_fmt", "frame_hashes", "encoder_version", "ffmpeg_version")
 
@@ -94,13 +106,16 @@ class VideoCodec(ArrayBytesCodec):
     #: FFmpeg muxer writing the blob
     muxer: ClassVar[str]
     lossless: ClassVar[bool] = False
+    takes_samples = True
+    accepts_dct = True
+    threaded = True
     #: frame sides must be multiples of ``align`` and at least ``min_size``
     align: ClassVar[int] = 8
     #: frames start on multiples of this when the limits allow (``frames.plan``)
     tile_align: ClassVar[int | None] = None
     min_size: ClassVar[int] = 16
     max_bits: ClassVar[int] = 10
-    qp_range: ClassVar[tuple[int, int]] = (0, 63)
+    qp_range: ClassVar[tuple[int, int] | None] = (0, 63)
     default_qp: ClassVar[int] = 30
 
     def __init__(
@@ -125,7 +140,7 @@ class VideoCodec(ArrayBytesCodec):
             raise CodecError(f"codec {self.codec_id!r} encodes with one of {self.encoders}, "
                              f"not {encoder!r}")
         params: dict[str, Any] = {"bits": _int("bits", bits, 1, self._max_bits(encoder))}
-        if not self.lossless:
+        if self.qp_range is not None:
             low, high = self.qp_range
             params["qp"] = _int("qp", self.default_qp if qp is None else qp, low, high)
             params["preset"] = self._check_preset(encoder, self._default_preset(encoder)
@@ -221,7 +236,7 @@ class VideoCodec(ArrayBytesCodec):
         depth = PIX_DEPTH[pix_fmt]
         shift = 0 if self.lossless else depth - self.params["bits"]
         samples = frame.astype("<u2") << shift if shift else frame.astype("<u2")
-        raw = _raw_frame(samples, pix_fmt, depth)
+        raw = raw_frame(samples, pix_fmt, depth)
         height, width = frame.shape
         blob = ffmpeg.encode_frame(
             self.params["encoder"], pix_fmt, width, height, raw, self._codec_args(), self.muxer,
@@ -311,6 +326,40 @@ class VideoCodec(ArrayBytesCodec):
             plane = (plane + ((1 << shift) >> 1)) >> shift
         return np.minimum(plane, (1 << bits) - 1).astype(np.uint16)
 
+    # -- extract --raw ---------------------------------------------------------------------
+
+    def raw_record(self, spec: ArraySpec, files: list[str], sizes: list[int]) -> dict[str, Any]:
+        """The sidecar of ``extract --raw``: each blob is a complete FFmpeg-readable stream;
+        the record says how to read it (``ffmpeg -f <muxer>``), where each frame sits in the
+        matrix and how luma samples become the stage's integer codes."""
+        rows, cols = framing.as_2d(spec.shape, spec.name)
+        geom, pix_fmt, hashes = self._stored_layout(spec)
+        if len(files) != geom.n_frames:
+            raise CodecError(f"tensor {spec.name!r}: {len(files)} blobs for {geom.n_frames} frames")
+        frames = []
+        for k, (file, size) in enumerate(zip(files, sizes, strict=True)):
+            r0, r1, c0, c1 = geom.box(k)
+            height, width = geom.frame_shape(k)
+            frames.append({"index": k, "file": file, "bytes": size, "rows": [r0, r1],
+                           "cols": [c0, c1], "coded_height": height, "coded_width": width,
+                           "xxh3_64_of_luma": hashes[k]})
+        bits = self.params["bits"]
+        return {
+            "matrix": {"rows": rows, "cols": cols, "rule": MATRIX_RULE},
+            "codec": {k: v for k, v in self.get_config().items() if k != "frame_hashes"},
+            "ffmpeg_decode": (f"ffmpeg -f {self.muxer} -i FILE -f rawvideo -pix_fmt {pix_fmt} -"
+                              "  # luma plane = the first coded_height*coded_width samples"),
+            "samples": {"pix_fmt": pix_fmt, "bits": bits,
+                        "shift": 0 if self.lossless else PIX_DEPTH[pix_fmt] - bits,
+                        "formula": SAMPLE_FORMULA},
+            "frames": frames,
+            "frame_hash": "xxh3_64_of_luma: XXH3-64 (hex) of the decoded coded_height x "
+                          "coded_width luma plane as little-endian uint16 bytes (llmc checks "
+                          "it at every decode)",
+            "reference": "spec/FORMAT.md §7.3 (video codecs), llmc_format/codecs/video/frames.py "
+                         "(tiling rule)",
+        }
+
 
 class VvcCodec(VideoCodec):
     """H.266/VVC with libvvenc: all-intra (``-g 1``), no perceptual QP adaptation.
@@ -347,6 +396,10 @@ class VvcCodec(VideoCodec):
     tile_align = 32
     decoder = "vvc"
     muxer = "vvc"
+    raw_extension = ".266"
+    sample_qps = (22, 29, 36, 43)
+    log_step = True
+    prefers_dct = True
     presets: ClassVar[tuple[str, ...]] = ("faster", "fast", "medium", "slow", "slower")
     #: ``-vvenc-params`` when a config names none (see the class docstring)
     default_vvenc_params: ClassVar[str] = (
@@ -428,6 +481,10 @@ class HevcCodec(VideoCodec):
     tile_align = 32
     decoder = "hevc"
     muxer = "hevc"
+    raw_extension = ".265"
+    sample_qps = (18, 25, 32, 39)
+    log_step = True
+    prefers_dct = True
     max_bits = 12
     qp_range = (0, 51)
     presets: ClassVar[tuple[str, ...]] = (
@@ -468,6 +525,8 @@ class Av1Codec(VideoCodec):
     encoders = ("libsvtav1", "libaom-av1")
     decoder = "libdav1d"
     muxer = "obu"
+    raw_extension = ".obu"
+    sample_qps = (16, 28, 40, 52)
     qp_range = (1, 63)
     default_qp = 32
 
@@ -507,7 +566,10 @@ class Ffv1Codec(VideoCodec):
     decoder = "ffv1"
     container = "nut"
     muxer = "nut"
+    raw_extension = ".nut"
     lossless = True
+    qp_range = None
+    accepts_dct = False
     align = 1
     min_size = 2  # FFmpeg's FFV1 v3 encoder refuses 1-pixel-wide frames taller than 1
     max_bits = 16
@@ -524,7 +586,7 @@ def luma_hash(plane: np.ndarray) -> str:
     return xxhash.xxh3_64_hexdigest(np.ascontiguousarray(plane, dtype="<u2").tobytes())
 
 
-def _raw_frame(samples: np.ndarray, pix_fmt: str, depth: int) -> bytes:
+def raw_frame(samples: np.ndarray, pix_fmt: str, depth: int) -> bytes:
     """The rawvideo bytes of one frame: luma = ``samples``; chroma (4:2:0) mid-grey."""
     if pix_fmt == "gray":
         return samples.astype(np.uint8).tobytes()

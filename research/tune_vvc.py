@@ -30,9 +30,9 @@ SmolLM2 layers (``--layers 0 7 15 29``, the default; ``all``) or ``--minilm``.
 Results are cached (one JSON line per tensor/quantizer/encoder/QP, keyed by a hash of the
 weights) so re-runs and new tables reuse old encodes: ``--cache``. Run, e.g.::
 
-    python tools/tune_vvc.py --lever scaling alloc nncodec
-    python tools/tune_vvc.py --layers 15 --lever preset tools probe
-    python tools/tune_vvc.py --layers all --lever full nncodec
+    python research/tune_vvc.py --lever scaling alloc nncodec
+    python research/tune_vvc.py --layers 15 --lever preset tools probe
+    python research/tune_vvc.py --layers all --lever full nncodec
 
 Results and conclusions: docs/results/tuning.md.
 """
@@ -60,7 +60,7 @@ if __package__ in (None, ""):  # run as a script: make `tools` and `llmc_format`
 
 from llmc_format.codecs.video import ffmpeg
 from llmc_format.codecs.video import frames as framing
-from llmc_format.codecs.video.codecs import _raw_frame
+from llmc_format.codecs.video.codecs import raw_frame
 from llmc_format.errors import CodecError
 from llmc_format.quant.affine import dequantize, quantize
 from llmc_format.quant.grid import Grid, window
@@ -228,7 +228,7 @@ def _child_cpu() -> float:
 def _encode_decode(frame: np.ndarray, enc: Enc, qp: int, threads: int) -> tuple[bytes, np.ndarray, float]:
     """Encode one frame of 10-bit codes with ``enc``; (bitstream, decoded codes, CPU s)."""
     if enc.layout == "luma":
-        raw = _raw_frame(frame, PIX_FMT, DEPTH)
+        raw = raw_frame(frame, PIX_FMT, DEPTH)
         height, width = frame.shape
     else:  # yuv: frame is (H + H/2, W) holding Y on top and Cb | Cr side by side below
         height, width = frame.shape[0] * 2 // 3, frame.shape[1]
@@ -735,7 +735,7 @@ def probe(weights: dict[str, np.ndarray], qp: int = 32) -> None:
 
 
 def _blob(codes: np.ndarray, enc: Enc, qp: int) -> bytes:
-    raw = _raw_frame(codes, PIX_FMT, DEPTH)
+    raw = raw_frame(codes, PIX_FMT, DEPTH)
     h, w = codes.shape
     return ffmpeg.encode_frame(ENCODER, PIX_FMT, w, h, raw, enc.args(qp), "vvc", what="probe")
 

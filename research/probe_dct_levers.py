@@ -6,7 +6,7 @@ at equal-step QPs 32..16 (as ``tools/bench_lossy.py``'s ``vvc-dct``). Each argum
 columns), the permutations' bytes (log2 n!) counted in the rate; PRESET a libvvenc preset.
 Prints bpw:SNR per QP, SNR interpolated at 2/2.5/3/4 bpw and the encoder's CPU speed.
 
-    OPENBLAS_NUM_THREADS=1 python -m tools.probe_dct_levers none norm2 none@fast
+    OPENBLAS_NUM_THREADS=1 python -m research.probe_dct_levers none norm2 none@fast
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ import numpy as np
 
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.codecs.pipeline import decode_encoded, encode_tensor
+from research.tune_vvc import _perms, perm_bytes
 from tools.bench_lossy import equal_step_qp
 from tools.models import smollm2_decoder_linear_weights
-from tools.tune_vvc import _perms, perm_bytes
 
 QPS = (32, 28, 24, 20, 16)
 TARGETS = (2.0, 2.5, 3.0, 4.0)

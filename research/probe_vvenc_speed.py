@@ -10,7 +10,7 @@ encode; "dec M w/CPU s" is llmc's own in-process decode (``decode.decode_frame``
 one thread) timed with the thread's CPU clock, since a setting can make the bitstream
 cheaper to decode too. Results are cached per (setting, QP, tensor) in ``--cache-dir``.
 
-    python -m tools.probe_vvenc_speed --layer 15 --qps 15 20 24 28 \
+    python -m research.probe_vvenc_speed --layer 15 --qps 15 20 24 28 \
         --params "" "MinQTISlice=16" "MinQTISlice=16:IntraEstDecBit=4:ALF=0:CCALF=0"
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 
 from llmc_format.codecs.video import ffmpeg
 from llmc_format.codecs.video import frames as framing
-from llmc_format.codecs.video.codecs import _raw_frame
+from llmc_format.codecs.video.codecs import raw_frame
 
 DIR = Path(tempfile.gettempdir()) / "llmc-vvenc-probe"
 CACHE = DIR / "results.jsonl"
@@ -78,7 +78,7 @@ def encode_tensor(codes: np.ndarray, qp: int, extra: str
             "-vvenc-params", vparams(extra)]
     for k, frame in enumerate(framing.split(codes, geom)):
         h, w = frame.shape
-        raw = _raw_frame(frame.astype("<u2"), PIX, 10)
+        raw = raw_frame(frame.astype("<u2"), PIX, 10)
         t0 = child_cpu()
         blob = ffmpeg.encode_frame("libvvenc", PIX, w, h, raw, args, "vvc", threads=1, what="probe")
         cpu += child_cpu() - t0
