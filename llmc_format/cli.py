@@ -654,12 +654,33 @@ def verify(
                                          "decoders (VVdeC, libde265, aomdec/dav1d; "
                                          "docs/decoders.md).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    signature: Annotated[Path | None, typer.Option(
+        help="Also check this signature (from `llmc sign`) of the archive's exact bytes; "
+        "needs --public-key.")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        help="The signer's EC public key (PEM) for --signature.")] = None,
 ) -> None:
-    """Check every checksum and byte, decode every tensor; exit 1 if anything is wrong."""
+    """Check every checksum and byte, decode every tensor; exit 1 if anything is wrong.
+
+    Checksums prove integrity, not origin: add --signature/--public-key to check who
+    signed the file (offline, OpenSSF model-signing)."""
     from llmc_format.pipeline.verify import verify as do_verify
 
+    if (signature is None) != (public_key is None):
+        err.print("[bold red]error:[/] --signature and --public-key go together")
+        raise typer.Exit(2)
     with _errors(), _progress(quiet or as_json, "verifying") as update:
         report = do_verify(archive, against=against, progress=update, strict=strict)
+        if signature is not None and public_key is not None:
+            from llmc_format.errors import SignatureError
+            from llmc_format.pipeline.signing import verify_archive_signature
+
+            try:
+                verify_archive_signature(archive, signature, public_key)
+            except SignatureError as exc:
+                report.fail(str(exc))
+            else:
+                report.signature = str(signature)
     if as_json:
         out.print_json(data=report.to_dict())
     elif not quiet:
@@ -679,15 +700,37 @@ def verify(
                       f"{' (' + used + ')' if used else ''}")
         if report.ok:
             what = " and match the source" if against else ""
+            what += f"; signature {signature} valid" if report.signature else ""
             out.print(f"OK: {len(report.tensors)} tensors and {report.attachments_checked} "
                       f"attachments intact{what}")
-        elif report.tensors:
+        elif bad:
             out.print(f"FAILED: {len(bad)} of {len(report.tensors)} tensors damaged; "
                       f"{len(report.intact)} intact")
         else:
             out.print("FAILED")
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY_FAILED)
+
+
+# ----------------------------------------------------------------------------- sign
+
+
+@app.command()
+def sign(
+    archive: Annotated[Path, typer.Argument(help="The .llmc file to sign.")],
+    key: Annotated[Path, typer.Option(help="EC private key (PEM, unencrypted), e.g. from "
+                                      "`openssl ecparam -genkey -name prime256v1 -noout`.")],
+    signature: Annotated[Path | None, typer.Option(
+        help="Where to write the signature (default: ARCHIVE.sig).")] = None,
+) -> None:
+    """Sign the archive's exact bytes (OpenSSF model-signing, offline key pair).
+
+    Check it with `llmc verify ARCHIVE --signature ARCHIVE.sig --public-key PUB.pem`."""
+    from llmc_format.pipeline.signing import sign_archive
+
+    with _errors():
+        path = sign_archive(archive, key, signature)
+    out.print(f"signed {archive} -> {path}")
 
 
 # ----------------------------------------------------------------------------- extract

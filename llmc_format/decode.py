@@ -13,9 +13,10 @@ import numpy as np
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArraySpec, Rows
 from llmc_format.codecs.pipeline import decode_tensor
+from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import ZSTD_MAX_EXPANSION, Reader
-from llmc_format.errors import LimitError
+from llmc_format.errors import DigestError, LimitError
 
 #: An ``exact`` blob of L bytes decodes to at most this many times L bytes: each of its
 #: byte planes is raw (1:1) or one zstd frame. A tensor declaring more than its blobs can
@@ -70,10 +71,28 @@ def read_tensor(reader: Reader, name: str, rows: Rows | None = None) -> np.ndarr
                          "(its non-zero dimensions multiply beyond 2**62 bytes)")
     check_expansion(reader, entry)
     try:
-        return decode_tensor(entry.pipeline, spec, [len(b) for b in by_stage], fetch, rows)
+        array = decode_tensor(entry.pipeline, spec, [len(b) for b in by_stage], fetch, rows)
     except MemoryError:  # a declared size this machine cannot allocate: typed, not a crash
         raise LimitError(f"tensor {name!r}: decoding needs more memory than is available "
                          f"({entry.nbytes} bytes declared)") from None
+    whole = rows is None or (rows[0] == 0 and rows[1] == (entry.shape[0] if entry.shape else 1))
+    if whole and reader.verify_checksums:
+        check_decoded_digest(entry.digest, array, name)
+    return array
+
+
+def check_decoded_digest(digest: dict[str, int] | None, array: np.ndarray, name: str) -> None:
+    """A whole decoded tensor must hash to the writer's ``digest.decoded`` (FORMAT.md §5.6).
+
+    Blob checksums prove the bytes are the writer's; this proves the *decoding* is: it
+    catches a config that is wrong but intact under the index checksum, or a decoder that
+    differs from the writer's. XXH3 runs at memory speed, far above any decoder here.
+    """
+    want = (digest or {}).get("decoded")
+    if want is not None and layout.checksum(
+            np.ascontiguousarray(array).reshape(-1).view(np.uint8)) != want:
+        raise DigestError(f"tensor {name!r}: decoded tensor differs from what the writer "
+                          "decoded (digest.decoded mismatch)")
 
 
 def read_native_blocks(reader: Reader, name: str) -> bytes:

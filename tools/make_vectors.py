@@ -3,9 +3,13 @@
     python tools/make_vectors.py [--only NAME] [--force]
 
 Each vector ``NAME.llmc`` has ``NAME.json``: for valid files, every tensor's dtype, shape
-and XXH3-64 of its decoded bytes, plus attachments; for invalid files, the error class a
-reader must raise. Existing vectors are left alone unless ``--force`` (which a published
-vector must never need: tests/test_vectors.py proves old files still read).
+and XXH3-64 of its decoded bytes, plus attachments; for invalid files, the error a reader
+must report, by its name in the error taxonomy (spec/FORMAT.md §8.1: ``Truncated``,
+``Malformed``, ``Checksum``, ``Limit``, ``UnsupportedVersion``, ``UnsupportedCodec``,
+``Decode``, ``DigestMismatch``), when (``at``: ``open`` or ``decode``) and, for ``decode``,
+of which tensor (``tensor``) or attachment (``attachment``); everything else still reads.
+Existing vectors are left alone unless ``--force`` (which a published vector must never
+need: tests/test_vectors.py proves old files still read).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import ml_dtypes
+import msgpack
 import numpy as np
 
 import llmc_format
@@ -294,11 +299,32 @@ def feature_vectors() -> dict[str, tuple[Callable[[Path], None], list[str]]]:
     }
 
 
-def make_invalid(name: str, base: str, patch: Callable[[bytearray], None], error: str) -> None:
+#: the error names of spec/FORMAT.md §8.1 (llmc_format.errors.*.kind)
+ERROR_KINDS = ("Truncated", "Malformed", "Checksum", "Limit", "UnsupportedVersion",
+               "UnsupportedCodec", "Decode", "DigestMismatch")
+
+
+def expect_error(error: str, at: str = "open", *, tensor: str | None = None,
+                 attachment: str | None = None) -> dict:
+    """The JSON of an invalid vector: which error, at open or when decoding what."""
+    if error not in ERROR_KINDS or at not in ("open", "decode"):
+        raise ValueError(f"unknown error {error!r} or stage {at!r}")
+    if (at == "decode") != (tensor is not None or attachment is not None):
+        raise ValueError("a decode error names exactly the tensor or attachment it concerns")
+    out: dict = {"valid": False, "error": error, "at": at}
+    if tensor is not None:
+        out["tensor"] = tensor
+    if attachment is not None:
+        out["attachment"] = attachment
+    return out
+
+
+def make_invalid(name: str, base: str, patch: Callable[[bytearray], None],
+                 expect: dict) -> None:
     data = bytearray((VECTORS / f"{base}.llmc").read_bytes())
     patch(data)
     (VECTORS / f"{name}.llmc").write_bytes(bytes(data))
-    (VECTORS / f"{name}.json").write_text(json.dumps({"valid": False, "error": error}) + "\n")
+    (VECTORS / f"{name}.json").write_text(json.dumps(expect) + "\n")
 
 
 def _set_header(data: bytearray, **fields: int) -> None:
@@ -310,6 +336,67 @@ def _set_header(data: bytearray, **fields: int) -> None:
 
 def _flip_first_blob_byte(data: bytearray) -> None:
     data[layout.HEADER_SIZE] ^= 0x01  # data_start is 64 with the default alignment
+
+
+def _with_index(make_raw: Callable[[dict], bytes]) -> Callable[[bytearray], None]:
+    """A patch replacing the index by ``make_raw(index)``, footer re-checksummed: the file
+    is intact (every checksum matches) and only a rule of the spec can reject it."""
+    def patch(data: bytearray) -> None:
+        f = layout.Footer.unpack(bytes(data[-48:]), len(data) - 48)
+        obj = msgpack.unpackb(bytes(data[f.index_offset: f.index_offset + f.index_length]))
+        raw = make_raw(obj)
+        data[f.index_offset:] = raw + layout.Footer(f.index_offset, len(raw),
+                                                    layout.checksum(raw)).pack()
+    return patch
+
+
+def _mutated(mutate: Callable[[dict], None]) -> Callable[[bytearray], None]:
+    def make_raw(obj: dict) -> bytes:
+        mutate(obj)
+        return msgpack.packb(obj, use_bin_type=True)
+    return _with_index(make_raw)
+
+
+def _duplicate_data_end(obj: dict) -> bytes:
+    """The index with ``data_end`` written twice (the same value: still a duplicate)."""
+    packer = msgpack.Packer(use_bin_type=True)
+    raw = packer.pack_map_header(len(obj) + 1)
+    for k, v in obj.items():
+        raw += packer.pack(k) + packer.pack(v)
+    return raw + packer.pack("data_end") + packer.pack(obj["data_end"])
+
+
+def _tensor(obj: dict, name: str) -> dict:
+    return next(t for t in obj["tensors"] if t["name"] == name)
+
+
+def _user_timestamp(obj: dict) -> None:
+    obj["metadata"]["user"]["when"] = msgpack.Timestamp(1764979200, 0)
+
+
+def _alias_with_pipeline(obj: dict) -> None:
+    q = _tensor(obj, "q.i8")
+    obj["tensors"].append({"name": "q.alias", "dtype": q["dtype"], "shape": q["shape"],
+                           "alias_of": "q.i8", "pipeline": q["pipeline"]})
+
+
+#: invalid vectors of spec revision 1.1 (FORMAT.md §5, §5.3, §5.6, §7): intact files that
+#: break one rule each, so a reader shows it applies the rule and names its error
+RULE_VECTORS: dict[str, tuple[Callable[[bytearray], None], dict]] = {
+    "bad-duplicate-key": (_with_index(_duplicate_data_end), expect_error("Malformed")),
+    "bad-msgpack-timestamp": (_mutated(_user_timestamp), expect_error("Malformed")),
+    "bad-alias-with-pipeline": (_mutated(_alias_with_pipeline), expect_error("Malformed")),
+    "bad-config-missing-key": (
+        _mutated(lambda o: _tensor(o, "q.i8")["pipeline"][0].pop("chunk_elems")),
+        expect_error("Decode", "decode", tensor="q.i8")),
+    "bad-unknown-codec": (
+        _mutated(lambda o: _tensor(o, "q.i8")["pipeline"][0].update(id="zfp")),
+        expect_error("UnsupportedCodec", "decode", tensor="q.i8")),
+    "bad-digest-mismatch": (
+        _mutated(lambda o: _tensor(o, "q.i8")["digest"].update(
+            decoded=(_tensor(o, "q.i8")["digest"]["decoded"] + 1) % 2**64)),
+        expect_error("DigestMismatch", "decode", tensor="q.i8")),
+}
 
 
 def main() -> None:
@@ -354,10 +441,15 @@ def main() -> None:
         record_digest(VECTORS / f"{name}.llmc")
         print(f"wrote {name}")
     invalid = {
-        "bad-future-major": (lambda d: _set_header(d, major=2), "VersionError"),
-        "bad-required-feature": (lambda d: _set_header(d, required_features=1), "VersionError"),
-        "bad-truncated": (lambda d: d.__delitem__(slice(len(d) - 10, None)), "TruncatedError"),
-        "bad-blob-bitflip": (_flip_first_blob_byte, "ChecksumError"),
+        "bad-future-major": (lambda d: _set_header(d, major=2),
+                             expect_error("UnsupportedVersion")),
+        "bad-required-feature": (lambda d: _set_header(d, required_features=1),
+                                 expect_error("UnsupportedVersion")),
+        "bad-truncated": (lambda d: d.__delitem__(slice(len(d) - 10, None)),
+                          expect_error("Truncated")),
+        "bad-blob-bitflip": (_flip_first_blob_byte,
+                             expect_error("Checksum", "decode", tensor="layer.weight.f32")),
+        **RULE_VECTORS,
     }
     for name, (patch, error) in invalid.items():
         if args.only not in (None, name):

@@ -98,8 +98,25 @@ class Codec(ABC):
     #: pipeline of lossless stages reproduces its source, and pack checks it bit for bit
     lossless: ClassVar[bool] = False
 
+    #: keys (besides "id") a *stored* config must hold, and keys it may hold; any other key,
+    #: or a missing one, makes the tensor undecodable (spec/FORMAT.md §7, closed configs).
+    #: ``None``: the codec declares no key sets (a third-party codec checks its own).
+    required_keys: ClassVar[frozenset[str] | None] = None
+    optional_keys: ClassVar[frozenset[str]] = frozenset()
+
     def __init__(self, **params: Any) -> None:
         self.params = params
+
+    @classmethod
+    def check_stored_config(cls, config: dict[str, Any], where: str = "") -> None:
+        """Refuse a stored config that lacks a required key or holds an unlisted one.
+
+        Encoders take defaults; a stored config takes none: a reader that substituted a
+        default for a missing key could decode what another reader refuses (one rule for
+        both, FORMAT.md §7). Writers always wrote every required key, so old files pass.
+        """
+        if cls.required_keys is not None:
+            check_config_keys(cls.codec_id, config, cls.required_keys, cls.optional_keys, where)
 
     def get_config(self) -> dict[str, Any]:
         return {"id": self.codec_id, **self.params}
@@ -121,6 +138,18 @@ class Codec(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
+
+
+def check_config_keys(codec_id: str, config: dict[str, Any], required: frozenset[str] | set[str],
+                      optional: frozenset[str] | set[str], where: str = "") -> None:
+    """``CodecError`` unless ``config`` holds every ``required`` key and nothing but those,
+    ``optional`` ones and ``id``."""
+    keys = set(config) - {"id"}
+    missing, unknown = sorted(required - keys), sorted(keys - required - optional)
+    if missing or unknown:
+        what = "; ".join(filter(None, (missing and f"lacks {missing}",
+                                       unknown and f"has unknown keys {unknown}")))
+        raise CodecError(f"{where}: stored {codec_id!r} config {what}")
 
 
 class ArrayArrayCodec(Codec):

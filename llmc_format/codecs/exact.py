@@ -58,9 +58,9 @@ string of exactly n bytes:
 - mode 1 (zstd): the payload is exactly one zstd frame (RFC 8878) with
   Frame_Content_Size present and equal to n, no dictionary, nothing after it (no second
   frame, no skippable frame); it decompresses to the plane. A checksum, if present, is
-  verified. Any conforming zstd decoder works; no zstd parameter matters to decoding
-  (the encoder's window is 128 KiB, so a decoder may cap the window at 2^17 bytes —
-  this one does not rely on that).
+  verified. Its Window_Size is at most max(n, 2^17) bytes (a larger one is refused, so
+  every reader accepts the same frames and none needs more than 128 KiB beyond the
+  plane); the encoder's window is 128 KiB. No other zstd parameter matters.
 
 Reassembly: element j's stored value is the unsigned little-endian integer
 s_j = sum over i of plane_i[j] · 2^(8i), and its original bits (as a w-bit unsigned
@@ -113,6 +113,7 @@ import zstandard
 
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArrayBytesCodec, ArraySpec, BlobFetcher, Encoded, Rows
+from llmc_format.container import layout
 from llmc_format.errors import CodecError, LlmcError
 from llmc_format.runtime import default_jobs
 
@@ -220,6 +221,9 @@ def _plane(payload: memoryview, mode: int, n: int, where: str) -> bytes | memory
         )
     if params.dict_id != 0:
         raise CodecError(f"{where}: zstd frame needs dictionary {params.dict_id}")
+    if not layout.zstd_window_ok(params.window_size, n):
+        raise CodecError(f"{where}: zstd window of {params.window_size} bytes exceeds the "
+                         f"format's max({n}, {layout.ZSTD_WINDOW_FLOOR})")
     try:
         data = _decompressor().decompress(payload, max_output_size=n, allow_extra_data=False)
     except zstandard.ZstdError as exc:
@@ -278,6 +282,8 @@ class ExactCodec(ArrayBytesCodec):
 
     codec_id: ClassVar[str] = "exact"
     lossless = True
+    required_keys = frozenset({"layout", "chunk_elems"})
+    optional_keys = frozenset({"chunk_bytes"})
 
     def __init__(self, chunk_bytes: int = DEFAULT_CHUNK_BYTES, layout: int | None = None,
                  chunk_elems: int | None = None, *, threads: int | None = None) -> None:

@@ -90,6 +90,9 @@ class GgmlCodec(ArrayBytesCodec):
     codec_id: ClassVar[str] = "ggml"
     lossless = True
     selectable = False  # holds a GGUF source's own blocks: chosen by the source, not --codec
+    #: stored configs (FORMAT.md §7.6): chunk_bytes is the encoder's target only
+    required_keys = frozenset({"layout", "type", "fields", "rows_per_blob"})
+    optional_keys = frozenset({"chunk_bytes"})
 
     def __init__(self, type: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
                  layout: int | None = None, fields: list[list[int]] | None = None,

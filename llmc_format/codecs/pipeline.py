@@ -43,11 +43,20 @@ class EncodedTensor:
     reconstruction: np.ndarray | None = None
 
 
-def build(configs: Sequence[dict[str, Any]], where: str) -> list[Codec]:
-    """Instantiate and type-check a pipeline: array stages, then one bytes stage."""
+def build(configs: Sequence[dict[str, Any]], where: str, *, stored: bool = False) -> list[Codec]:
+    """Instantiate and type-check a pipeline: array stages, then one bytes stage.
+
+    ``stored``: the configs come from a file, so each must also be complete and closed
+    (``Codec.check_stored_config``). Stages are checked in order, each one's id before its
+    config (FORMAT.md §7), so every reader reports the same first error.
+    """
     if not configs:
         raise CodecError(f"{where}: empty codec pipeline")
-    stages = [get_codec(c, where) for c in configs]
+    stages = []
+    for c in configs:
+        if stored and isinstance(c, dict) and "id" in c:
+            get_codec_class(c["id"], where).check_stored_config(c, where)
+        stages.append(get_codec(c, where))
     for s in stages[:-1]:
         if not isinstance(s, ArrayArrayCodec):
             raise CodecError(f"{where}: codec {s.codec_id!r} cannot precede another stage")
@@ -132,7 +141,7 @@ def decode_tensor(
     array, already known (the whole tensor's), so only the array stages run.
     """
     where = f"tensor {spec.name!r}"
-    stages = build(configs, where)
+    stages = build(configs, where, stored=True)
     if rows is not None:
         n = spec.shape[0] if spec.shape else 1
         if not 0 <= rows[0] <= rows[1] <= n:

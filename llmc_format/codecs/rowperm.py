@@ -46,6 +46,7 @@ class RowPermCodec(ArrayArrayCodec):
 
     codec_id: ClassVar[str] = "rowperm"
     lossless = True
+    required_keys = frozenset({"heads"})
 
     def __init__(self, heads: int) -> None:
         if not _is_int(heads) or heads < 1:
@@ -92,5 +93,7 @@ class RowPermCodec(ArrayArrayCodec):
         n = array.shape[0]
         if n % g:
             raise CodecError(f"tensor {spec.name!r}: rowperm got {n} rows, not whole groups")
+        if n == 0:  # an empty row range: nothing to permute (and no group to divide by)
+            return np.ascontiguousarray(array[:0])
         out = stored_to_rows(array, n // g)
         return np.ascontiguousarray(out[a - lo:b - lo])

@@ -167,20 +167,58 @@ class _ContainerBudget:
         return value
 
 
+def _no_timestamp(value: Any) -> None:
+    # msgpack-python decodes extension type -1 (timestamp) itself, without ``ext_hook``
+    if isinstance(value, msgpack.Timestamp):
+        raise FormatError("index uses the msgpack timestamp extension (type -1), which the "
+                          "format forbids")
+
+
+def _array(items: list[Any]) -> list[Any]:
+    for v in items:
+        _no_timestamp(v)
+    return items
+
+
+def _map_pairs(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    """Every msgpack map of the index: str keys only, each at most once (a duplicate key
+    would let two readers see two different values, one taking the first, one the last)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        _no_timestamp(value)
+        if not isinstance(key, str):
+            raise FormatError(f"index map key {key!r:.40} is not a string")
+        if key in out:
+            raise FormatError(f"index map has the key {key!r:.80} twice")
+        out[key] = value
+    return out
+
+
 def unpack_index_bytes(data: bytes) -> Any:
-    """msgpack-decode the index bytes with bounded memory.
+    """msgpack-decode the index bytes with bounded memory, as plain data only.
 
     Each container's length is bounded by ``len(data)`` and their number by
     ``len(data) / INDEX_BYTES_PER_CONTAINER`` plus a slack: an index cannot cost more than
-    a small multiple of its size to decode.
+    a small multiple of its size to decode. Extension types (e.g. the timestamp type -1),
+    non-str map keys and duplicate map keys are refused (spec/FORMAT.md §5): each would
+    make two readers disagree or parse more than plain data.
     """
     budget = _ContainerBudget(len(data) // layout.INDEX_BYTES_PER_CONTAINER
                               + layout.INDEX_CONTAINER_SLACK)
+
+    def pairs(p: list[tuple[Any, Any]]) -> dict[str, Any]:
+        return budget(_map_pairs(p))
+
+    def array(items: list[Any]) -> list[Any]:
+        return budget(_array(items))
+
     try:
-        return msgpack.unpackb(
+        obj = msgpack.unpackb(
             data, raw=False, strict_map_key=True, ext_hook=_ext_hook, use_list=True,
-            object_hook=budget, list_hook=budget,
+            object_pairs_hook=pairs, list_hook=array, timestamp=0,
         )
+        _no_timestamp(obj)
+        return obj
     except FormatError:
         raise
     except Exception as exc:  # msgpack raises many types (ExtraData, ValueError, ...)
@@ -253,14 +291,20 @@ def _tensor(d: Any, i: int) -> TensorEntry:
     rd = _get(d, "rd", dict, where, None)
     check_nesting(quant, f"{where} quant")
     check_nesting(rd, f"{where} rd")
-    digest = _get(d, "digest", dict, where, None)
-    if digest is not None:
-        digest = {k: _uint(digest, k, f"{where} digest") for k in ("source", "decoded")
-                  if k in digest}
     alias = d.get("alias_of")
     if alias is not None:
+        # an alias is only a name for a stored tensor: anything it could decode by itself
+        # (its own pipeline, blobs or digest) would let two readers disagree on its value
+        extra = sorted(k for k in ("pipeline", "blobs", "digest") if k in d)
+        if extra:
+            raise FormatError(f"{where}: an alias entry must not have {extra}")
         return TensorEntry(name, dtype, tuple(shape), alias_of=_name(alias, where),
-                           quant=quant, rd=rd, digest=digest)
+                           quant=quant, rd=rd)
+    digest_map = _get(d, "digest", dict, where)
+    # writers write both (FORMAT.md §5.6); a published 1.0 file (v1-ggml) lacks `decoded`,
+    # so a reader accepts its absence and then has no decoded digest to check
+    digest = {k: _uint(digest_map, k, f"{where} digest") for k in ("source", "decoded")
+              if k == "source" or k in digest_map}
     pipeline = _get(d, "pipeline", list, where)
     if not 1 <= len(pipeline) <= layout.MAX_PIPELINE_STAGES:
         raise LimitError(f"{where}: pipeline has {len(pipeline)} stages (1..8 allowed)")
@@ -280,12 +324,29 @@ def _attachment(d: Any, i: int) -> AttachmentEntry:
     where = f"index attachment #{i}"
     if not isinstance(d, dict):
         raise FormatError(f"{where}: not a map")
-    name = _name(d.get("name"), where)
+    name = _attachment_name(_name(d.get("name"), where), where)
     where = f"attachment {name!r}"
     enc = _get(d, "encoding", str, where)
     if enc not in ("raw", "zstd"):
         raise FormatError(f"{where}: unknown encoding {enc!r}")
-    return AttachmentEntry(name, _uint(d, "size", where), enc, _blob(d.get("blob"), where))
+    size, blob = _uint(d, "size", where), _blob(d.get("blob"), where)
+    if blob.stage != 0:
+        raise FormatError(f"{where}: blob stage is {blob.stage}, must be 0")
+    if enc == "raw" and blob.length != size:
+        raise FormatError(f"{where}: raw attachment of {size} bytes stored in a blob of "
+                          f"{blob.length}")
+    return AttachmentEntry(name, size, enc, blob)
+
+
+def _attachment_name(name: str, where: str) -> str:
+    """Attachment names are relative POSIX paths that stay inside any directory they are
+    written to (FORMAT.md §5.5), checked at open so no reader has to trust them later."""
+    if any(c in name for c in "\\\x00:"):
+        raise FormatError(f"{where}: attachment name {name!r} contains '\\', ':' or NUL")
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        raise FormatError(f"{where}: attachment name {name!r} is absolute or has an empty, "
+                          "'.' or '..' component")
+    return name
 
 
 def parse_index(obj: Any, *, data_start: int, index_offset: int, alignment: int) -> Index:
@@ -306,7 +367,7 @@ def parse_index(obj: Any, *, data_start: int, index_offset: int, alignment: int)
         _attachment(a, i) for i, a in enumerate(_get(obj, "attachments", list, "index", []))
     )
     prev = None
-    if obj.get("previous") is not None:
+    if "previous" in obj:  # a nil is a wrong type, not an absent key
         p = _get(obj, "previous", dict, "index")
         prev = PreviousIndex(_uint(p, "index_offset", "index.previous"),
                              _uint(p, "index_length", "index.previous"),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import xxhash
 
-from llmc_format.errors import FormatError, TruncatedError, VersionError
+from llmc_format.errors import ChecksumError, FormatError, TruncatedError, VersionError
 
 #: PNG-style: a non-ASCII first byte catches 7-bit transfers, CR LF catches newline
 #: conversion in either direction, ^Z stops a DOS `type`, the final LF catches LF->CRLF.
@@ -50,6 +50,15 @@ MAX_PIPELINE_STAGES = 8
 MAX_TENSOR_BYTES = 2**62
 MAX_INDEX_BYTES = 1 << 30
 MAX_UPDATE_CHAIN = 4096
+#: A zstd frame in a file (exact plane, attachment) has Window_Size <= max(its declared
+#: content size, 2**17): decoding it never needs more memory than its output or 128 KiB,
+#: and every reader accepts exactly the same frames (spec/FORMAT.md §7.1, §5.5).
+ZSTD_WINDOW_FLOOR = 1 << 17
+
+
+def zstd_window_ok(window_size: int, content_size: int) -> bool:
+    """Whether a zstd frame's window is within what the format allows (see above)."""
+    return window_size <= max(content_size, ZSTD_WINDOW_FLOOR)
 #: msgpack maps and arrays an index may hold: one per this many index bytes, plus a slack
 #: for small files. A real index spends 10-65 bytes per container; an empty map costs one
 #: byte but ~72 bytes of Python memory, so without the bound a 50 MB index of empty maps
@@ -112,7 +121,7 @@ class Header:
             raise FormatError(_describe_bad_magic(magic, 0))
         (stored,) = struct.unpack_from("<Q", data, 56)
         if stored != checksum(data[:56]):
-            raise FormatError("header checksum mismatch at offset 56: the header is corrupt")
+            raise ChecksumError("header checksum mismatch at offset 56: the header is corrupt")
         if major != MAJOR_VERSION:
             raise VersionError(
                 f"file format version {major}.{minor} needs a newer reader "
@@ -157,7 +166,7 @@ class Footer:
             )
         (stored,) = struct.unpack_from("<Q", data, 32)
         if stored != checksum(data[:32]):
-            raise FormatError(f"footer checksum mismatch at offset {at + 32}: the footer is corrupt")
+            raise ChecksumError(f"footer checksum mismatch at offset {at + 32}: the footer is corrupt")
         if any(data[24:32]):
             raise FormatError(f"footer reserved bytes at offset {at + 24} are not zero")
         off, length, csum = _FOOTER_BODY.unpack_from(data)

@@ -30,6 +30,7 @@ from llmc_format.container.index import (
 from llmc_format.errors import (
     ArchiveNotFoundError,
     ChecksumError,
+    CodecError,
     FormatError,
     InputError,
     LimitError,
@@ -72,7 +73,7 @@ class Reader:
                                  "header, index and footer")
         pad = self._pread(layout.HEADER_SIZE, data_start - layout.HEADER_SIZE)
         if any(pad):
-            raise FormatError(f"non-zero padding between header and data at offset "
+            raise ChecksumError(f"non-zero padding between header and data at offset "
                               f"{layout.HEADER_SIZE + _first_nonzero(pad)}")
         footer_at = self.file_size - layout.FOOTER_SIZE
         footer = layout.Footer.unpack(self._pread(footer_at, layout.FOOTER_SIZE), footer_at)
@@ -159,8 +160,8 @@ class Reader:
         if a.encoding == "zstd":
             data = _unzstd(data, a.size, f"attachment {name!r}")
         if len(data) != a.size:
-            raise FormatError(f"attachment {name!r}: decoded {len(data)} bytes, index says "
-                              f"{a.size}")
+            raise CodecError(f"attachment {name!r}: decoded {len(data)} bytes, index says "
+                             f"{a.size}")
         return data
 
     def close(self) -> None:
@@ -218,13 +219,18 @@ def _unzstd(data: bytes, size: int, what: str) -> bytes:
         raise LimitError(f"{what}: index says {size} bytes, more than {len(data)} bytes of "
                          "zstd data can hold")
     try:
-        declared = zstandard.get_frame_parameters(data).content_size
-        if declared not in (size, zstandard.CONTENTSIZE_UNKNOWN):
-            raise FormatError(f"{what}: zstd frame declares {declared} bytes, index says {size}")
+        params = zstandard.get_frame_parameters(data)
+        if params.content_size != size:  # CONTENTSIZE_UNKNOWN included: it must be declared
+            raise CodecError(f"{what}: zstd frame declares {params.content_size} bytes, "
+                             f"index says {size}")
+        if params.dict_id != 0 or not layout.zstd_window_ok(params.window_size, size):
+            raise CodecError(f"{what}: zstd frame needs a dictionary or a window of "
+                             f"{params.window_size} bytes (the format allows "
+                             f"max({size}, {layout.ZSTD_WINDOW_FLOOR}))")
         return zstandard.ZstdDecompressor().decompress(data, max_output_size=size,
                                                        allow_extra_data=False)
     except zstandard.ZstdError as exc:
-        raise FormatError(f"{what}: bad zstd data: {exc}") from None
+        raise CodecError(f"{what}: bad zstd data: {exc}") from None
 
 
 def _first_nonzero(b: bytes) -> int:

@@ -341,6 +341,12 @@ def pack_source(
     }
     if created is not None:
         metadata["created"] = created
+    if policy.codec != "exact":
+        # provenance for archivists (docs/archival.md): each video stage config records
+        # its encoder and FFmpeg; this records the decoder that produced the frame hashes
+        from llmc_format.codecs.video.decode import decoder_versions
+
+        metadata["decoder"] = decoder_versions()
     metadata.update(extra_metadata or {})
     rd_records = rd_records or {}
     reuse_names = reuse_names or set()

@@ -471,6 +471,8 @@ class AffineCodec(ArrayArrayCodec):
     """
 
     codec_id = "affine"
+    required_keys = frozenset({"bits", "granularity", "group_size", "clip", "clip_bits",
+                               "param_dtype"})
 
     def __init__(
         self,

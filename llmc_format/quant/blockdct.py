@@ -113,6 +113,7 @@ class BlockDctCodec(ArrayArrayCodec):
     """
 
     codec_id = "blockdct"
+    required_keys = frozenset({"bits", "block", "precision", "scale", "offset"})
 
     def __init__(self, *, bits: int = 10, block: int = DEFAULT_BLOCK,
                  precision: int = DEFAULT_PRECISION, scale: float | None = None,

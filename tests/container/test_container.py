@@ -25,13 +25,17 @@ from llmc_format.errors import (
     VersionError,
 )
 
+#: digests are required of stored tensors (FORMAT.md §5.3); these tests never decode
+NO_DIGEST = {"source": 0, "decoded": 0}
+
 
 def make_archive(path: Path, blobs: dict[str, list[bytes]], alignment: int = 64,
                  metadata: dict | None = None, attachments: dict[str, bytes] | None = None) -> Path:
     with Writer(path, alignment=alignment, metadata=metadata or {"user": {"k": 1}}) as w:
         for name, parts in blobs.items():
             refs = tuple(w.add_blob(p) for p in parts)
-            w.add_tensor(TensorEntry(name, "uint8", (sum(map(len, parts)),), ({"id": "exact"},), refs))
+            w.add_tensor(TensorEntry(name, "uint8", (sum(map(len, parts)),), ({"id": "exact"},), refs,
+                                     digest=NO_DIGEST))
         for n, data in (attachments or {}).items():
             w.add_attachment(n, data)
     return path

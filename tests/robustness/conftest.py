@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import msgpack
 import pytest
 
 from fuzz.harness import ArchiveModel, build_seeds
-from llmc_format.container import layout
 
 
 @pytest.fixture(scope="session")
@@ -23,21 +20,6 @@ def seed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("seeds")
     build_seeds(d, video=True)
     return d
-
-
-@pytest.fixture
-def rewrite_index() -> Callable[[Path, Callable[[dict[str, Any]], None]], None]:
-    """Rewrite a file's index with a mutation and valid checksums (a 'lying' file)."""
-    def rewrite(path: Path, mutate: Callable[[dict[str, Any]], None]) -> None:
-        data = path.read_bytes()
-        footer = layout.Footer.unpack(data[-48:], len(data) - 48)
-        obj = msgpack.unpackb(data[footer.index_offset:footer.index_offset + footer.index_length])
-        mutate(obj)
-        raw = msgpack.packb(obj, use_bin_type=True)
-        new = layout.Footer(footer.index_offset, len(raw), layout.checksum(raw))
-        path.write_bytes(data[:footer.index_offset] + raw + new.pack())
-
-    return rewrite
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import zstandard
 
 import llmc_format
 from fuzz.harness import ArchiveModel
-from llmc_format.errors import CodecError, FormatError, LimitError, LlmcError
+from llmc_format.errors import CodecError, LimitError, LlmcError
 
 #: what a lie may make the reader allocate (Python/numpy allocations, tracemalloc)
 MEMORY_LIMIT = 64 << 20
@@ -292,11 +292,11 @@ EXACT_LIES: list[tuple[str, Lie, type[LlmcError]]] = [
 ]
 ATTACHMENT_LIES: list[tuple[str, Lie, type[LlmcError]]] = [
     ("attachment size 2**63", attachment_size_2_63, LimitError),
-    ("attachment size off by one", attachment_size_lie, FormatError),
+    ("attachment size off by one", attachment_size_lie, CodecError),
     ("attachment zstd frame declares 1 TiB", attachment_zstd_declares_huge, LimitError),
     ("attachment frame without size, index 16 GiB", attachment_zstd_no_content_size,
      LimitError),
-    ("raw attachment declared zstd", attachment_raw_declared_zstd, FormatError),
+    ("raw attachment declared zstd", attachment_raw_declared_zstd, CodecError),
 ]
 
 

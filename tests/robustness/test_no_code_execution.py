@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 import llmc_format
 from llmc_format.cli import app
 from llmc_format.container.writer import Writer
+from llmc_format.errors import FormatError
 from llmc_format.pipeline.pack import encode_one, write_packed
 
 runner = CliRunner()
@@ -85,8 +86,8 @@ def test_unpack_refuses_attachment_names_that_escape(
         write_packed(w, encode_one("w", np.ones((2, 2), np.float32), [{"id": "exact"}]))
         w.add_attachment("config.json", b'{"evil": true}')
     rewrite_index(with_attachment, lambda o: o["attachments"][0].update(name=name))
-    with llmc_format.safe_open(with_attachment) as f:  # the reader itself does not care
-        assert f.attachments() == [name]
+    with pytest.raises(FormatError, match="attachment name"):  # refused at open (§5.5)
+        llmc_format.safe_open(with_attachment)
     before = _tree(tmp_path)
     out = work / "out"
     r = runner.invoke(app, ["unpack", str(with_attachment), "-o", str(out), "-q"])

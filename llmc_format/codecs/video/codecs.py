@@ -49,7 +49,15 @@ from typing import Any, ClassVar
 import numpy as np
 import xxhash
 
-from llmc_format.codecs.base import ArrayBytesCodec, ArraySpec, BlobFetcher, Codec, Encoded, Rows
+from llmc_format.codecs.base import (
+    ArrayBytesCodec,
+    ArraySpec,
+    BlobFetcher,
+    Codec,
+    Encoded,
+    Rows,
+    check_config_keys,
+)
 from llmc_format.codecs.video import bitstream, ffmpeg
 from llmc_format.codecs.video import frames as framing
 from llmc_format.codecs.video.frames import FrameGeometry
@@ -63,6 +71,9 @@ PIX_DEPTH: dict[str, int] = {
 #: frame defaults (see frames.py): ~1 M pixels per frame, sides up to 4096
 DEFAULT_MAX_SIDE = 4096
 DEFAULT_TARGET_PIXELS = 1 << 20
+
+#: a frame hash as stored: XXH3-64 in ``%016x`` form (FORMAT.md §7.3)
+_HASH_HEX = re.compile(r"[0-9a-f]{16}")
 
 #: ``extract --raw``: how a luma sample becomes the stage's integer code, and the tiling
 SAMPLE_FORMULA = (
@@ -161,6 +172,20 @@ class VideoCodec(ArrayBytesCodec):
         params.update({k: v for k, v in stored.items() if v is not None})
         super().__init__(**params)
         self.threads = _int("threads", threads, 0, 1024)
+
+    @classmethod
+    def check_stored_config(cls, config: dict[str, Any], where: str = "") -> None:
+        """Closed stored config (FORMAT.md §7.3): every key of the table but the
+        provenance strings (and ``vvenc_params``, absent before it existed) is required."""
+        required = {"bits", "encoder", "max_width", "max_height", "target_pixels", "frames",
+                    "pix_fmt", "frame_hashes"}
+        if not cls.lossless:
+            required |= {"qp", "preset"}
+        optional = {"encoder_version", "ffmpeg_version"} | (
+            {"vvenc_params"} if cls.codec_id == "vvc" else set())
+        check_config_keys(cls.codec_id, config, required, optional, where)
+        if isinstance(config.get("preset"), str) and cls.codec_id == "av1":
+            raise CodecError(f"{where}: stored av1 preset must be an int, not a string")
 
     # -- what subclasses provide -------------------------------------------------------
 
@@ -311,8 +336,9 @@ class VideoCodec(ArrayBytesCodec):
                              f"uses for {self.params['bits']}-bit values")
         hashes = self.params["frame_hashes"]
         if (not isinstance(hashes, list) or len(hashes) != geom.n_frames
-                or not all(isinstance(h, str) for h in hashes)):
-            raise CodecError(f"tensor {name!r}: frame_hashes must be {geom.n_frames} strings")
+                or not all(isinstance(h, str) and _HASH_HEX.fullmatch(h) for h in hashes)):
+            raise CodecError(f"tensor {name!r}: frame_hashes must be {geom.n_frames} strings "
+                             "of 16 lowercase hex digits")
         return geom, pix_fmt, hashes
 
     def _to_values(self, plane: np.ndarray, pix_fmt: str, what: str) -> np.ndarray:

@@ -31,6 +31,15 @@ _CTU = 128
 _DECODE_ERRORS = (av.FFmpegError, ValueError, OSError, EOFError, IndexError, TypeError)
 
 
+def decoder_versions() -> dict[str, str]:
+    """What decodes the frames here (and computed the frame hashes at pack time): PyAV
+    and the libavcodec it runs, recorded in each lossy archive's metadata so an archivist
+    knows which implementation the hashes were reproduced with."""
+    lib = av.library_versions.get("libavcodec")
+    return {"pyav": str(av.__version__),
+            "libavcodec": ".".join(map(str, lib)) if lib else "unknown"}
+
+
 @dataclass(frozen=True)
 class FrameFormat:
     """What a decoded frame must look like."""
