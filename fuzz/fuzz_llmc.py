@@ -87,7 +87,7 @@ def run_python(args: argparse.Namespace, corpus: Path) -> int:
     stats = harness.fuzz_loop(seeds, seconds=args.seconds, max_execs=args.execs, seed=args.seed,
                               crash_dir=args.crashes, log=lambda m: print(m, flush=True))
     print(stats.summary())
-    return 1 if stats.crashes else 0
+    return 1 if stats.crashes or any(v != "ok" for v in stats.special.values()) else 0
 
 
 def main() -> int:

@@ -174,6 +174,28 @@ INTERESTING_STRS = [
     "gray10le", "gray", "gray16le", "libvvenc", "libx265", "libsvtav1", "libaom-av1",
     "row", "group", "tensor", "auto", "mse", "none", "faster",
 ]
+#: names that collide with unpack's outputs or with each other, or attack a terminal
+COLLIDING_NAMES = [
+    "model.safetensors", "__metadata__", "config.json", "model.safetensors.index.json",
+    "pytorch_model.bin", "a", "a/b", "sub", "x" * 300 + "/y", "x[/]", "[bold]b",
+    "\x1b[2Jclear", "line\nbreak", "rtl\u202eexe.txt", "CON", ".", "..",
+]
+INTERESTING_STRS += COLLIDING_NAMES
+#: RD records a careful attacker writes: NaN/inf samples, wrong types, duplicate QPs
+HOSTILE_RD: list[Any] = [
+    {"samples": [[22, math.nan, 1e-6], [29, 2.0, 2e-6]], "signal_energy": 1.0, "mse": 0.0},
+    {"samples": [[22, 1.0, math.inf]], "signal_energy": math.nan},
+    {"samples": [[22, 1.0, 1e-6], [22, 0.5, 2e-6]], "signal_energy": 1.0, "mse": 1e-6},
+    {"samples": [[22.5, 1.0, 1e-6]], "qp": "thirty"},
+    {"samples": [[30, 1.0]], "qp": 2**64 - 1},
+    {"samples": "x", "snr_db": math.nan, "bpw": -1.0},
+    {"samples": [[-5, 1.0, 1e-6], [400, 0.1, 1.0]], "rate_scale": 0.0, "mse": -1.0},
+    {"qp": True, "chosen_qp": None, "predicted_bpw": math.inf},
+]
+HOSTILE_RD_SUMMARY: list[Any] = [
+    {"target": "bpw"}, {"target": {"kind": 3, "value": "x"}}, [1, 2],
+    {"target": {"kind": "bpw", "value": math.nan}, "lambda": "x", "passes": -1},
+]
 _MSGPACK_INT = (-(2**63), 2**64 - 1)
 
 
@@ -368,7 +390,7 @@ def mutate_semantic(m: ArchiveModel, rng: random.Random) -> str:
     t = rng.choice(ts)
     pipe = t.get("pipeline") if isinstance(t.get("pipeline"), list) else []
     configs = [c for c in pipe if isinstance(c, dict)]
-    choice = rng.randrange(14)
+    choice = rng.randrange(18)
     if choice == 0:
         t["shape"] = rng.choice([[2**20, 2**20], [2**31], [2**30, 8], [0], [], [1] * 17,
                                  [65, 64], [64, 65], [16384 * 8, 16384], [2**40, 2**21],
@@ -447,6 +469,39 @@ def mutate_semantic(m: ArchiveModel, rng: random.Random) -> str:
         m.obj["previous"] = {"index_offset": rng.choice([0, 64, 2**40]),
                              "index_length": rng.choice([0, 1, 2**30]), "index_checksum": 0}
         return "previous lie"
+    if choice == 14:  # alias fan-out: many names for one stored tensor
+        stored = [x for x in ts if "alias_of" not in x and isinstance(x.get("name"), str)]
+        if stored:
+            target = rng.choice(stored)
+            k = rng.choice([2, 50, 500, 2000])
+            m.obj["tensors"] += [{"name": f"{target['name']}.alias{i}", "dtype": target.get("dtype"),
+                                  "shape": target.get("shape"), "alias_of": target["name"]}
+                                 for i in range(k)]
+            return f"alias fan-out x{k}"
+    if choice == 15:  # names colliding with outputs / each other, hostile to terminals
+        names = COLLIDING_NAMES
+        if atts and rng.random() < 0.5:
+            for a in rng.sample(atts, min(len(atts), 2)):
+                a["name"] = rng.choice(names)
+            return "attachment name collision"
+        t["name"] = rng.choice(names)
+        return "tensor name collision"
+    if choice == 16:  # RD records and the RD summary
+        if rng.random() < 0.7:
+            t["rd"] = _copy(rng.choice(HOSTILE_RD))
+            return "rd record lie"
+        if isinstance(m.obj.get("metadata"), dict):
+            m.obj["metadata"]["rd"] = _copy(rng.choice(HOSTILE_RD_SUMMARY))
+            return "rd summary lie"
+    if choice == 17 and isinstance(m.obj.get("metadata"), dict):  # object-count/depth bombs
+        if rng.random() < 0.5:
+            deep: Any = []
+            for _ in range(rng.choice([20, 40, 200])):
+                deep = [deep]
+            m.obj["metadata"]["deep"] = deep
+            return "deep metadata"
+        m.obj["metadata"]["maps"] = [{}] * rng.choice([1000, 100_000, 300_000])
+        return "many empty maps"
     return mutate_value(m, rng)
 
 
@@ -592,7 +647,8 @@ class Target:
     """Runs every reader entry point on one input file and classifies what happened."""
 
     def __init__(self, workdir: str | os.PathLike[str] | None = None, *, unpack: bool = True,
-                 track_memory: bool = True, strict_reservations: bool = False) -> None:
+                 track_memory: bool = True, strict_reservations: bool = False,
+                 cli_every: int = 10) -> None:
         self.strict_reservations = strict_reservations
         base = workdir or ("/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.root = Path(tempfile.mkdtemp(prefix="llmc-fuzz-", dir=base))
@@ -600,6 +656,10 @@ class Target:
         self.box.mkdir()
         self.path = self.box / "input.llmc"
         self.unpack = unpack
+        #: run the CLI step on every n-th opened input (0: never): three CliRunner
+        #: invocations cost more than all library steps together
+        self.cli_every = cli_every
+        self._opened = 0
         self.track_memory = track_memory
         self._rss_check = True
         if track_memory and not tracemalloc.is_tracing():
@@ -642,6 +702,10 @@ class Target:
             out.rss_growth = max_after - rss_before
             raise Bug(f"memory: resident set grew {out.rss_growth} bytes for a "
                       f"{len(data)}-byte input (limit {limit})")
+        if out.opened and self.cli_every:  # after the memory check: rich costs ~10 KB per
+            self._opened += 1                  # table row (5,000 aliases: 50 MB)
+            if self._opened % self.cli_every == 1 or self.cli_every == 1:
+                self._cli(out)
         return out
 
     def _step(self, out: Outcome, name: str, fn: Callable[[], Any]) -> Any:
@@ -668,18 +732,43 @@ class Target:
             with f:
                 keys = self._step(out, "keys", f.keys) or []
                 self._step(out, "metadata", f.metadata)
+                decoded: dict[str, int] = {}  # stored tensor -> names of it decoded so far
                 for k in keys:
+                    self._step(out, "info", lambda k=k: f.info(k))
+                    target = f._reader.resolve(k).name
+                    decoded[target] = decoded.get(target, 0) + 1
+                    if decoded[target] > 4:  # a fan-out's further aliases decode the same
+                        continue             # blobs by the same path: 2,000 took 15 s
                     self._step(out, "get_tensor", lambda k=k: f.get_tensor(k))
                     self._step(out, "get_slice", lambda k=k: self._slices(f, k))
-                    self._step(out, "info", lambda k=k: f.info(k))
                 for a in self._step(out, "attachments", f.attachments) or []:
                     self._step(out, "read_attachment", lambda a=a: f.read_attachment(a))
             self._step(out, "inspect", lambda: describe(self.path))
+            self._step(out, "rd_plan", lambda: rd_plan(self.path))
         report = self._step(out, "verify", lambda: verify(self.path))
         if report is not None:
             self._step(out, "verify_json", report.to_dict)
         if out.opened and self.unpack:
             self._unpack(out)
+
+    def _cli(self, out: Outcome) -> None:
+        """``llmc inspect`` (table, ``--rd`` or ``--json``, in turn) as a user runs it: exit 0
+        or 3 and one line, whatever names and records the file holds (markup, escapes, NaNs)."""
+        from typer.testing import CliRunner
+
+        from llmc_format.cli import app
+
+        variants = ([], ["--rd"], ["--json"])  # one per call, in turn (each costs ~0.5 s)
+        for args in (variants[self._opened // max(self.cli_every, 1) % len(variants)],):
+            r = CliRunner().invoke(app, ["inspect", str(self.path), *args])
+            text = r.output
+            if r.exit_code not in (0, 3) or "internal error" in text or (
+                    r.exception is not None and not isinstance(r.exception, SystemExit)):
+                raise Bug(f"cli inspect {args}: exit {r.exit_code}: {text[-2000:]}"
+                          f"{r.exception!r}")
+            if "\x1b" in text:  # not a terminal: rich emits no styles, so it is a name's
+                raise Bug(f"cli inspect {args}: a raw terminal escape reached the output")
+            out.steps.setdefault(f"cli{''.join(args)}", None if r.exit_code == 0 else "exit 3")
 
     @staticmethod
     def _slices(f: Any, name: str) -> None:
@@ -703,6 +792,81 @@ class Target:
         shutil.rmtree(dest, ignore_errors=True)
         if escaped:
             raise Bug(f"unpack wrote outside its output directory: {sorted(escaped)}")
+
+
+def rd_plan(path: Path) -> None:
+    """What ``repack`` computes from the recorded RD data, without encoding: validate each
+    record, build its curve, evaluate rate, distortion and SNR across the QP range."""
+    from llmc_format.container.reader import Reader
+    from llmc_format.rd.model import RDCurve
+    from llmc_format.rd.records import check_rd, qp_range_of
+
+    with Reader(path) as r:
+        for e in r.index.tensors:
+            lo, hi = qp_range_of(r.resolve(e.name).pipeline)
+            rd = check_rd(e.rd, (lo, hi), e.name)
+            if rd and "samples" in rd:
+                curve = RDCurve.from_dict(rd, e.numel)
+                for q in (lo, (lo + hi) // 2, hi):
+                    curve.rate(q), curve.distortion(q), curve.snr_db(q)
+
+
+_SPECIAL_PROBE = """
+import sys
+import llmc_format
+from llmc_format.errors import InputError
+from llmc_format.pipeline.inspect import describe
+from llmc_format.pipeline.unpack import unpack
+from llmc_format.pipeline.verify import verify
+path, out = sys.argv[1], sys.argv[2]
+for name, fn in (("safe_open", lambda: llmc_format.safe_open(path)),
+                 ("inspect", lambda: describe(path)), ("unpack", lambda: unpack(path, out))):
+    try:
+        fn()
+    except InputError:
+        continue
+    print(f"{name}: no InputError")
+r = verify(path)
+if r.ok or "not an llmc file" not in r.file_problems[0]:
+    print(f"verify: {r.file_problems}")
+"""
+
+
+def check_special_files(workdir: str | os.PathLike[str], timeout: float = 60.0) -> dict[str, str]:
+    """Every reader entry point on a FIFO, a directory, a socket and a device: each must
+    be refused with ``InputError`` at once (a FIFO used to block ``open`` forever). Runs
+    in a child process with a timeout, so a hang is a finding, not a stuck fuzzer.
+    Returns kind -> "ok" or what went wrong."""
+    import socket
+    import subprocess
+    import sys
+
+    base = Path(workdir)
+    base.mkdir(parents=True, exist_ok=True)
+    fifo, sock_path, directory = base / "fifo.llmc", base / "sock.llmc", base / "dir.llmc"
+    for p in (fifo, sock_path):
+        p.unlink(missing_ok=True)
+    os.mkfifo(fifo)
+    directory.mkdir(exist_ok=True)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(sock_path))
+    results: dict[str, str] = {}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        for kind, path in (("fifo", fifo), ("directory", directory), ("socket", sock_path),
+                           ("device", Path(os.devnull))):
+            try:
+                done = subprocess.run([sys.executable, "-c", _SPECIAL_PROBE, str(path),
+                                       str(base / "out")], capture_output=True, text=True,
+                                      timeout=timeout, env=env)
+            except subprocess.TimeoutExpired:
+                results[kind] = f"hang (> {timeout:.0f} s)"
+                continue
+            problem = (done.stdout + (done.stderr if done.returncode else "")).strip()
+            results[kind] = problem[-500:] if problem else "ok"
+    finally:
+        sock.close()
+    return results
 
 
 def _listing(root: Path) -> set[str]:
@@ -733,6 +897,8 @@ class FuzzStats:
     peak_traced: int = 0
     #: inputs that made the library reserve (not touch) more than the memory limit
     reservations: list[tuple[int, int, str]] = field(default_factory=list)  # bytes, size, what
+    #: special files given as the archive (``check_special_files``): kind -> "ok" or problem
+    special: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         top = sorted(self.outcomes.items(), key=lambda kv: -kv[1])[:12]
@@ -742,12 +908,15 @@ class FuzzStats:
             f"opened {self.opened}, fully valid {self.fully_valid}, corpus {self.corpus_size}, "
             f"slowest input {self.slowest:.2f} s, peak traced {self.peak_traced / 2**20:.1f} MiB",
             f"inputs reserving more than the limit (virtual, untouched): {len(self.reservations)}",
+            "special files as input: " + (", ".join(f"{k} {v}" for k, v in self.special.items())
+                                          or "not checked"),
             "most frequent outcomes:",
         ]
         lines += [f"  reserved {b / 2**20:.0f} MiB for a {n}-byte input [{w}]"
                   for b, n, w in sorted(self.reservations, reverse=True)[:5]]
         lines += [f"  {n:6d}  {k}" for k, n in top]
         lines += [f"  CRASH {f}: {msg.splitlines()[0]}" for f, msg in self.crashes]
+        lines += [f"  SPECIAL FILE {k}: {v}" for k, v in self.special.items() if v != "ok"]
         return "\n".join(lines)
 
 
@@ -778,6 +947,7 @@ def fuzz_loop(seeds: list[bytes], *, seconds: float | None = None, max_execs: in
     target = Target(unpack=unpack, track_memory=track_memory)
     start = time.monotonic()
     try:
+        stats.special = check_special_files(target.root / "special")
         for i, s in enumerate(seeds):  # seeds must be fine: they are real archives
             o = target.warm_up(s) if i == 0 else target(s)
             seen.add(o.signature())

@@ -9,6 +9,7 @@ padding is zero. Nothing here knows about codecs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections import Counter
@@ -195,21 +196,29 @@ def open_regular(path: str | os.PathLike[str], what: str = "a file") -> int:
         raise ArchiveNotFoundError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise InputError(f"{path} is a directory, not {what}") from None
-    except OSError as exc:
+    except OSError as exc:  # a socket cannot be opened at all (ENXIO): say what it is
+        with contextlib.suppress(OSError):
+            mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                raise InputError(f"{path} is {_kind(mode)}, not {what}") from None
         raise LlmcError(f"{path}: cannot open: {exc.strerror}") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                    else "a socket" if stat.S_ISSOCK(mode) else "a device"
-                    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
-            raise InputError(f"{path} is {kind}, not {what}")
+            raise InputError(f"{path} is {_kind(mode)}, not {what}")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+def _kind(mode: int) -> str:
+    """What a non-regular file is, for messages."""
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "a device"
+            if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "not a regular file")
 
 
 def _unzstd(data: bytes, size: int, what: str) -> bytes:

@@ -1,22 +1,81 @@
 """``open_source``: pick the reader for a path (file or Hugging Face directory).
 
-Extensions decide first because they are what the user sees; a file with an unknown
-extension is recognised by its first bytes (GGUF magic, zip = torch, safetensors header).
+Each file format is a ``SourceFormat`` in ``SOURCE_FORMATS`` (like codecs in their
+registry): its name, the ``Source`` class that reads it (one module per format, imported
+only when a file of that format is opened: torch and transformers cost seconds), the
+extensions it is known by and a test on its first bytes. Extensions decide first because
+they are what the user sees; a file with an unknown extension is recognised by its first
+bytes (GGUF magic, safetensors header, zip = torch), in registration order. Adding a
+format: a module with its ``Source`` class and one ``register_source`` call here
+(docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import struct
 import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from llmc_format.errors import SourceError
 from llmc_format.io.base import Source, require_exists
 from llmc_format.io.hf_dir import HfDirectory, find_weight_files
-from llmc_format.io.safetensors_source import SafetensorsFile
 
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+#: bytes read from the start of a file for ``SourceFormat.sniff``
+HEAD_BYTES = 16
+
+
+@dataclass(frozen=True)
+class SourceFormat:
+    """A model file format ``open_source`` reads."""
+
+    name: str
+    #: ``"module:Class"`` of its ``Source``, called with the file's path
+    reader: str
+    #: extensions (lower case, with the dot) that name the format
+    suffixes: tuple[str, ...]
+    #: whether a file is of this format, from its first ``HEAD_BYTES`` bytes (and its path)
+    sniff: Callable[[bytes, Path], bool]
+
+    def open(self, path: Path) -> Source:
+        module, _, attr = self.reader.partition(":")
+        source: Source = getattr(importlib.import_module(module), attr)(path)
+        return source
+
+
+SOURCE_FORMATS: dict[str, SourceFormat] = {}
+
+
+def register_source(fmt: SourceFormat) -> SourceFormat:
+    """Make ``fmt`` one of the formats ``open_source`` recognises (replacing one of its name)."""
+    SOURCE_FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def _is_gguf(head: bytes, path: Path) -> bool:
+    return head[:4] == b"GGUF"
+
+
+def _is_safetensors(head: bytes, path: Path) -> bool:
+    """An 8-byte little-endian header length that fits the file, then the JSON's ``{``."""
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    (header_len,) = struct.unpack("<Q", head[:8])
+    return 2 <= header_len <= path.stat().st_size - 8
+
+
+def _is_torch_zip(head: bytes, path: Path) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+register_source(SourceFormat("gguf", "llmc_format.io.gguf_source:GgufFile", (".gguf",), _is_gguf))
+register_source(SourceFormat("safetensors", "llmc_format.io.safetensors_source:SafetensorsFile",
+                             (".safetensors",), _is_safetensors))
+register_source(SourceFormat("torch", "llmc_format.io.torch_source:TorchFile",
+                             (".pt", ".pth", ".bin", ".ckpt"), _is_torch_zip))
 
 
 def open_source(path: str | os.PathLike[str]) -> Source:
@@ -26,7 +85,7 @@ def open_source(path: str | os.PathLike[str]) -> Source:
         return _open_directory(p)
     if not p.is_file():
         raise SourceError(f"{p}: not a regular file or directory")
-    return _open_file(p, _format_of(p))
+    return format_of(p).open(p)
 
 
 def _open_directory(directory: Path) -> Source:
@@ -35,7 +94,7 @@ def _open_directory(directory: Path) -> Source:
     except SourceError:
         ggufs = sorted(f for f in directory.glob("*.gguf") if f.is_file())
         if len(ggufs) == 1:
-            return _open_file(ggufs[0], "gguf")
+            return SOURCE_FORMATS["gguf"].open(ggufs[0])
         if len(ggufs) > 1:
             names = ", ".join(f.name for f in ggufs)
             raise SourceError(
@@ -45,44 +104,19 @@ def _open_directory(directory: Path) -> Source:
     return HfDirectory(directory)
 
 
-def _open_file(path: Path, fmt: str) -> Source:
-    if fmt == "safetensors":
-        return SafetensorsFile(path)
-    if fmt == "torch":
-        from llmc_format.io.torch_source import TorchFile  # imports torch: only when needed
-
-        return TorchFile(path)
-    if fmt == "gguf":
-        from llmc_format.io.gguf_source import GgufFile  # imports transformers: only when needed
-
-        return GgufFile(path)
-    raise SourceError(f"{path.name}: unknown model file format")
-
-
-def _format_of(path: Path) -> str:
+def format_of(path: Path) -> SourceFormat:
+    """The format of the file ``path``: by extension, else by its first bytes."""
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        return "safetensors"
-    if suffix == ".gguf":
-        return "gguf"
-    if suffix in _TORCH_SUFFIXES:
-        return "torch"
-    return _sniff(path)
-
-
-def _sniff(path: Path) -> str:
-    """Recognise a file by its first bytes; ``SourceError`` if nothing matches."""
+    for fmt in SOURCE_FORMATS.values():
+        if suffix in fmt.suffixes:
+            return fmt
     with path.open("rb") as f:
-        head = f.read(9)
-    if head[:4] == b"GGUF":
-        return "gguf"
-    if len(head) == 9 and head[8:9] == b"{":
-        (header_len,) = struct.unpack("<Q", head[:8])
-        if 2 <= header_len <= path.stat().st_size - 8:
-            return "safetensors"
-    if zipfile.is_zipfile(path):
-        return "torch"
+        head = f.read(HEAD_BYTES)
+    for fmt in SOURCE_FORMATS.values():
+        if fmt.sniff(head, path):
+            return fmt
+    known = ", ".join(s for fmt in SOURCE_FORMATS.values() for s in fmt.suffixes)
     raise SourceError(
-        f"{path.name}: unknown model file format (expected .safetensors, .gguf, "
-        f"a torch state dict, or a Hugging Face directory)"
+        f"{path.name}: unknown model file format (expected {known}, a file of one of those "
+        f"formats under another name, or a Hugging Face directory)"
     )

@@ -6,6 +6,10 @@ biases), tensors under ``min_lossy_numel`` elements, integer tensors — and so 
 embeddings and output heads, whose errors hit every token, unless a ``--lossy`` pattern
 names them. ``--lossless``/``--lossy`` glob patterns (fnmatch on the tensor name)
 override, ``--lossless`` winning over ``--lossy``.
+
+With a target (``pipeline.target``) the embeddings and heads are candidates like every
+other large matrix (``lossy_embeddings``): the RD allocation decides their rate, keeping
+them exact in their source encoding when that is the better use of the bytes.
 """
 
 from __future__ import annotations
@@ -69,6 +73,9 @@ class Policy:
     affine: dict[str, Any] = field(default_factory=dict)
     video: dict[str, Any] = field(default_factory=dict)
     transform: str = "auto"
+    #: token embeddings and output heads follow the size rule like other matrices (what a
+    #: target sets: the RD allocation, not a name, then decides whether they stay exact)
+    lossy_embeddings: bool = False
 
     def __post_init__(self) -> None:
         cls = final_codec(self.codec)
@@ -103,7 +110,7 @@ class Policy:
             numel *= s
         if len(shape) < 2 or numel < self.min_lossy_numel:
             return False
-        return not is_embedding_or_head(name)
+        return self.lossy_embeddings or not is_embedding_or_head(name)
 
     def pipeline(
         self, name: str, dtype: str, shape: Sequence[int], qp: int | None = None

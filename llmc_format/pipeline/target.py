@@ -1,19 +1,30 @@
 """Pack to a target — a file size, bits per weight, or a quality floor — by RD optimization.
 
-1. **Measure** (``rd.sample``): each lossy tensor's rate and MSE at a few QPs, on a sample
-   of its rows; exact tensors are encoded once to learn their size.
-2. **Allocate** (``rd.allocate``): QPs minimizing total (weighted) squared error under the
-   byte budget left after the fixed costs, by one Lagrange multiplier (bisection).
+1. **Measure** (``rd.sample``): each candidate tensor's rate and MSE at a few QPs, on a
+   sample of its rows, and its size kept exact in its source encoding (``exact_bytes``);
+   the other tensors are encoded once (exact) to learn their size.
+2. **Allocate** (``rd.allocate``): per candidate a QP, or exact (zero error at its source
+   encoding's rate), minimizing total (weighted) squared error under the byte budget left
+   after the fixed costs, by one Lagrange multiplier (bisection).
 3. **Encode** everything once at the chosen QPs.
 4. **Correct**: the full encode tells each tensor's real rate; curves are rescaled, the
    QPs re-allocated, and only the tensors whose QP changed are encoded again (the others
    are copied blob for blob from the previous pass). This repeats until the file lands in
    ``[target·(1 − tolerance), target]`` — never above unless ``allow_over``.
 
+The candidates are every tensor the policy would code lossy under a target: every
+floating-point matrix of at least ``min_lossy_numel`` weights, token embeddings and output
+heads included (``Policy.lossy_embeddings``), less those ``--lossless`` pins. So a target at
+or above the source's own size keeps everything exact, and a tight one mixes exact and
+lossy tensors.
+
 What the targets count (README "Targets"): ``size`` is the whole file. ``bpw`` is the
-all-in bits per *lossy* weight: bitstreams, quantization parameters, index, header,
-footer and padding, over the weights coded lossy; lossless tensors and attachments are
-counted separately and reported. ``snr`` asks every lossy tensor to reach that SNR (dB).
+all-in bits per weight of the candidates (the weights whose rate the allocation decides,
+lossy or kept exact): their bitstreams, quantization parameters and exact blobs, plus the
+index, header, footer and padding, over their weight count; the tensors outside the
+allocation (norms, biases, small or pinned tensors) and the attachments are counted
+separately and reported, and so is the whole file per weight of the whole model.
+``snr`` asks every lossy tensor to reach that SNR (dB); exact ones have no error.
 """
 
 from __future__ import annotations
@@ -23,7 +34,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +49,11 @@ from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
+from llmc_format.io.base import TensorEntry as SourceTensor
 from llmc_format.pipeline.pack import (
     encode_entry,
+    encode_one,
+    native_pipeline,
     pack_source,
     with_encoder_threads,
 )
@@ -130,7 +144,33 @@ def with_target_scaling(policy: Policy) -> Policy:
     affine = dict(policy.affine)
     if transform == "none":
         affine.setdefault("granularity", "tensor")
-    return dataclasses.replace(policy, transform=transform, affine=affine if transform == "none" else {})
+    return dataclasses.replace(policy, transform=transform, affine=affine if transform == "none" else {},
+                               lossy_embeddings=True)
+
+
+def pinned_exact(policy: Policy, names: set[str] | frozenset[str]) -> Policy:
+    """``policy`` with the tensors ``names`` kept exact (the allocation chose so)."""
+    if not names:
+        return policy
+    return dataclasses.replace(policy, lossless_patterns=(
+        *policy.lossless_patterns, *(_glob_escape(n) for n in sorted(names))))
+
+
+def exact_bytes(name: str, entry: SourceTensor, policy: Policy,
+                array: np.ndarray | None = None) -> int:
+    """The bytes ``name`` takes kept exact, as a pack with this policy keeps it.
+
+    This is the rate of the allocation's exact choice (zero error): the tensor goes
+    through the very pipeline ``pack_source`` gives an exact tensor, so when the source's
+    native encoding is stored as it came (a GGUF's ggml blocks, bf16 through the exact
+    codec), this is that encoding's size. ``array``: the tensor, if already read.
+    """
+    pipeline = pinned_exact(policy, {name}).pipeline(name, entry.dtype, entry.shape)
+    if array is not None and native_pipeline(entry, pipeline) is None:
+        packed = encode_one(name, array, pipeline)  # the values as read: not read again
+    else:
+        packed = encode_entry(name, entry, pipeline)
+    return sum(len(b) for _, b in packed.encoded.blobs)
 
 
 def _qrange(codec: str) -> range:
@@ -172,22 +212,29 @@ def sample_qps(policy: Policy, array: np.ndarray) -> tuple[int, ...]:
 
 @dataclass
 class Plan:
+    """What the allocation works from: per candidate its RD curve, the bytes of its
+    quantization parameters and (``exact_options``) of its exact storage; the rest in
+    totals. ``exact_bytes`` counts the tensors outside the allocation; ``lossy_weights``
+    the candidates' weights (what ``bpw`` divides by)."""
+
     curves: dict[str, RDCurve]
     params_bytes: dict[str, int]
     exact_bytes: int
     lossy_weights: int
     attachment_bytes: int
     n_blobs_est: int
+    exact_options: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = SAMPLE_FRACTION,
                    progress: Progress | None = None) -> Plan:
-    """Step 1: RD samples of the lossy tensors, exact sizes of the others."""
+    """Step 1: RD samples and exact sizes of the candidates, exact sizes of the others."""
     items = list(source.tensors())
     policy = with_encoder_threads(policy, jobs)
     curves: dict[str, RDCurve] = {}
     params: dict[str, int] = {}
-    exact_bytes = 0
+    exact_options: dict[str, int] = {}
+    fixed_exact = 0
     blobs = 0
 
     def work(item: tuple[str, Any]) -> tuple[str, Any]:
@@ -196,18 +243,19 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
             array = entry()
             m = measure(name, array, lambda q: policy.pipeline(name, entry.dtype, entry.shape, q),
                         sample_qps(policy, array), fraction)
-            return name, m
+            return name, (m, exact_bytes(name, entry, policy, array))
         packed = encode_entry(name, entry, policy.pipeline(name, entry.dtype, entry.shape))
         return name, packed
 
     with ThreadPoolExecutor(jobs) as pool:
         for i, (name, result) in enumerate(pool.map(work, items)):
-            if hasattr(result, "curve"):
-                curves[name] = result.curve
-                params[name] = result.params_bytes
-                blobs += 1 + max(1, result.curve.numel >> 20)
+            if isinstance(result, tuple):
+                measured, exact_options[name] = result
+                curves[name] = measured.curve
+                params[name] = measured.params_bytes
+                blobs += 1 + max(1, measured.curve.numel >> 20)
             else:
-                exact_bytes += sum(len(b) for _, b in result.encoded.blobs)
+                fixed_exact += sum(len(b) for _, b in result.encoded.blobs)
                 blobs += len(result.encoded.blobs)
             if progress:
                 progress("measure", name, i + 1, len(items))
@@ -215,15 +263,18 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
     for _, data in source.attachments():
         att += len(data)
         blobs += 1
-    return Plan(curves, params, exact_bytes, sum(c.numel for c in curves.values()), att, blobs)
+    return Plan(curves, params, fixed_exact, sum(c.numel for c in curves.values()), att, blobs,
+                exact_options)
 
 
-def _lossy_video_bytes(reader: Reader, names: set[str]) -> dict[str, int]:
+def _stored_bytes(reader: Reader, names: set[str]) -> dict[str, tuple[int, int]]:
+    """Per tensor: (bytes of its last stage's blobs — the bitstream of a lossy tensor —,
+    bytes of all its blobs)."""
     out = {}
     for n in names:
         e = reader.tensor(n)
         last = len(e.pipeline) - 1
-        out[n] = sum(b.length for b in e.blobs if b.stage == last)
+        out[n] = (sum(b.length for b in e.blobs if b.stage == last), e.stored_bytes)
     return out
 
 
@@ -238,6 +289,7 @@ def pack_to_target(
     progress: Progress | None = None,
     plan: Plan | None = None,
     calibration: str | None = None,
+    sensitivity: Mapping[str, float] | None = None,
     **pack_kwargs: Any,
 ) -> dict[str, Any]:
     """Pack ``source`` into ``dst`` meeting ``target``; returns the RD summary recorded.
@@ -247,7 +299,10 @@ def pack_to_target(
     text (``rd.calibration``). ``weighting="auto"`` (the default) uses ``SELF`` when the
     source is a model transformers can build and has at most ``AUTO_SELF_MAX_WEIGHTS``
     weights (it is built in float32 on this machine), else ``nmse``; the summary's
-    ``weighting`` says which ran, and why.
+    ``weighting`` says which ran, and why. ``sensitivity``: the sensitivities
+    ``rd.calibration.sensitivities`` computed for ``calibration`` (or ``SELF`` when
+    ``calibration`` is None) beforehand, by a caller packing one source to several targets
+    (they depend on the source and text only); used instead of computing them again.
     """
     if not (policy.codec_class.sample_qps and policy.codec_class.qp_range):
         raise TargetError(f"size/quality targets need a lossy codec ({', '.join(target_codecs())}), "
@@ -263,7 +318,15 @@ def pack_to_target(
     qrange = _qrange(policy.codec)
     names = set(plan.curves)
     weights: dict[str, float] | None = None
-    if calibration is None and weighting == "auto":
+    if sensitivity is not None:
+        missing = sorted(names - set(sensitivity))
+        if missing:
+            raise TargetError(f"the given sensitivities lack tensor {missing[0]!r}")
+        weights = {n: float(sensitivity[n]) for n in names}
+        from llmc_format.rd.calibration import SELF
+
+        weighting = "calibration" if calibration not in (None, SELF) else "calibration-self"
+    elif calibration is None and weighting == "auto":
         weights, weighting = _auto_weights(source, names)
     elif calibration is not None:
         from llmc_format.rd.calibration import SELF, sensitivities
@@ -286,12 +349,16 @@ def pack_to_target(
 def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
             qrange: range, weights: dict[str, float], weighting: str, names: set[str],
             work_dir: Path, progress: Progress | None, pack_kwargs: dict[str, Any]) -> dict[str, Any]:
-    # every byte of the file that is not a lossy bitstream: estimated, then measured
-    lossless = plan.exact_bytes + plan.attachment_bytes
-    non_video = (layout.HEADER_SIZE + layout.FOOTER_SIZE + 64 * plan.n_blobs_est
-                 + 600 * (len(plan.curves) + 8) + sum(plan.params_bytes.values()) + lossless)
+    # bytes outside the allocation: tensors it does not decide and attachments (measured
+    # in step 1), and header, index and padding (estimated, then measured)
+    outside = plan.exact_bytes + plan.attachment_bytes
+    fixed = (layout.HEADER_SIZE + layout.FOOTER_SIZE + 64 * plan.n_blobs_est
+             + 600 * (len(plan.curves) + 8) + outside)
+    params_bits = {n: 8.0 * plan.params_bytes.get(n, 0) for n in names}
+    exact_bits = {n: 8.0 * b for n, b in plan.exact_options.items() if n in names}
     previous: Path | None = None
-    prev_qps: dict[str, int] = {}
+    prev: dict[str, int | None] = {}
+    finer: dict[str, int] = {}  # snr: the QP a tensor that missed the floor must not exceed
     summary: dict[str, Any] = {}
     ok, file_bytes = False, 0
     # the largest file under the target seen so far: the answer if no pass lands in the window
@@ -300,112 +367,154 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
     best_summary: dict[str, Any] = {}
     for npass in range(1, MAX_PASSES + 1):
         if target.kind == "snr":
-            alloc = allocate_snr(plan.curves, target.value, qrange)
-            if prev_qps:  # tensors that missed the floor go one QP finer than before
-                alloc.qps.update({n: min(alloc.qps[n], q) for n, q in prev_qps.items()})
+            alloc = allocate_snr(plan.curves, target.value, qrange, exact_bits=exact_bits,
+                                 fixed_bits=params_bits)
+            alloc.qps.update({n: min(alloc.qps[n], q) for n, q in finer.items() if n in alloc.qps})
         else:
             allowed = (target.value if target.kind == "size"
-                       else target.value * plan.lossy_weights / 8 + lossless)
+                       else target.value * plan.lossy_weights / 8 + outside)
             safety = 1.0 - target.tolerance / 4  # aim inside the window, near its top
-            alloc = allocate_rate(plan.curves, (allowed - non_video) * 8 * safety, qrange, weights)
+            alloc = allocate_rate(plan.curves, (allowed - fixed) * 8 * safety, qrange, weights,
+                                  exact_bits=exact_bits, fixed_bits=params_bits)
+        choices = {n: alloc.choice(n) for n in names}
+        if choices == prev:  # the same file again (e.g. everything kept exact, under a size)
+            break
         summary = _summary(target, alloc, weighting, npass)
-        records = {n: {**plan.curves[n].to_dict(), "chosen_qp": alloc.qps[n],
-                       "predicted_bpw": plan.curves[n].rate(alloc.qps[n]),
-                       "predicted_mse": plan.curves[n].distortion(alloc.qps[n])} for n in names}
+        records = {n: _record(plan.curves[n], choices[n], exact_bits.get(n)) for n in names}
         out = work_dir / f"pass{npass}.llmc"
         reuse = Reader(previous) if previous else None
-        unchanged = {n for n, q in alloc.qps.items() if prev_qps.get(n) == q}
+        unchanged = {n for n in names if n in prev and prev[n] == choices[n]}
         if reuse is not None:
             unchanged |= {e.name for e in reuse.index.tensors if e.name not in names}
         try:
-            pack_source(source, out, policy=policy, jobs=jobs, qp_overrides=alloc.qps,
-                        rd_records=records, extra_metadata={"rd": summary}, reuse=reuse,
-                        reuse_names=unchanged,
+            pack_source(source, out, policy=pinned_exact(policy, alloc.exact), jobs=jobs,
+                        qp_overrides=alloc.qps, rd_records=records,
+                        extra_metadata={"rd": summary}, reuse=reuse, reuse_names=unchanged,
                         progress=(lambda ev, n, d, t, k=npass: progress(f"pass {k}", n, d, t))
                         if progress else None, **pack_kwargs)
         finally:
             if reuse is not None:
                 reuse.close()
-        ok, file_bytes, lossless, video = _check(out, target, plan, names)
-        under = target.kind != "snr" and _achieved_value(out, target, plan, names) <= target.value
+        ok, file_bytes, outside, stored = _check(out, target, plan, names)
+        under = target.kind != "snr" and _achieved_value(out, target, names) <= target.value
         if previous is not None and previous != best_under:
             previous.unlink()
         if under and (best_under is None or file_bytes > best_under_bytes):
             if best_under is not None and best_under != previous:
                 best_under.unlink()
             best_under, best_under_bytes, best_summary = out, file_bytes, summary
-        previous, prev_qps = out, dict(alloc.qps)
+        previous, prev = out, choices
         if ok:
             break
-        # correct: real rate of each lossy tensor vs predicted at its QP; the real fixed costs
-        for n, actual in video.items():
+        # correct: real rate of each lossy tensor vs predicted at its QP, real exact sizes,
+        # the real bytes outside the allocation
+        for n, q in alloc.qps.items():
             c = plan.curves[n]
-            predicted = c.rate(alloc.qps[n]) * c.numel / 8
+            predicted = c.rate(q) * c.numel / 8
+            actual = stored[n][0]
             if predicted > 0 and actual > 0:
                 c.rate_scale *= actual / predicted
-        non_video = file_bytes - sum(video.values())
+        for n in alloc.exact:
+            exact_bits[n] = 8.0 * stored[n][1]
+        fixed = file_bytes - sum(total for _, total in stored.values())
         if target.kind == "snr":
             with Reader(out) as r:
-                prev_qps = {n: alloc.qps[n] - (1 if (r.tensor(n).rd or {}).get("snr_db", 0) < target.value
-                                               else 0) for n in names}
-    else:
+                for n, q in alloc.qps.items():
+                    if (r.tensor(n).rd or {}).get("snr_db", 0) < target.value:
+                        finer[n] = q - 1
+    if not ok:
         if best_under is not None:
             # integer QPs on few tensors may not reach the window: keep the closest file
             # under the target and say so
             previous, summary = best_under, best_summary
             summary["within_tolerance"] = False
-        elif not ok:
+        else:
             raise TargetError(f"could not meet the {target.kind} target {target.value:g} in "
-                              f"{MAX_PASSES} passes (last file {file_bytes:,} bytes)")
+                              f"{npass} passes (last file {file_bytes:,} bytes)")
     assert previous is not None
     os.replace(previous, dst)
     summary["achieved"] = _achieved(dst, names)
     return summary
 
 
+def _record(curve: RDCurve, choice: int | None, exact_bits: float | None) -> dict[str, Any]:
+    """What a candidate's index entry records of the allocation: its samples, what was
+    chosen (``chosen_qp``, or ``kept_exact``) and the predicted rate and MSE."""
+    rec: dict[str, Any] = curve.to_dict()
+    if exact_bits is not None:
+        rec["exact_bpw"] = exact_bits / max(curve.numel, 1)
+    if choice is None:
+        rec.update(kept_exact=True, predicted_bpw=rec.get("exact_bpw"), predicted_mse=0.0)
+    else:
+        rec.update(chosen_qp=choice, predicted_bpw=curve.rate(choice),
+                   predicted_mse=curve.distortion(choice))
+    return rec
+
+
 def _summary(target: Target, alloc: Allocation, weighting: str, npass: int) -> dict[str, Any]:
     return {"target": target.describe(), "lambda": alloc.lam, "weighting": weighting,
-            "passes": npass, "predicted_lossy_bits": alloc.predicted_bits}
+            "passes": npass, "predicted_lossy_bits": alloc.predicted_bits,
+            "kept_exact": sorted(alloc.exact)}
 
 
-def _check(path: Path, target: Target, plan: Plan, names: set[str]) -> tuple[bool, int, int, dict[str, int]]:
-    """Whether ``path`` meets the target; its size, lossless bytes, lossy bitstream bytes."""
+def _check(path: Path, target: Target, plan: Plan, names: set[str]
+           ) -> tuple[bool, int, int, dict[str, tuple[int, int]]]:
+    """Whether ``path`` meets the target; its size, the bytes outside the allocation
+    (other tensors, attachments), and per candidate (bitstream bytes, stored bytes)."""
     with Reader(path) as r:
         file_bytes = r.file_size
-        video = _lossy_video_bytes(r, names)
-        lossless = sum(e.stored_bytes for e in r.index.tensors if e.name not in names)
+        stored = _stored_bytes(r, names)
+        others = sum(e.stored_bytes for e in r.index.tensors if e.name not in names)
         attachments = sum(a.blob.length for a in r.attachments())
         if target.kind == "snr":
-            worst = min(float((r.tensor(n).rd or {}).get("snr_db", -np.inf)) for n in names)
-            return worst >= target.value, file_bytes, lossless, video
+            worst = min((_snr(r.tensor(n)) for n in names), default=math.inf)
+            return worst >= target.value, file_bytes, others + attachments, stored
     if target.kind == "size":
         achieved, goal = file_bytes, target.value
     else:
-        achieved = 8 * (file_bytes - lossless - attachments) / plan.lossy_weights
+        achieved = 8 * (file_bytes - others - attachments) / plan.lossy_weights
         goal = target.value
     ceiling = goal * (1 + target.tolerance) if target.allow_over else goal
-    return goal * (1 - target.tolerance) <= achieved <= ceiling, file_bytes, lossless + attachments, video
+    return goal * (1 - target.tolerance) <= achieved <= ceiling, file_bytes, others + attachments, stored
 
 
-def _achieved_value(path: Path, target: Target, plan: Plan, names: set[str]) -> float:
-    """The file's figure in the target's unit (bytes, or bits per lossy weight)."""
+def _snr(entry: Any) -> float:
+    """A tensor's recorded SNR; +inf for one stored exactly."""
+    if is_lossless(entry.pipeline):
+        return math.inf
+    return float((entry.rd or {}).get("snr_db", -math.inf))
+
+
+def _achieved_value(path: Path, target: Target, names: set[str]) -> float:
+    """The file's figure in the target's unit (bytes, or bits per candidate weight)."""
     a = _achieved(path, names)
-    return a["file_bytes"] if target.kind == "size" else a["lossy_bpw_all_in"]
+    return a["file_bytes"] if target.kind == "size" else a["rd_bpw_all_in"]
 
 
 def _achieved(path: Path, names: set[str]) -> dict[str, Any]:
+    """The figures of a packed file: what ``bpw`` counts (``rd_bpw_all_in``: the file less
+    the tensors outside the allocation and the attachments, per candidate weight), the
+    lossy and kept-exact candidates, and the whole file per weight of the whole model."""
     with Reader(path) as r:
-        lossy = [r.tensor(n) for n in names]
-        lossy_weights = sum(e.numel for e in lossy)
-        lossless = sum(e.stored_bytes for e in r.index.tensors if e.name not in names)
+        cands = [r.tensor(n) for n in names]
+        lossy = [e for e in cands if not is_lossless(e.pipeline)]
+        rd_weights = sum(e.numel for e in cands)
+        others = sum(e.stored_bytes for e in r.index.tensors if e.name not in names)
         attachments = sum(a.blob.length for a in r.attachments())
+        model_weights = sum(e.numel for e in r.index.tensors if e.alias_of is None)
         snrs = [float(e.rd["snr_db"]) for e in lossy if e.rd and "snr_db" in e.rd]
         return {
             "file_bytes": r.file_size,
-            "lossy_weights": lossy_weights,
-            "lossy_bpw_all_in": 8 * (r.file_size - lossless - attachments) / max(lossy_weights, 1),
-            "lossless_tensor_bytes": lossless,
+            "rd_weights": rd_weights,
+            "rd_bpw_all_in": 8 * (r.file_size - others - attachments) / max(rd_weights, 1),
+            "lossy_tensors": len(lossy),
+            "lossy_weights": sum(e.numel for e in lossy),
+            "kept_exact_tensors": len(cands) - len(lossy),
+            "kept_exact_bytes": sum(e.stored_bytes for e in cands if is_lossless(e.pipeline)),
+            "lossless_tensor_bytes": others,
             "attachment_bytes": attachments,
+            "model_weights": model_weights,
+            "model_bpw": 8 * r.file_size / max(model_weights, 1),
             "min_snr_db": min(snrs) if snrs else None,
         }
 

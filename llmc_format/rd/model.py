@@ -61,11 +61,12 @@ class RDCurve:
 
     def distortion(self, q: int) -> float:
         """Predicted MSE at QP ``q``."""
-        return math.exp(self._interp(q, [math.log(m) for m in self.mse]))
+        # extrapolating far beyond the samples must not overflow (exp(710) raises)
+        return math.exp(min(self._interp(q, [math.log(m) for m in self.mse]), 700.0))
 
     def snr_db(self, q: int) -> float:
         mse = self.distortion(q)
-        if self.signal_energy <= 0:
+        if self.signal_energy <= 0 or self.numel <= 0:
             return math.inf
         return 10 * math.log10(self.signal_energy / (mse * self.numel))
 

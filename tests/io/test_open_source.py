@@ -69,3 +69,25 @@ def test_closed_source_refuses_to_load(tmp_path: Path, minilm_file: Path) -> Non
     src.close()
     with pytest.raises(SourceError, match="closed"):
         entry()
+
+
+def test_a_registered_format_is_opened_by_extension_and_by_content(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Formats are a registry: a new one needs a ``SourceFormat``, not an edit of open_source."""
+    from llmc_format.io import sources
+
+    monkeypatch.setattr(sources, "SOURCE_FORMATS", {})
+    sources.register_source(sources.SourceFormat(
+        "toy", "llmc_format.io.safetensors_source:SafetensorsFile", (".toy",),
+        lambda head, path: head[8:9] == b"{"))
+    path = tmp_path / "w.toy"
+    save_file({"a": np.arange(3, dtype=np.float32)}, str(path))
+    with open_source(path) as src:
+        assert isinstance(src, SafetensorsFile)
+    sniffed = tmp_path / "w.dat"
+    shutil.copy(path, sniffed)
+    assert sources.format_of(sniffed).name == "toy"
+    other = tmp_path / "w.safetensors"  # the built-in formats are gone from this registry
+    other.write_bytes(b"not a toy file")
+    with pytest.raises(SourceError, match=r"expected \.toy,"):
+        sources.format_of(other)

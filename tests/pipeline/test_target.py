@@ -50,7 +50,7 @@ def test_bpw_target_within_two_percent_never_above(tmp_path: Path, bpw: float) -
     assert "within_tolerance" not in summary
     got = lossy_bpw(out, LOSSY)
     assert bpw * 0.98 <= got <= bpw, (got, summary)
-    assert summary["achieved"]["lossy_bpw_all_in"] == pytest.approx(got)
+    assert summary["achieved"]["rd_bpw_all_in"] == pytest.approx(got)
     with Reader(out) as r:
         qps = {n: r.tensor(n).rd["chosen_qp"] for n in LOSSY}
         assert all(r.tensor(n).rd["qp"] == qps[n] for n in LOSSY)
@@ -169,3 +169,68 @@ def test_sample_qps_follow_each_tensors_spread_under_tensor_scaling() -> None:
     assert abs(shift_plain) <= 1  # a Gaussian tensor spans about 8σ: sampled as under row
     assert shift_spiky - shift_plain == pytest.approx(-6 * np.log2(8), abs=2)
     assert sample_qps(Policy(codec="av1", affine={"granularity": "tensor"}), spiky) == Av1Codec.sample_qps
+
+
+def model_with_embedding() -> dict[str, np.ndarray]:
+    """Two plain matrices, a token embedding, a matrix on a 4-level grid (its exact storage
+    is cheap, ~6.7 bits per weight: a stand-in for a natively quantized tensor) and a norm."""
+    rng = np.random.default_rng(7)
+    return {
+        "model.embed_tokens.weight": (rng.standard_normal((256, 128)) * 0.05).astype(np.float32),
+        "a.weight": (rng.standard_normal((128, 256)) * 0.02).astype(np.float32),
+        "b.weight": (rng.laplace(size=(128, 256)) * 0.03).astype(np.float32),
+        "grid.weight": ((rng.integers(0, 4, size=(128, 256)) - 1.5) * 0.01).astype(np.float32),
+        "norm.weight": np.ones(256, dtype=np.float32),
+    }
+
+
+CANDIDATES = {"model.embed_tokens.weight", "a.weight", "b.weight", "grid.weight"}
+
+
+def test_embedding_is_a_candidate_unless_pinned(tmp_path: Path) -> None:
+    out = tmp_path / "m.llmc"
+    summary = pack_to_target(MemorySource(model_with_embedding()), out, Target.parse(bpw=3.0),
+                             policy=POLICY, jobs=2, weighting="nmse")
+    with Reader(out) as r:
+        assert r.tensor("model.embed_tokens.weight").pipeline[-1]["id"] == "vvc"
+    a = summary["achieved"]
+    assert a["rd_weights"] == sum(model_with_embedding()[n].size for n in CANDIDATES)
+    assert 3.0 * 0.98 <= a["rd_bpw_all_in"] <= 3.0
+    assert a["model_bpw"] == pytest.approx(8 * out.stat().st_size / (a["rd_weights"] + 256))
+    pinned = Policy(codec="vvc", min_lossy_numel=1024, preset="faster",
+                    lossless_patterns=("*embed_tokens*",))
+    summary = pack_to_target(MemorySource(model_with_embedding()), out, Target.parse(bpw=3.0),
+                             policy=pinned, jobs=2, weighting="nmse")
+    with Reader(out) as r:
+        assert [c["id"] for c in r.tensor("model.embed_tokens.weight").pipeline] == ["exact"]
+        assert "samples" not in (r.tensor("model.embed_tokens.weight").rd or {})
+    assert summary["achieved"]["rd_weights"] == 3 * 128 * 256
+    assert summary["kept_exact"] == []
+
+
+def test_exact_storage_is_an_rd_choice(tmp_path: Path) -> None:
+    """Where the budget allows, the tensor whose exact storage is cheap stays exact while
+    the others are coded lossy; a size at or above the all-exact file keeps everything
+    exact, bit for bit."""
+    out = tmp_path / "m.llmc"
+    summary = pack_to_target(MemorySource(model_with_embedding()), out, Target.parse(bpw=7.0),
+                             policy=POLICY, jobs=2, weighting="nmse")
+    assert summary["kept_exact"] == ["grid.weight"]
+    with Reader(out) as r:
+        grid = r.tensor("grid.weight")
+        assert [c["id"] for c in grid.pipeline] == ["exact"] and grid.rd["kept_exact"]
+        assert grid.rd["exact_bpw"] == pytest.approx(grid.rd["bpw"])
+        assert all(r.tensor(n).pipeline[-1]["id"] == "vvc" for n in CANDIDATES - {"grid.weight"})
+    assert summary["achieved"]["kept_exact_tensors"] == 1
+    assert summary["achieved"]["rd_bpw_all_in"] <= 7.0
+    assert verify(out).ok
+    summary = pack_to_target(MemorySource(model_with_embedding()), out, Target.parse(size="400kB"),
+                             policy=POLICY, jobs=2, weighting="nmse")
+    assert summary["kept_exact"] == sorted(CANDIDATES)
+    assert summary["within_tolerance"] is False and summary["passes"] == 1  # no second pass
+    with Reader(out) as r:
+        for e in r.index.tensors:
+            assert [c["id"] for c in e.pipeline] == ["exact"]
+            assert e.digest["source"] == e.digest["decoded"]
+    assert out.stat().st_size <= 400_000
+    assert verify(out).ok

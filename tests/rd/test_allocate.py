@@ -48,3 +48,47 @@ def test_snr_floor_uses_each_tensors_span() -> None:
     with pytest.raises(TargetError, match="outside"):
         allocate_snr({"x": curve([70, 80], 0)}, 30.0, QRANGE)
     assert np.isfinite(alloc.predicted_distortion)
+
+
+def test_exact_is_a_choice_at_zero_distortion() -> None:
+    """With exact storage priced, a budget that covers it keeps a tensor exact, a budget
+    that does not codes it lossy, and a tensor whose exact storage is cheaper than its
+    useful QPs (a natively quantized one) stays exact even under a tight budget."""
+    curves = {"a": curve([22, 29, 36, 43], 0), "b": curve([22, 29, 36, 43], 0)}
+    exact = {"a": 1000 * 6.0, "b": 1000 * 6.0}  # 6 bits per weight kept exact
+    roomy = allocate_rate(curves, 12_500.0, QRANGE, exact_bits=exact)
+    assert roomy.exact == {"a", "b"} and roomy.qps == {} and roomy.predicted_distortion == 0
+    assert roomy.choice("a") is None
+    tight = allocate_rate(curves, 4_000.0, QRANGE, exact_bits=exact)
+    assert tight.exact == frozenset() and set(tight.qps) == {"a", "b"}
+    assert tight.predicted_bits <= 4_000.0
+    # "a" costs 1.5 bits per weight exact: cheaper than any QP worth having -> exact
+    mixed = allocate_rate(curves, 4_000.0, QRANGE, exact_bits={"a": 1500.0, "b": 1000 * 6.0})
+    assert mixed.exact == {"a"} and set(mixed.qps) == {"b"}
+    assert mixed.predicted_bits <= 4_000.0
+    # the exact choice gives "b" more bits than it had without it
+    assert curves["b"].rate(mixed.qps["b"]) > curves["b"].rate(tight.qps["b"])
+
+
+def test_fixed_bits_count_against_lossy_choices_only() -> None:
+    curves = {"a": curve([22, 29, 36, 43], 0)}
+    budget = 1000 * curves["a"].rate(30) + 10
+    plain = allocate_rate(curves, budget, QRANGE)
+    # 1 bit per weight of quantization parameters: the same budget buys a coarser QP...
+    taxed = allocate_rate(curves, budget, QRANGE, fixed_bits={"a": 1000.0})
+    assert taxed.qps["a"] > plain.qps["a"] and taxed.predicted_bits <= budget
+    # ...or exact storage, when that fits and lossy pays the tax
+    exact = allocate_rate(curves, budget, QRANGE, exact_bits={"a": budget - 5},
+                          fixed_bits={"a": 1000.0})
+    assert exact.exact == {"a"}
+
+
+def test_snr_floor_takes_exact_when_cheaper_or_when_no_qp_reaches_it() -> None:
+    curves = {"a": curve([22, 29, 36, 43], 0), "b": curve([22, 29, 36, 43], 0)}
+    lossy = allocate_snr(curves, 15.0, QRANGE)
+    q = lossy.qps["a"]
+    cheap = allocate_snr(curves, 15.0, QRANGE,
+                         exact_bits={"a": 1000 * curves["a"].rate(q) - 1, "b": 1e9})
+    assert cheap.exact == {"a"} and cheap.qps == {"b": q}
+    unreachable = allocate_snr(curves, 500.0, QRANGE, exact_bits={"a": 1e9})
+    assert unreachable.exact == {"a"} and "b" in unreachable.qps

@@ -8,6 +8,7 @@ msgpack maps took 3.6 GB to open; a FIFO given as the archive blocked forever.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -144,9 +145,13 @@ def test_a_fifo_as_the_archive_is_refused_not_waited_on(tmp_path: Path) -> None:
     assert "InputError:" in done.stdout and "FIFO" in done.stdout, done.stderr
 
 
-@pytest.mark.parametrize("kind", ["directory", "device"])
+@pytest.mark.parametrize("kind", ["directory", "device", "socket"])
 def test_special_files_are_refused_with_a_typed_error(tmp_path: Path, kind: str) -> None:
-    path = tmp_path if kind == "directory" else Path(os.devnull)
+    path = {"directory": tmp_path, "device": Path(os.devnull), "socket": tmp_path / "s"}[kind]
+    if kind == "socket":
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        sock.close()
     with pytest.raises(InputError, match=kind):
         Reader(path)
     report = verify(path)

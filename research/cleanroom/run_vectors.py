@@ -1,0 +1,152 @@
+"""Run the clean-room reader against every vector in spec/vectors and print an agreement table."""
+import glob
+import json
+import os
+import sys
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from reader import Reader, LlmcError, h64  # noqa: E402
+
+VEC = os.path.join(HERE, "..", "..", "spec", "vectors")
+
+
+ROWS = "--no-rows" not in sys.argv
+
+
+def row_ranges(n):
+    """Sample of row ranges (§12 item 1): boundaries on multiples of 1, 7, 16, 32 and the ends."""
+    pts = sorted({p for p in (0, 1, 2, 7, 14, 16, 31, 32, 33, 64, 100, n // 2, n - 7, n - 1, n) if 0 <= p <= n})
+    rngs = [(a, b) for i, a in enumerate(pts) for b in pts[i:]]
+    if len(rngs) > 40:  # keep the run short on an overloaded machine
+        step = len(rngs) / 40
+        rngs = [rngs[int(i * step)] for i in range(40)] + [(0, n), (n, n)]
+    return rngs
+
+
+def check_rows(r, name, whole):
+    n = whole.shape[0] if whole.ndim else 1
+    bad = []
+    for a, b in row_ranges(n):
+        try:
+            part = r.decode_rows(name, a, b)
+            ref = whole[a:b] if whole.ndim else (whole if b > a else whole.reshape(1)[0:0])
+            if part.shape != ref.shape or part.tobytes() != ref.tobytes():
+                bad.append(f"{name}: rows [{a},{b}) differ from whole decode")
+        except LlmcError as e:
+            bad.append(f"{name}: rows [{a},{b}): {e.name} ({e})")
+        except Exception as e:
+            bad.append(f"{name}: rows [{a},{b}): CRASH {e!r}")
+    return bad
+
+
+def run_one(path, exp):
+    """Return (expected_str, got_str, agree, notes)."""
+    notes = []
+    if exp["valid"]:
+        expected = "valid"
+        try:
+            r = Reader(path)
+        except LlmcError as e:
+            return expected, f"{e.name}@open ({e})", False, notes
+        names = set(r.tensor_names())
+        if names != set(exp["tensors"]):
+            notes.append(f"tensor names differ: {sorted(names ^ set(exp['tensors']))}")
+        ok = not notes
+        bad = []
+        for name, t in exp["tensors"].items():
+            if name not in names:
+                continue
+            good = False
+            try:
+                a = r.decode(name)
+                from reader import ITEMSIZE  # noqa
+                good = (list(a.shape) == t["shape"] and h64(a.tobytes()) == t["xxh3"]
+                        and r.tensors[name]["dtype"] == t["dtype"])
+                if not good:
+                    bad.append(f"{name}: xxh3 mismatch")
+            except LlmcError as e:
+                bad.append(f"{name}: {e.name} ({e})")
+            except Exception as e:  # reader bug
+                bad.append(f"{name}: CRASH {e!r}")
+            if good and ROWS:
+                bad += check_rows(r, name, a)
+        for name, x in exp.get("attachments", {}).items():
+            try:
+                if h64(r.attachment(name)) != x:
+                    bad.append(f"attachment {name}: xxh3 mismatch")
+            except LlmcError as e:
+                bad.append(f"attachment {name}: {e.name} ({e})")
+            except Exception as e:
+                bad.append(f"attachment {name}: CRASH {e!r}")
+        if set(r.attachment_names()) != set(exp.get("attachments", {})):
+            bad.append("attachment names differ")
+        n = len(exp["tensors"])
+        badt = {b.split(":")[0] for b in bad if not b.startswith("attachment")}
+        got = "valid" if not bad else f"{n - len(badt)}/{n} tensors ok"
+        notes += bad
+        return expected, got, ok and not bad, notes
+    expected = f"{exp['error']}@{exp['at']}" + (f"[{exp.get('tensor') or exp.get('attachment')}]" if exp["at"] == "decode" else "")
+    try:
+        r = Reader(path)
+    except LlmcError as e:
+        got = f"{e.name}@open"
+        return expected, got, got == expected, [str(e)]
+    target = exp.get("tensor")
+    errs = []
+    for name in r.tensor_names():
+        try:
+            r.decode(name)
+        except LlmcError as e:
+            errs.append((name, e))
+        except Exception as e:
+            notes.append(f"{name}: CRASH {e!r}")
+    for name in r.attachment_names():
+        try:
+            r.attachment(name)
+        except LlmcError as e:
+            errs.append((name, e))
+    if not errs:
+        return expected, "opened, everything decoded", False, notes
+    got = ";".join(f"{e.name}@{e.phase}[{n}]" for n, e in errs)
+    agree = len(errs) == 1 and got == expected and not notes
+    notes += [str(e) for _, e in errs]
+    return expected, got, agree, notes
+
+
+def main():
+    rows = []
+    for js in sorted(glob.glob(os.path.join(VEC, "*.json"))):
+        name = os.path.basename(js)[:-5]
+        exp = json.load(open(js))
+        try:
+            e, g, a, notes = run_one(js[:-5] + ".llmc", exp)
+        except Exception:
+            e, g, a, notes = "?", "CRASH", False, [traceback.format_exc(limit=2)]
+        rows.append((name, e, g, a, notes))
+    w = max(len(r[0]) for r in rows)
+    print(f"| {'vector':<{w}} | expected | got | agree |")
+    print(f"|{'-' * (w + 2)}|---|---|---|")
+    for name, e, g, a, _ in rows:
+        print(f"| {name:<{w}} | {e} | {g} | {'yes' if a else 'NO'} |")
+    print(f"\nagree: {sum(r[3] for r in rows)}/{len(rows)}")
+    # §12 item 3: the verifier (reader.verify, incl. the §9 chain walk)
+    from reader import verify
+    vagree = 0
+    print("\n| vector | verify | expected | agree |\n|---|---|---|---|")
+    for name, *_ in rows:
+        ok, pr = verify(os.path.join(VEC, name + ".llmc"))
+        exp = json.load(open(os.path.join(VEC, name + ".json")))["valid"]
+        vagree += ok == exp
+        print(f"| {name} | {'intact' if ok else 'not intact: ' + pr[0][1]} | {'intact' if exp else 'not intact'} | {'yes' if ok == exp else 'NO'} |")
+    print(f"\nverify agree: {vagree}/{len(rows)}")
+    for name, e, g, a, notes in rows:
+        if notes and (not a or "-v" in sys.argv):
+            print(f"\n{name}:")
+            for n in notes:
+                print("   ", n)
+
+
+if __name__ == "__main__":
+    main()
