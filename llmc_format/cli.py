@@ -348,7 +348,9 @@ def pack(
                             user_metadata=_parse_meta(meta or []), created=created,
                             progress=lambda ev, name, d, t: update(name, d, t), resume=resume)
                 except (LlmcError, KeyboardInterrupt):
-                    if output.with_name(f".{output.name}.partial.journal").exists():
+                    from llmc_format.container.journal import leftovers
+
+                    if any(j.exists() for _, j in leftovers(output)):
                         err.print("note: finished tensors were kept; rerun the same command "
                                   "with --resume to continue")
                     raise

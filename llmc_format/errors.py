@@ -139,6 +139,14 @@ class TargetError(LlmcError, ValueError):
     """A size / bits-per-weight / quality target cannot be met or is malformed."""
 
 
+class OutputError(LlmcError, OSError):
+    """An output cannot be written safely: it is a special file or the source, another
+    llmc process is writing it, or the disk is full (the message names the path)."""
+
+    def __str__(self) -> str:  # OSError would format (errno, strerror) otherwise
+        return str(self.args[0])
+
+
 def by_kind() -> dict[str, type[LlmcError]]:
     """Taxonomy name -> the class raised for it (for the conformance vectors' tests)."""
     out: dict[str, type[LlmcError]] = {}

@@ -12,8 +12,11 @@ tensor is decoded only when transformers loads it, on transformers' loader threa
 of transformers' loading logic (dtype, device_map, weight renaming, tying, buffers) then
 applies unchanged.
 
-Tokenizers can only be loaded from files: ``load_tokenizer`` (and ``load_config``) write
-the archive's attachments into a temporary directory, load from it, and delete it.
+Tokenizers can only be loaded from files: ``load_tokenizer`` writes the archive's
+attachments into a temporary directory, loads from it, and deletes it. Nothing of the
+archive is ever run: ``config.json`` is parsed as JSON and built by the config class
+transformers ships for its ``model_type`` (``io.hfconfig``; ``auto_map`` is dropped), and
+every loader gets ``trust_remote_code=False`` (no custom code, no "run it? [y/N]" prompt).
 
 Tied weights: an archive stores a tied tensor once and records the other name as an
 alias. ``retied_aliases`` asks transformers which of those it re-ties itself from the
@@ -37,7 +40,6 @@ from typing import Any
 from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
 from llmc_format.errors import SourceError
-from llmc_format.plaindata import loads_json
 
 CONFIG_NAME = "config.json"
 
@@ -77,20 +79,18 @@ def attachments_dir(archive: str | os.PathLike[str] | Reader) -> Iterator[Path]:
 def load_config(archive: str | os.PathLike[str] | Reader, **kwargs: Any) -> Any:
     """The transformers config of the archive's ``config.json`` attachment.
 
-    ``kwargs`` go to ``AutoConfig.from_pretrained`` (config overrides, ``trust_remote_code``).
+    Parsed as plain JSON and built by the class transformers ships for its ``model_type``
+    (``io.hfconfig``): an ``auto_map`` pointing at custom code is dropped, never imported.
+    ``kwargs`` override config attributes; ``trust_remote_code=True`` is refused.
     """
-    transformers = _transformers()
+    from llmc_format.io.hfconfig import build_config
+
     with _open(archive) as reader:
         if CONFIG_NAME not in reader.attachment_names():
             raise SourceError(f"{reader.path}: the archive has no {CONFIG_NAME} attachment; "
                               f"pack a model directory (or a GGUF file) to get one")
-        with attachments_dir(reader) as tmp:
-            try:
-                return transformers.AutoConfig.from_pretrained(str(tmp), local_files_only=True,
-                                                               **kwargs)
-            except Exception as exc:  # transformers raises ValueError/KeyError/OSError...
-                raise SourceError(f"{reader.path}: transformers cannot read its {CONFIG_NAME} "
-                                  f"({exc})") from None
+        return build_config(reader.read_attachment(CONFIG_NAME),
+                            f"{reader.path}: {CONFIG_NAME}", **kwargs)
 
 
 def load_tokenizer(archive: str | os.PathLike[str] | Reader, **kwargs: Any) -> Any:
@@ -98,16 +98,27 @@ def load_tokenizer(archive: str | os.PathLike[str] | Reader, **kwargs: Any) -> A
 
     transformers reads tokenizers from files only, so the attachments are written to a
     temporary directory for the duration of the call. ``kwargs`` go to
-    ``AutoTokenizer.from_pretrained``.
+    ``AutoTokenizer.from_pretrained``, always with ``trust_remote_code=False``: a tokenizer
+    whose class lives in the archive's own code is refused, never imported.
     """
+    from llmc_format.io.hfconfig import NO_REMOTE_CODE
+
     transformers = _transformers()
+    _refuse_remote_code(kwargs)
     with _open(archive) as reader, attachments_dir(reader) as tmp:
         try:
             return transformers.AutoTokenizer.from_pretrained(str(tmp), local_files_only=True,
-                                                              **kwargs)
+                                                              **NO_REMOTE_CODE, **kwargs)
         except Exception as exc:
             raise SourceError(f"{reader.path}: no tokenizer transformers can load among the "
                               f"attachments {reader.attachment_names()} ({exc})") from None
+
+
+def _refuse_remote_code(kwargs: dict[str, Any]) -> None:
+    """Drop ``trust_remote_code`` from ``kwargs``; ``SourceError`` if it asks for code."""
+    if kwargs.pop("trust_remote_code", False):
+        raise SourceError("llmc never runs code from an archive: trust_remote_code is not "
+                          "supported")
 
 
 #: classes tried, in order, for a config that names no architecture
@@ -163,9 +174,11 @@ def meta_model(config: Any, cls: Any = None, names: list[str] | None = None) -> 
 def _meta_model(config: Any, cls: Any) -> Any:
     import torch
 
+    from llmc_format.io.hfconfig import NO_REMOTE_CODE
+
     with torch.device("meta"):
-        if hasattr(cls, "from_config"):  # Auto classes
-            return cls.from_config(config)
+        if hasattr(cls, "from_config"):  # Auto classes: never custom code, never a prompt
+            return cls.from_config(config, **NO_REMOTE_CODE)
         return cls._from_config(config)
 
 
@@ -199,15 +212,13 @@ def retied_record(config_json: bytes, aliases: Mapping[str, str],
     are no aliases or transformers cannot tell (not installed, unknown architecture).
     """
     from llmc_format.container.layout import checksum
+    from llmc_format.io.hfconfig import build_config
 
     if not aliases:
         return None
     try:
         _transformers()
-        with tempfile.TemporaryDirectory(prefix="llmc-config-") as tmp:
-            (Path(tmp) / CONFIG_NAME).write_bytes(config_json)
-            config = _transformers().AutoConfig.from_pretrained(tmp, local_files_only=True)
-        retied = retied_aliases(config, aliases, names=names)
+        retied = retied_aliases(build_config(config_json), aliases, names=names)
     except Exception:  # no transformers, custom code, unknown model type...: decide at unpack
         return None
     return {"retied": sorted(retied), "config_checksum": checksum(config_json),
@@ -291,7 +302,9 @@ def from_pretrained(archive: str | os.PathLike[str], model_cls: Any = None, *,
     replaces the archive's ``config.json``. Every other keyword
     (``dtype``, ``device_map``, ``attn_implementation``...) goes to transformers'
     ``from_pretrained``. The model is returned in eval mode, as transformers does.
+    ``trust_remote_code=True`` is refused: nothing of an archive is ever run.
     """
+    _refuse_remote_code(kwargs)
     with Reader(archive, verify_checksums=verify_checksums) as reader:
         if config is None:
             config = load_config(reader)
@@ -307,12 +320,14 @@ def from_pretrained(archive: str | os.PathLike[str], model_cls: Any = None, *,
 
 
 def config_dict(archive: str | os.PathLike[str] | Reader) -> dict[str, Any] | None:
-    """The archive's ``config.json`` as plain data, or None if it has none or it is not JSON."""
+    """The archive's ``config.json`` as plain data, or None if it has none or it is not a
+    JSON object within ``io.hfconfig``'s bounds."""
+    from llmc_format.io.hfconfig import config_dict as parse
+
     with _open(archive) as reader:
         if CONFIG_NAME not in reader.attachment_names():
             return None
         try:
-            data = loads_json(reader.read_attachment(CONFIG_NAME))
-        except ValueError:
+            return parse(reader.read_attachment(CONFIG_NAME))
+        except SourceError:
             return None
-        return data if isinstance(data, dict) else None

@@ -43,7 +43,14 @@ import llmc_format
 from llmc_format.io import open_source
 from llmc_format.pipeline.pack import pack_source
 from llmc_format.pipeline.policy import Policy
-from llmc_format.pipeline.target import Plan, Target, measure_source, pack_to_target, with_target_scaling
+from llmc_format.pipeline.target import (
+    Plan,
+    Target,
+    measure_source,
+    pack_exact_if_it_fits,
+    pack_to_target,
+    with_target_scaling,
+)
 from llmc_format.rd.calibration import SELF, sensitivities
 from llmc_format.runtime import default_jobs
 from tools.eval_ppl import perplexity_with_weights
@@ -159,20 +166,30 @@ class Bench:
         out = self.work / f"{label.replace(' ', '_').replace('=', '')}.llmc"
         t0 = time.time()
         with open_source(self.gguf) as source:
-            if self.plan is None:  # first: it does not need the sensitivities
-                self.plan = measure_source(source, self.policy, self.args.jobs or default_jobs())
-                print(f"RD samples measured: {time.time() - t0:.0f} s", flush=True)
-            sens = self.sensitivity()
-            summary = pack_to_target(source, out, target, policy=self.policy, jobs=self.args.jobs,
-                                     sensitivity=sens, plan=copy.deepcopy(self.plan))
-        seconds = time.time() - t0
+            summary = pack_exact_if_it_fits(source, out, target, policy=self.policy,
+                                            jobs=self.args.jobs)
+            if summary is None:
+                summary = self._allocate(source, out, target)
+        self._report(label, out, summary, extra, time.time() - t0)
+
+    def _allocate(self, source: Any, out: Path, target: Target) -> dict[str, Any]:
+        """An RD pack sharing the RD samples and sensitivities between targets."""
+        t0 = time.time()
+        if self.plan is None:  # first: it does not need the sensitivities
+            self.plan = measure_source(source, self.policy, self.args.jobs or default_jobs())
+            print(f"RD samples measured: {time.time() - t0:.0f} s", flush=True)
+        return pack_to_target(source, out, target, policy=self.policy, jobs=self.args.jobs,
+                              sensitivity=self.sensitivity(), plan=copy.deepcopy(self.plan))
+
+    def _report(self, label: str, out: Path, summary: dict[str, Any], extra: dict[str, Any],
+                seconds: float) -> None:
         a = summary["achieved"]
         self.add({"label": label, "method": "llmc vvc RD", **extra, "bytes": out.stat().st_size,
                   "mb": out.stat().st_size / 1e6,
                   "ppl": archive_perplexity(out, self.args.max_tokens),
                   "rd_bpw_all_in": a["rd_bpw_all_in"], "model_bpw": a["model_bpw"],
                   "lossy_tensors": a["lossy_tensors"], "kept_exact_tensors": a["kept_exact_tensors"],
-                  "kept_exact": summary.get("kept_exact", []), "passes": summary["passes"],
+                  "passes": summary["passes"], "weighting": summary["weighting"],
                   "within_tolerance": summary.get("within_tolerance", True),
                   "seconds": round(seconds, 1)})
 

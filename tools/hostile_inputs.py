@@ -1,7 +1,7 @@
 """Clean-room run: generate hostile archives and model directories, run every command on them.
 
     python tools/hostile_inputs.py                     # all cases, report to stdout
-    python tools/hostile_inputs.py --out docs/results/hostile.md --workdir /tmp/hostile
+    python tools/hostile_inputs.py --out docs/results/hostile.md --workdir hostile-work
     python tools/hostile_inputs.py --only alias,fifo   # cases whose name contains a word
 
 Nothing is stored: every input is generated here (issue 17's classes). Each command runs

@@ -16,6 +16,7 @@ import msgpack
 
 from llmc_format import dtypes
 from llmc_format.container import layout
+from llmc_format.container.names import check_names
 from llmc_format.errors import FormatError, LimitError
 from llmc_format.plaindata import too_deep
 
@@ -352,7 +353,9 @@ def _attachment_name(name: str, where: str) -> str:
 def parse_index(obj: Any, *, data_start: int, index_offset: int, alignment: int) -> Index:
     """Validate a decoded index against the file geometry; return the typed ``Index``.
 
-    Checks (spec/FORMAT.md §validation): schema and types; names unique and bounded;
+    Checks (spec/FORMAT.md §validation): schema and types; names unique and bounded, and
+    safe to unpack (``names``: no ``__metadata__`` tensor, attachment names that are safe
+    relative paths clashing neither with weight files nor with each other);
     ranks and byte sizes bounded; aliases resolve to stored tensors; every blob aligned
     and inside ``[data_start, data_end)``; blobs tile the data region exactly
     (each starts at the aligned end of the previous one: no overlap, no hole).
@@ -392,6 +395,7 @@ def parse_index(obj: Any, *, data_start: int, index_offset: int, alignment: int)
     names = [a.name for a in attachments]
     if len(set(names)) != len(names):
         raise FormatError("duplicate attachment names in the index")
+    check_names((t.name for t in tensors), names)  # what unpack would write them as
 
     if not data_start <= data_end <= index_offset:
         raise FormatError(f"index data_end {data_end} is outside [{data_start}, {index_offset}]")

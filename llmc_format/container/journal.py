@@ -1,8 +1,10 @@
-"""The resume journal of a pack in progress: which tensors of ``.NAME.partial`` are final.
+"""The resume journal of a pack in progress: which tensors of ``.NAME.XXXXXXXX.partial``
+are final.
 
 Packing a large model with a lossy codec takes hours; a crash, a reboot or Ctrl-C should
-not throw that away. While the writer streams blobs into ``.NAME.partial`` it appends,
-after finished tensors, a record to ``.NAME.partial.journal`` holding their index entries
+not throw that away. While the writer streams blobs into its partial file (a unique name
+beside the destination, ``.NAME.XXXXXXXX.partial``, created exclusively) it appends, after
+finished tensors, a record to ``.NAME.XXXXXXXX.partial.journal`` holding their index entries
 and the file position just after their blobs. The data is fsynced *before* the record
 is written, and the record after, so a record never describes bytes that are not on
 disk. ``llmc pack --resume`` truncates the partial file to the last record's position,
@@ -33,6 +35,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,8 +56,73 @@ MAX_JOURNAL_BYTES = 2 * layout.MAX_INDEX_BYTES
 
 
 def journal_path(partial: Path) -> Path:
-    """``.NAME.partial.journal`` beside ``.NAME.partial``."""
+    """``.NAME.XXXXXXXX.partial.journal`` beside ``.NAME.XXXXXXXX.partial``."""
     return partial.with_name(partial.name + ".journal")
+
+
+PARTIAL_SUFFIX = ".partial"
+
+
+def _regular(path: Path) -> os.stat_result | None:
+    """``lstat`` of ``path`` if it is a regular file (not a symlink), else None."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        return os.read(fd, len(magic)) == magic
+    finally:
+        os.close(fd)
+
+
+def leftovers(dst: Path) -> list[tuple[Path, Path]]:
+    """Partial files (and their journal paths) of earlier packs to ``dst``, newest first.
+
+    Only what is provably ours: regular files (never a symlink) named as the writer names
+    them (``tempfile``'s 8 random characters), starting with the archive header magic;
+    a journal counts only beside such a file and starting with the journal magic (else it
+    is listed as absent, so that a fresh pack removes only the partial).
+    """
+    pattern = re.compile(re.escape(f".{dst.name}.") + r"[A-Za-z0-9_]{8}"
+                         + re.escape(PARTIAL_SUFFIX))
+    found: list[tuple[float, Path, Path]] = []
+    try:
+        names = os.listdir(dst.parent)
+    except OSError:
+        return []
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        partial = dst.parent / name
+        st = _regular(partial)
+        if st is None or not _starts_with(partial, layout.MAGIC):
+            continue
+        found.append((st.st_mtime, partial, journal_path(partial)))
+    found.sort(key=lambda f: f[0], reverse=True)
+    return [(p, j) for _, p, j in found]
+
+
+def owned_journal(path: Path) -> bool:
+    """``path`` is a regular file that starts like a journal (``leftovers``' rule)."""
+    return _regular(path) is not None and _starts_with(path, MAGIC)
+
+
+def _open_exclusive(path: Path) -> BinaryIO:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    return os.fdopen(fd, "r+b")
+
+
+def open_existing(path: Path) -> BinaryIO:
+    """``path`` opened for update, never through a symlink (``OSError`` ``ELOOP`` then)."""
+    return os.fdopen(os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC), "r+b")
 
 
 class ResumeMismatchError(LlmcError):
@@ -88,7 +157,7 @@ class JournalWriter:
 
     @classmethod
     def create(cls, path: Path, fingerprint: str, header: layout.Header) -> JournalWriter:
-        f = open(path, "wb")  # noqa: SIM115 - owned by the JournalWriter, closed in close()
+        f = _open_exclusive(path)  # owned by the JournalWriter, closed in close()
         f.write(MAGIC + _encode({"version": VERSION, "fingerprint": fingerprint,
                                  "alignment": header.alignment,
                                  "data_start": header.data_start}))
@@ -98,7 +167,7 @@ class JournalWriter:
     @classmethod
     def reopen(cls, path: Path, length: int) -> JournalWriter:
         """Continue a journal after its last usable record (a torn tail is cut off)."""
-        f = open(path, "r+b")  # noqa: SIM115 - see create()
+        f = open_existing(path)  # see create()
         f.truncate(length)
         f.seek(length)
         _fsync(f)
@@ -144,20 +213,21 @@ def load(path: Path, partial: Path, *, fingerprint: str,
     ``ResumeMismatchError`` if the journal belongs to a pack of another source or with
     other options; ``FormatError`` if it is not a journal or holds invalid records.
     """
-    if not path.is_file() or not partial.is_file():
+    jst = _regular(path)
+    if jst is None or _regular(partial) is None:
         return None
-    size = path.stat().st_size
-    if size > MAX_JOURNAL_BYTES:
-        raise LimitError(f"pack journal {path} is {size} bytes, over the "
+    if jst.st_size > MAX_JOURNAL_BYTES:
+        raise LimitError(f"pack journal {path} is {jst.st_size} bytes, over the "
                          f"{MAX_JOURNAL_BYTES}-byte limit")
-    data = path.read_bytes()
+    with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as jf:
+        data = jf.read(MAX_JOURNAL_BYTES + 1)
     if not data.startswith(MAGIC):
         raise FormatError(f"{path} is not an llmc pack journal (bad magic)")
     records = _records(data)
     if not records:
         return None  # killed while writing the first record: nothing was finished
     _check_start(path, unpack_index_bytes(records[0][0]), fingerprint, header)
-    with open(partial, "rb") as f:
+    with os.fdopen(os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), "rb") as f:
         if f.read(header.data_start) != header.pack() + bytes(header.data_start - 64):
             return None  # not the file this journal describes: start over
         return _replay(path, f, records, header)

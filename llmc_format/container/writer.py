@@ -25,7 +25,7 @@ from typing import Any
 import zstandard
 
 from llmc_format.container import journal as journal_file
-from llmc_format.container import layout
+from llmc_format.container import layout, names
 from llmc_format.container.index import (
     AttachmentEntry,
     BlobRef,
@@ -34,6 +34,13 @@ from llmc_format.container.index import (
     TensorEntry,
 )
 from llmc_format.errors import FormatError, LlmcError
+from llmc_format.outfiles import (
+    OutputLock,
+    check_output_file,
+    fsync_dir,
+    output_errors,
+    temp_file,
+)
 
 #: seconds between journal commits: each costs two fsyncs, so not after every tiny tensor
 DEFAULT_JOURNAL_INTERVAL = 1.0
@@ -69,20 +76,51 @@ class Writer:
         self._tensors: list[TensorEntry] = []
         self._names: set[str] = set()
         self._attachments: list[AttachmentEntry] = []
-        self.tmp_path = self.path.with_name(f".{self.path.name}.partial")
-        self._init_journal(journal, journal_interval)
-        point = None
-        if resume and journal is not None:
-            point = journal_file.load(self.journal_path, self.tmp_path, fingerprint=journal,
-                                      header=self.header)
-        if point is not None:
-            self._resume_from(point)
-        else:
-            journal_file.remove(self.journal_path)  # a stale one must not pair with new data
-            self._f = open(self.tmp_path, "wb")  # noqa: SIM115 - closed in close()/abort()
-            self._f.write(self.header.pack())
-            self._pad_to(self.header.data_start)
+        self._attachment_names = names.AttachmentNames()
+        check_output_file(self.path)
+        self._lock = OutputLock(self.path)
+        self._f: Any = None
+        try:
+            self._start(journal, resume, journal_interval)
+        except BaseException:
+            self._lock.release()
+            raise
         self._closed = False
+
+    def _start(self, journal: str | None, resume: bool, journal_interval: float) -> None:
+        """Resume the newest partial file of this destination, or start a new one
+        (removing earlier ones: the lock says no other writer uses them)."""
+        found = journal_file.leftovers(self.path)
+        point = None
+        if resume and journal is not None and found:
+            partial, journal_path = found[0]
+            point = journal_file.load(journal_path, partial, fingerprint=journal,
+                                      header=self.header)
+            if point is not None:
+                found = found[1:]
+                self.tmp_path = partial
+        for partial, journal_path in found:  # stale: never paired with new data
+            if journal_file.owned_journal(journal_path):
+                journal_file.remove(journal_path)
+            journal_file.remove(partial)
+        if point is None:
+            fd, self.tmp_path = temp_file(self.path, journal_file.PARTIAL_SUFFIX)
+        self._init_journal(journal, journal_interval)
+        if point is not None:
+            with output_errors(self.path):
+                self._resume_from(point)
+            return
+        try:
+            with output_errors(self.path):
+                self._f = os.fdopen(fd, "wb")
+                self._f.write(self.header.pack())
+                self._pad_to(self.header.data_start)
+                self._f.flush()  # the magic on disk at once: a leftover is provably ours
+        except BaseException:
+            with contextlib.suppress(OSError):
+                self._f.close() if self._f is not None else os.close(fd)
+            journal_file.remove(self.tmp_path)
+            raise
 
     # -- resume journal -------------------------------------------------------------------
     def _init_journal(self, fingerprint: str | None, interval: float) -> None:
@@ -99,7 +137,7 @@ class Writer:
 
     def _resume_from(self, point: journal_file.ResumePoint) -> None:
         """Cut the partial file after the last journaled tensor and take its entries."""
-        self._f = open(self.tmp_path, "r+b")  # noqa: SIM115 - closed in close()/abort()
+        self._f = journal_file.open_existing(self.tmp_path)  # closed in close()/abort()
         self._f.truncate(point.position)
         self._f.seek(point.position)
         for entry in point.entries:
@@ -123,12 +161,13 @@ class Writer:
             return
         new = [t for t in self._tensors[self._committed:] if t.alias_of is None]
         if new:
-            self._f.flush()
-            os.fsync(self._f.fileno())  # the data first: a record never outruns its bytes
-            if self._journal is None:
-                self._journal = journal_file.JournalWriter.create(
-                    self.journal_path, self._fingerprint, self.header)
-            self._journal.append(new, self._tensors_end)
+            with output_errors(self.path):
+                self._f.flush()
+                os.fsync(self._f.fileno())  # the data first: a record never outruns its bytes
+                if self._journal is None:
+                    self._journal = journal_file.JournalWriter.create(
+                        self.journal_path, self._fingerprint, self.header)
+                self._journal.append(new, self._tensors_end)
         self._committed = len(self._tensors)
         self._last_commit = now
 
@@ -147,12 +186,14 @@ class Writer:
         if not len(data):
             raise FormatError("blobs must not be empty")
         offset = self._f.tell()
-        self._f.write(data)
-        self._pad_to(layout.align_up(self._f.tell(), self.header.alignment))
+        with output_errors(self.path):
+            self._f.write(data)
+            self._pad_to(layout.align_up(self._f.tell(), self.header.alignment))
         return BlobRef(offset, len(data), layout.checksum(data), stage)
 
     # -- entries ----------------------------------------------------------------------
     def _claim(self, name: str) -> None:
+        names.check_tensor_name(name)
         if name in self._names:
             raise FormatError(f"tensor {name!r} was already written to this archive")
         self._names.add(name)
@@ -166,8 +207,7 @@ class Writer:
 
     def add_attachment(self, name: str, data: bytes, *, compress: bool = True) -> None:
         """Store a whole non-tensor file; zstd-compressed when that makes it smaller."""
-        if any(a.name == name for a in self._attachments):
-            raise FormatError(f"attachment {name!r} was already written to this archive")
+        self._attachment_names.add(name)  # safe, and no clash with those before
         encoding, payload = "raw", data
         if compress and data:
             packed = zstandard.ZstdCompressor(level=ATTACHMENT_ZSTD_LEVEL).compress(data)
@@ -188,15 +228,17 @@ class Writer:
         if self._closed:
             return self.path
         try:
-            data_end = self._f.tell()
-            index = Index(tuple(self._tensors), tuple(self._attachments), self.metadata,
-                          data_end)
-            write_index_and_footer(self._f, index)
-            self._f.flush()
-            os.fsync(self._f.fileno())
-            self._f.close()
-            os.replace(self.tmp_path, self.path)
-            _fsync_dir(self.path.parent)
+            with output_errors(self.path):
+                data_end = self._f.tell()
+                index = Index(tuple(self._tensors), tuple(self._attachments), self.metadata,
+                              data_end)
+                write_index_and_footer(self._f, index)
+                self._f.flush()
+                os.fsync(self._f.fileno())
+                self._f.close()
+                check_output_file(self.path)  # nothing swapped in meanwhile (we hold the lock)
+                os.replace(self.tmp_path, self.path)
+                fsync_dir(self.path.parent)
             if self._journal is not None:
                 self._journal.close()
                 journal_file.remove(self.journal_path)
@@ -204,6 +246,7 @@ class Writer:
             self.abort(keep_resumable=True)
             raise
         self._closed = True
+        self._lock.release()
         return self.path
 
     def abort(self, *, keep_resumable: bool = False) -> None:
@@ -212,18 +255,21 @@ class Writer:
         With ``keep_resumable`` and a journal, finished tensors are journaled first and
         the partial file and journal are kept if any tensor is in the journal."""
         self._closed = True
-        if keep_resumable and self._fingerprint is not None:
+        try:
+            if keep_resumable and self._fingerprint is not None:
+                with contextlib.suppress(Exception):
+                    self.commit(force=True)
             with contextlib.suppress(Exception):
-                self.commit(force=True)
-        with contextlib.suppress(Exception):
-            self._f.close()
-        if self._journal is not None:
-            self._journal.close()
-            if keep_resumable and os.path.exists(self.tmp_path):
-                return
-            journal_file.remove(self.journal_path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.tmp_path)
+                self._f.close()
+            if self._journal is not None:
+                self._journal.close()
+                if keep_resumable and os.path.lexists(self.tmp_path):
+                    return
+                journal_file.remove(self.journal_path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.tmp_path)
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> Writer:
         return self
@@ -281,11 +327,3 @@ def append_metadata_update(
         f.flush()
         os.fsync(f.fileno())
 
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

@@ -196,7 +196,8 @@ class GgufFile(Source):
     def _load_config(self, transformers: Any) -> Any:
         try:
             config = transformers.AutoConfig.from_pretrained(
-                str(self.path.parent), gguf_file=self.path.name, local_files_only=True
+                str(self.path.parent), gguf_file=self.path.name, local_files_only=True,
+                trust_remote_code=False,  # never code from beside the file, never a prompt
             )
         except Exception as exc:
             raise SourceError(
@@ -461,7 +462,8 @@ class GgufFile(Source):
         _, transformers = _imports()
         try:
             tok = transformers.AutoTokenizer.from_pretrained(
-                str(self.path.parent), gguf_file=self.path.name, local_files_only=True
+                str(self.path.parent), gguf_file=self.path.name, local_files_only=True,
+                trust_remote_code=False,
             )
         except Exception:  # no tokenizer in the file, or one transformers cannot convert
             return {}

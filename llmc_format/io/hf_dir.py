@@ -5,6 +5,12 @@ pickles, and an index json (``model.safetensors.index.json``) when present decid
 shard list. Every other non-hidden, non-weight file under the directory (config,
 tokenizer, ``1_Pooling/config.json``...) is an *attachment*, stored verbatim so that an
 unpacked archive is a directory transformers can load again.
+
+Symlinks: a symlinked file is read only when it resolves inside the model directory, or —
+for a Hugging Face hub cache snapshot (``<repo>/snapshots/<revision>/``, all symlinks) —
+inside that repository's ``blobs/``. A link pointing anywhere else is refused
+(``SourceError``): a directory from a stranger must not pull ``~/.ssh/id_rsa`` into an
+archive. Symlinked directories are not descended into.
 """
 
 from __future__ import annotations
@@ -99,12 +105,38 @@ def walk_files(directory: Path) -> list[str]:
     return sorted(out)
 
 
+def allowed_roots(directory: Path) -> list[Path]:
+    """Where files of ``directory`` may resolve to: itself, and for a hub cache snapshot
+    (``<repo>/snapshots/<revision>``) the repository's ``blobs/``."""
+    root = directory.resolve()
+    roots = [root]
+    if root.parent.name == "snapshots":
+        roots.append(root.parent.parent / "blobs")
+    return roots
+
+
+def check_contained(directory: Path, rel: str, roots: list[Path] | None = None) -> None:
+    """``SourceError`` if ``directory/rel`` is (or passes through) a symlink resolving
+    outside ``allowed_roots(directory)``."""
+    roots = roots or allowed_roots(directory)
+    try:
+        resolved = (directory / rel).resolve(strict=True)
+    except (OSError, RuntimeError) as exc:  # dangling, a loop
+        raise SourceError(f"{rel}: cannot resolve it ({exc})") from None
+    if not any(resolved.is_relative_to(r) for r in roots):
+        raise SourceError(f"{rel} is a symlink to a file outside the model directory; llmc "
+                          f"reads only files inside it (copy the file in to include it)")
+
+
 class HfDirectory(Source):
     """A Hugging Face model directory: one or more weight files plus attachments."""
 
     def __init__(self, directory: Path) -> None:
         super().__init__(directory)
         self.kind, self.shards, weight_map, self.index_name = find_weight_files(directory)
+        roots = allowed_roots(directory)
+        for rel in [*self.shards, *([self.index_name] if self.index_name else [])]:
+            check_contained(directory, rel, roots)  # before opening anything
         if self.kind == "safetensors":
             opener: type[Source] = SafetensorsFile
         else:  # torch is imported (~0.5 GiB resident, 2 s) only for torch checkpoints
@@ -124,6 +156,12 @@ class HfDirectory(Source):
         used = set(self.shards) | ({self.index_name} if self.index_name else set())
         all_files = walk_files(directory)
         self._attachments = [f for f in all_files if not is_weight_file(f)]
+        try:
+            for rel in self._attachments:
+                check_contained(directory, rel, roots)
+        except BaseException:
+            self.close()
+            raise
         #: weight-like files that are neither read nor attached (e.g. onnx exports)
         self.skipped = [f for f in all_files if is_weight_file(f) and f not in used]
 

@@ -42,6 +42,7 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.errors import SourceError
+from llmc_format.outfiles import atomic_output, umask
 
 if TYPE_CHECKING:  # torch is imported only by the writers that need it (~3 s of start-up)
     import torch
@@ -212,7 +213,7 @@ class _ShardWriter:
             text = json.dumps(index, indent=2, sort_keys=True) + "\n"
             _atomic_write(self.out_dir / layout.index, text.encode())
             written.append(layout.index)
-        _remove_stale(self.out_dir, set(written))
+        remove_stale(self.out_dir, set(written))
         return written
 
     def abort(self) -> None:
@@ -392,7 +393,7 @@ def write_safetensors_streamed(
         _atomic_write(out / SAFETENSORS.index, (json.dumps(index, indent=2, sort_keys=True)
                                                + "\n").encode())
         written.append(SAFETENSORS.index)
-    _remove_stale(out, set(written))
+    remove_stale(out, set(written))
     return written
 
 
@@ -487,7 +488,7 @@ def write_gguf(
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
-    _remove_stale(out, {GGUF_NAME})
+    remove_stale(out, {GGUF_NAME})
     return [GGUF_NAME]
 
 
@@ -524,7 +525,7 @@ def write_gguf_original(record: dict[str, Any], tensor_bytes: Callable[[str], by
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _remove_stale(out, {GGUF_NAME})
+    remove_stale(out, {GGUF_NAME})
     return [GGUF_NAME]
 
 
@@ -559,7 +560,7 @@ def _gguf_kv(writer: Any, key: str, value: object) -> None:
         raise SourceError(f"GGUF metadata {key!r}: {type(value).__name__} is not str/int/float/bool")
 
 
-def _remove_stale(out_dir: Path, keep: set[str]) -> None:
+def remove_stale(out_dir: Path, keep: set[str]) -> None:
     """Remove weight files of ours (any format) not in ``keep``: transformers prefers
     safetensors over .bin, so a stale file of another format could shadow a fresh one."""
     for path in out_dir.iterdir():
@@ -575,19 +576,8 @@ def _publish(tmp: Path, final: Path) -> None:
     Temporary files may be created 0600; the result should be readable like any file the
     user writes (0666 minus the umask).
     """
-    os.chmod(tmp, 0o666 & ~_umask())
+    os.chmod(tmp, 0o666 & ~umask())
     os.replace(tmp, final)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it (``os.umask`` would, for every thread)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
 
 
 class _Writeback:
@@ -629,29 +619,21 @@ def _fsync(path: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """``data`` into ``path`` through an exclusively created temporary file beside it."""
+    with atomic_output(path) as f:
+        f.write(data)
 
 
 def check_relative_path(rel: object) -> PurePosixPath:
-    """A safe relative posix path, or ``SourceError``: no absolute, ``..``, ``.``, empty parts."""
-    if not isinstance(rel, str) or not rel:
-        raise SourceError(f"attachment path {rel!r} is not a non-empty string")
-    if "\\" in rel or "\x00" in rel or ":" in rel:
-        raise SourceError(f"attachment path {rel!r} contains a forbidden character")
-    if rel.startswith("/"):
-        raise SourceError(f"attachment path {rel!r} is absolute")
-    parts = rel.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise SourceError(f"attachment path {rel!r} has an empty, '.' or '..' component")
+    """A safe relative posix path, or ``SourceError`` (``container.names.path_problem``:
+    no absolute path, ``..``/``.``/empty parts, control or Windows-forbidden characters,
+    overlong components, device names). The one check every attachment writer uses."""
+    from llmc_format.container.names import path_problem
+
+    problem = path_problem(rel)
+    if problem is not None:
+        raise SourceError(f"attachment path {rel!r} {problem}")
+    assert isinstance(rel, str)
     return PurePosixPath(rel)
 
 

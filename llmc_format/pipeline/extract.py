@@ -36,6 +36,7 @@ from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError
+from llmc_format.outfiles import atomic_output
 
 #: suffixes stripped from ``-o`` (besides the codecs' own) before the right extension is added
 _GENERIC_SUFFIXES = {".ivf", ".bin", ".json", ".npy"}
@@ -151,8 +152,10 @@ def extract_raw(archive: str | os.PathLike[str], name: str,
         "dequantization": dequant,
     }
     for path, blob in zip(paths, blobs, strict=True):
-        path.write_bytes(blob)
-    sidecar.write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        with atomic_output(path) as f:  # never through a symlink, never half-written
+            f.write(blob)
+    with atomic_output(sidecar) as f:
+        f.write((json.dumps(info, indent=1) + "\n").encode("utf-8"))
     return RawExtract(paths, sidecar, info)
 
 
@@ -178,11 +181,8 @@ def extract_array(archive: str | os.PathLike[str], name: str,
         array = array.astype(np.float32)
     elif array.dtype != dtypes.to_numpy(entry.dtype):  # pragma: no cover - read_tensor checks
         raise LlmcError(f"tensor {name!r}: decoded dtype {array.dtype} is not {entry.dtype}")
-    try:
-        np.save(out, np.ascontiguousarray(array), allow_pickle=False)
-    except OSError as exc:  # disk full: numpy's message does not name the file
-        out.unlink(missing_ok=True)
-        raise LlmcError(f"{out}: cannot write: {exc.strerror or exc}") from None
+    with atomic_output(out) as f:
+        np.save(f, np.ascontiguousarray(array), allow_pickle=False)
     return out
 
 

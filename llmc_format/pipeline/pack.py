@@ -331,6 +331,10 @@ def pack_source(
     for blob from an earlier archive instead of being encoded again (on this process:
     only it reads ``reuse``).
     """
+    from llmc_format.outfiles import check_output_file, check_outside_source
+
+    check_outside_source(Path(dst), source.path)  # before reading anything
+    check_output_file(Path(dst))
     policy = policy or Policy()
     qp_overrides = qp_overrides or {}
     metadata: dict[str, Any] = {

@@ -50,6 +50,7 @@ from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
 from llmc_format.io.base import Source
 from llmc_format.io.base import TensorEntry as SourceTensor
+from llmc_format.outfiles import OutputLock, check_output_file, check_outside_source, temp_dir
 from llmc_format.pipeline.pack import (
     encode_entry,
     encode_one,
@@ -304,6 +305,8 @@ def pack_to_target(
     ``calibration`` is None) beforehand, by a caller packing one source to several targets
     (they depend on the source and text only); used instead of computing them again.
     """
+    check_outside_source(Path(dst), source.path)  # before measuring anything
+    check_output_file(Path(dst))
     if not (policy.codec_class.sample_qps and policy.codec_class.qp_range):
         raise TargetError(f"size/quality targets need a lossy codec ({', '.join(target_codecs())}), "
                           f"not {policy.codec!r}")
@@ -311,6 +314,11 @@ def pack_to_target(
         raise TargetError(f"weighting must be 'auto', 'mse' or 'nmse', not {weighting!r}")
     jobs = jobs or default_jobs()
     policy = with_target_scaling(policy)
+    if plan is None:
+        whole = pack_exact_if_it_fits(source, dst, target, policy=policy, jobs=jobs,
+                                      progress=progress, **pack_kwargs)
+        if whole is not None:
+            return whole
     plan = plan or measure_source(source, policy, jobs, progress=progress)
     if not plan.curves:
         raise TargetError("no tensor is lossy under this policy: nothing to optimize "
@@ -337,13 +345,72 @@ def pack_to_target(
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
                    for n, c in plan.curves.items()}
     dst = Path(dst)
-    work_dir = dst.with_name(f".{dst.name}.rd")
-    work_dir.mkdir(exist_ok=True)
-    try:
-        return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
-                       names, work_dir, progress, pack_kwargs)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    with OutputLock(dst):  # a second writer of dst fails at once; passes go to a private dir
+        work_dir = temp_dir(dst, ".rd")
+        try:
+            return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
+                           names, work_dir, progress, pack_kwargs)
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: Target, *,
+                          policy: Policy, jobs: int | None = None,
+                          progress: Progress | None = None,
+                          **pack_kwargs: Any) -> dict[str, Any] | None:
+    """Keep every tensor exact when that meets a size or bpw target; None if it does not.
+
+    Exact storage is every candidate's zero-error choice, so when the whole model kept
+    exact (in its source encoding) fits, it is the allocation's answer — found here
+    without RD samples or calibration. The exact sizes are added up tensor by tensor and
+    the search stops as soon as the budget is exceeded; only a fitting model is packed.
+    """
+    if target.kind == "snr":
+        return None
+    policy = with_target_scaling(policy)
+    jobs = jobs or default_jobs()
+    items = list(source.tensors())
+    names = {n for n, e in items if policy.is_lossy(n, e.dtype, e.shape)}
+    if not names:
+        return None
+    att = sum(len(data) for _, data in source.attachments())
+    index = layout.HEADER_SIZE + layout.FOOTER_SIZE + 600 * (len(items) + 8) + 64 * len(items)
+    weights = sum(math.prod(e.shape) for n, e in items if n in names)
+    total = index + (att if target.kind == "size" else 0)
+    budget = target.value if target.kind == "size" else target.value * weights / 8
+
+    def size(item: tuple[str, SourceTensor]) -> int:
+        n, e = item
+        if n in names:
+            return exact_bytes(n, e, policy)
+        packed = encode_entry(n, e, policy.pipeline(n, e.dtype, e.shape))
+        return sum(len(b) for _, b in packed.encoded.blobs) if target.kind == "size" else 0
+
+    with ThreadPoolExecutor(jobs) as pool:
+        for nbytes in pool.map(size, items):
+            total += nbytes
+            if total > budget:
+                return None  # (the pool finishes the tensors already started)
+    dst = Path(dst)
+    tmp = dst.with_name(f".{dst.name}.exact")
+    summary: dict[str, Any] = {"target": target.describe(), "lambda": None,
+                               "weighting": "none (every candidate fits exact)", "passes": 1,
+                               "predicted_lossy_bits": 0.0, "kept_exact": sorted(names)}
+    pack_source(source, tmp, policy=pinned_exact(policy, names), jobs=jobs,
+                rd_records={n: {"kept_exact": True} for n in names},
+                extra_metadata={"rd": summary},
+                progress=(lambda ev, n, d, t: progress("exact", n, d, t)) if progress else None,
+                **pack_kwargs)
+    achieved = _achieved(tmp, names)
+    value = achieved["file_bytes"] if target.kind == "size" else achieved["rd_bpw_all_in"]
+    if value > target.value:  # the estimate of the index was short: allocate after all
+        tmp.unlink()
+        return None
+    if value < target.value * (1 - target.tolerance):
+        summary["within_tolerance"] = False
+    os.replace(tmp, dst)
+    summary["achieved"] = achieved
+    return summary
 
 
 def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
@@ -432,6 +499,7 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
             raise TargetError(f"could not meet the {target.kind} target {target.value:g} in "
                               f"{npass} passes (last file {file_bytes:,} bytes)")
     assert previous is not None
+    check_output_file(dst)
     os.replace(previous, dst)
     summary["achieved"] = _achieved(dst, names)
     return summary

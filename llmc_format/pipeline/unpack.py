@@ -30,6 +30,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +41,18 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.container.layout import is_internal_attachment
+from llmc_format.container.names import STAGE_MARK
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
-from llmc_format.errors import LlmcError
-from llmc_format.plaindata import loads_json
+from llmc_format.errors import LlmcError, OutputError
+from llmc_format.outfiles import (
+    OutputLock,
+    check_output_dir,
+    fsync_dir,
+    output_errors,
+    temp_dir,
+    umask,
+)
 from llmc_format.units import parse_size
 
 CONFIG_NAME = "config.json"
@@ -183,6 +194,11 @@ def unpack(
     kept unless overwritten, except weight files of ours (any format), which are replaced
     so a loader cannot pick a stale one. ``jobs`` tensors are decoded at once (see
     ``iter_tensors``).
+
+    Atomic: everything is written into a private staging directory beside ``out_dir``
+    and moved into place only once complete (``publish_dir``), so a failure, a full disk
+    or a kill leaves ``out_dir`` as it was; ``out_dir`` is locked meanwhile (a second
+    unpack to it fails with ``OutputError``).
     """
     if format not in FORMATS:
         raise LlmcError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
@@ -190,28 +206,29 @@ def unpack(
     shard = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
     if shard is not None and format == "gguf":
         raise LlmcError("shard_size applies to safetensors and pt; GGUF is written as one file")
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise LlmcError(f"{out} exists and is not a directory")
-    with Reader(path) as r:
-        from llmc_format.io.sinks import check_relative_path
-
-        for a in r.attachments():  # refuse escaping names before decoding anything
-            check_relative_path(a.name)
+    given = Path(out_dir)
+    out = Path(os.path.abspath(given))  # "." or "x/..": a name to stage and lock beside
+    if not out.name:
+        raise OutputError(f"{given}: cannot unpack into the root directory")
+    check_output_dir(out)
+    with Reader(path) as r:  # refuses names unsafe to unpack (container.names) at open
         written, dropped, reason = plan_aliases(r, tied)
         names = [n for n in r.keys() if r.tensor(n).alias_of is None]
-        out.mkdir(parents=True, exist_ok=True)
-        record = original_gguf(r) if format == "gguf" and dtype is None else None
-        if record is not None:  # the packed GGUF itself, byte for byte
-            from llmc_format.io.sinks import write_gguf_original
+        with output_errors(out):
+            out.parent.mkdir(parents=True, exist_ok=True)
+        with OutputLock(out), staging_dir(out) as stage, output_errors(out):
+            record = original_gguf(r) if format == "gguf" and dtype is None else None
+            if record is not None:  # the packed GGUF itself, byte for byte
+                from llmc_format.io.sinks import write_gguf_original
 
-            files = write_gguf_original(record, _native_reader(r, progress), out)
-            written, dropped, reason = {}, {}, ""
-        else:
-            stream = iter_tensors(r, dtype, progress, names, jobs)
-            files = _write(r, format, stream, names, out, dtype, shard, written)
-        attachments = _write_attachments(r, out, dtype)
-    return UnpackResult(out, format, files, attachments, dropped, reason if dropped else "",
+                files = write_gguf_original(record, _native_reader(r, progress), stage)
+                written, dropped, reason = {}, {}, ""
+            else:
+                stream = iter_tensors(r, dtype, progress, names, jobs)
+                files = _write(r, format, stream, names, stage, dtype, shard, written)
+            attachments = _write_attachments(r, stage, dtype)
+            publish_dir(stage, out, files, attachments)
+    return UnpackResult(given, format, files, attachments, dropped, reason if dropped else "",
                         written)
 
 
@@ -252,6 +269,98 @@ def _native_reader(r: Reader, progress: Callable[[str, int, int], None] | None
     return get
 
 
+#: staging directories are ``.NAME.XXXXXXXX.unpack``, each holding ``STAGE_MARK``: what
+#: proves a leftover one is ours to remove
+STAGE_SUFFIX = ".unpack"
+
+
+@contextlib.contextmanager
+def staging_dir(out: Path) -> Iterator[Path]:
+    """A fresh private directory ``.NAME.XXXXXXXX.unpack`` beside ``out`` for the duration
+    of the block, removed afterwards (it is gone already if ``publish_dir`` renamed it).
+
+    Staging directories of earlier runs killed before they could clean up are removed
+    first — only those provably ours (our naming, a real directory holding
+    ``STAGE_MARK``); the caller holds ``out``'s lock, so no running unpack owns them.
+    """
+    _remove_stale_stages(out)
+    stage = temp_dir(out, STAGE_SUFFIX)
+    try:
+        with output_errors(out):
+            fd = os.open(stage / STAGE_MARK, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.close(fd)
+        yield stage
+    finally:
+        if os.path.lexists(stage):
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _remove_stale_stages(out: Path) -> None:
+    pattern = re.compile(re.escape(f".{out.name}.") + r"[A-Za-z0-9_]{8}" + re.escape(STAGE_SUFFIX))
+    try:
+        entries = os.listdir(out.parent)
+    except OSError:
+        return
+    for name in entries:
+        path = out.parent / name
+        if not pattern.fullmatch(name):
+            continue
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode) and \
+                    stat.S_ISREG(os.lstat(path / STAGE_MARK).st_mode):
+                shutil.rmtree(path, ignore_errors=True)
+        except OSError:
+            continue
+
+
+def publish_dir(stage: Path, out: Path, files: list[str], attachments: list[str]) -> None:
+    """Move the staged output into place.
+
+    ``out`` absent or an empty directory: one ``rename`` of the whole directory (atomic).
+    ``out`` a non-empty directory (``--force``): the files written (the manifest) replace
+    their namesakes one ``rename`` each, after every destination was checked (a directory
+    or symlink where a file goes, or a file or symlink where a directory goes, is refused
+    before anything moves); then weight files of ours not in the manifest are removed, so
+    a loader cannot pick a stale one. Other files in ``out`` are kept.
+    """
+    from llmc_format.io.sinks import remove_stale
+
+    os.unlink(stage / STAGE_MARK)
+    if not os.path.lexists(out) or (out.is_dir() and not any(out.iterdir())):
+        os.chmod(stage, 0o777 & ~umask())
+        os.rename(stage, out)  # replaces an empty directory in one step
+        fsync_dir(out.parent)
+        return
+    manifest = files + attachments
+    for rel in manifest:
+        _check_destination(out, rel)
+    for rel in manifest:
+        dest = out.joinpath(*rel.split("/"))
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage.joinpath(*rel.split("/")), dest)
+    remove_stale(out, set(files))
+    fsync_dir(out)
+
+
+def _check_destination(out: Path, rel: str) -> None:
+    """``rel`` can be renamed into ``out``: every parent is absent or a real directory,
+    the place itself absent or a regular file."""
+    parts = rel.split("/")
+    here = out
+    for i, part in enumerate(parts):
+        here = here / part
+        try:
+            mode = os.lstat(here).st_mode
+        except FileNotFoundError:
+            return
+        last = i == len(parts) - 1
+        if (last and not stat.S_ISREG(mode)) or (not last and not stat.S_ISDIR(mode)):
+            what = "a symlink" if stat.S_ISLNK(mode) else "a directory" if stat.S_ISDIR(mode) \
+                else "a file" if stat.S_ISREG(mode) else "a special file"
+            raise OutputError(f"{out}: cannot write {rel!r}: {here.relative_to(out)} is {what} "
+                              f"already; nothing was changed")
+
+
 def _write(r: Reader, format: str, stream: Iterator[tuple[str, np.ndarray]],
            names: list[str], out: Path, dtype: str | None, shard: int | None,
            aliases: dict[str, str]) -> list[str]:
@@ -287,11 +396,13 @@ def _retyped_config(data: bytes, dtype: str | None) -> bytes:
     ``dtype``/``torch_dtype``: left at float32, an fp16 unpack would be loaded back as
     float32. Any other byte of the file is kept unless a dtype key must change.
     """
+    from llmc_format.io.hfconfig import config_dict
+
     if dtype is None:
         return data
     try:
-        config = loads_json(data)
-    except ValueError:
+        config = config_dict(data)  # bounded: a hostile file is copied as it is
+    except LlmcError:
         return data
     keys = [k for k in ("dtype", "torch_dtype") if isinstance(config, dict) and k in config]
     if not keys or all(config[k] == dtype for k in keys):

@@ -6,7 +6,9 @@ weights of tensor i is ½·D·Σ_j E[g_j²] (the diagonal Fisher information). S
 allocator minimizes Σ_i s_i·n_i·D_i with s_i the mean of g² over tensor i's weights,
 averaged over a few sequences of the calibration text. The model is built with
 transformers from the source's own config.json and tokenizer attachments and its tensors
-(as float32), so this works for any causal LM transformers can instantiate.
+(as float32), so this works for any causal LM transformers can instantiate — with the
+classes transformers ships: the config is read as JSON (``io.hfconfig``) and custom code
+an archive or model directory brings along is never imported.
 
 Without a text (``text=SELF``, the CLI's ``--calibration self``) the model writes its own:
 a few sequences sampled from it, starting from its BOS token, with a fixed seed. The
@@ -17,7 +19,6 @@ yet the same ranking of tensors a real text gives (docs/results/rd.md).
 from __future__ import annotations
 
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -46,19 +47,24 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
         import transformers
     except ImportError as exc:  # pragma: no cover - both are dependencies of the hf extra
         raise SourceError(f"--calibration needs transformers and torch: {exc}") from None
+    from llmc_format.io.hfconfig import NO_REMOTE_CODE, build_config
+    from llmc_format.io.sinks import write_attachments
     from llmc_format.io.torchconv import to_torch
 
-    with tempfile.TemporaryDirectory() as tmp:
-        for rel, data in attachments:
-            p = Path(tmp) / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
+    config_json = next(data for rel, data in attachments if rel == "config.json")
+    with tempfile.TemporaryDirectory(prefix="llmc-calib-") as tmp:
+        # the tokenizer loads from files only; names are checked (no '../x' escapes)
+        write_attachments(attachments, tmp)
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # its advice is not the user's business here
         try:
-            config = transformers.AutoConfig.from_pretrained(tmp)
-            tokenizer = transformers.AutoTokenizer.from_pretrained(tmp)
-            model = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            config = build_config(config_json, "--calibration: config.json")
+            tokenizer = transformers.AutoTokenizer.from_pretrained(
+                tmp, local_files_only=True, **NO_REMOTE_CODE)
+            model = transformers.AutoModelForCausalLM.from_config(
+                config, dtype=torch.float32, **NO_REMOTE_CODE)
+        except SourceError:
+            raise
         except Exception as exc:
             raise SourceError(f"--calibration: transformers cannot build this model: {exc}") from None
         finally:

@@ -135,3 +135,68 @@ def test_safetensors_win_over_pickles(tmp_path: Path) -> None:
     with open_source(tmp_path) as src:
         assert [n for n, _ in src.tensors()] == ["st"]
         assert src.describe()["skipped"] == ["pytorch_model.bin"]
+
+
+# --- symlinks: only files inside the directory (or a hub cache snapshot's blobs/) -------
+
+
+def _tiny_dir(d: Path) -> Path:
+    from safetensors.numpy import save_file
+
+    d.mkdir(parents=True)
+    save_file({"w": np.ones((2, 2), np.float32)}, d / "model.safetensors")
+    (d / "config.json").write_text('{"model_type": "llama"}')
+    return d
+
+
+@pytest.mark.parametrize("what", ["attachment", "nested attachment", "weights"])
+def test_symlink_out_of_the_directory_is_refused(tmp_path: Path, what: str) -> None:
+    from typer.testing import CliRunner
+
+    from llmc_format.cli import app
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("ssh-rsa AAAA... private")
+    d = _tiny_dir(tmp_path / "model")
+    if what == "attachment":
+        (d / "notes.txt").symlink_to(secret)
+    elif what == "nested attachment":
+        (d / "sub").mkdir()
+        (d / "sub" / "vocab.txt").symlink_to("../../secret.txt")
+    else:
+        outside = tmp_path / "elsewhere.safetensors"
+        (d / "model.safetensors").rename(outside)
+        (d / "model.safetensors").symlink_to(outside)
+    with pytest.raises(SourceError, match="outside the model directory"):
+        open_source(d)
+    out = tmp_path / "out.llmc"
+    r = CliRunner().invoke(app, ["pack", str(d), "-o", str(out), "-q"])
+    assert r.exit_code == 3 and "outside the model directory" in r.output, r.output
+    assert not out.exists()
+
+
+def test_symlinks_inside_the_directory_are_followed(tmp_path: Path) -> None:
+    d = _tiny_dir(tmp_path / "model")
+    (d / "real").mkdir()
+    (d / "real" / "tokenizer.json").write_text("{}")
+    (d / "tokenizer.json").symlink_to("real/tokenizer.json")
+    (d / "linked_dir").symlink_to(tmp_path)  # a directory link: never descended into
+    with open_source(d) as src:
+        names = [rel for rel, _ in src.attachments()]
+    assert names == ["config.json", "real/tokenizer.json", "tokenizer.json"]
+
+
+def test_hub_cache_snapshot_links_into_blobs_are_followed(tmp_path: Path) -> None:
+    """``<repo>/snapshots/<rev>/*`` are symlinks to ``<repo>/blobs/<hash>``."""
+    repo = tmp_path / "models--org--tiny"
+    built = _tiny_dir(tmp_path / "built")
+    (repo / "blobs").mkdir(parents=True)
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    for f in built.iterdir():
+        blob = repo / "blobs" / f"hash-{f.name}"
+        f.rename(blob)
+        (snap / f.name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+    with open_source(snap) as src:
+        assert [rel for rel, _ in src.attachments()] == ["config.json"]
+        assert [name for name, _ in src.tensors()] == ["w"]

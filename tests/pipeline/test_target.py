@@ -227,7 +227,8 @@ def test_exact_storage_is_an_rd_choice(tmp_path: Path) -> None:
     summary = pack_to_target(MemorySource(model_with_embedding()), out, Target.parse(size="400kB"),
                              policy=POLICY, jobs=2, weighting="nmse")
     assert summary["kept_exact"] == sorted(CANDIDATES)
-    assert summary["within_tolerance"] is False and summary["passes"] == 1  # no second pass
+    assert summary["within_tolerance"] is False and summary["passes"] == 1
+    assert summary["weighting"].startswith("none")  # no RD samples, no calibration needed
     with Reader(out) as r:
         for e in r.index.tensors:
             assert [c["id"] for c in e.pipeline] == ["exact"]

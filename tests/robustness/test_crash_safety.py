@@ -1,6 +1,6 @@
 """``llmc pack`` killed with SIGKILL never leaves a partial archive at the destination.
 
-The writer streams into ``.NAME.partial`` and renames it over NAME only once index and
+The writer streams into ``.NAME.XXXXXXXX.partial`` and renames it over NAME only once index and
 footer are written and fsynced, so after a kill at any point the destination holds the
 previous file (or, if the kill came after the rename, the complete new one) — and
 ``llmc pack --resume`` then finishes the job with the bytes of an uninterrupted pack.
@@ -26,6 +26,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import llmc_format
+from llmc_format.container import journal as journal_file
 from llmc_format.container.reader import Reader
 from llmc_format.pipeline.pack import pack
 
@@ -76,11 +77,22 @@ def _kill_when(cmd: list[str], ready: Callable[[], bool], timeout: float = 600) 
     return proc.returncode == -signal.SIGKILL
 
 
-def _size(p: Path) -> int:
+def _size(p: Path | None) -> int:
     try:
-        return p.stat().st_size
+        return p.stat().st_size if p is not None else -1
     except FileNotFoundError:
         return -1
+
+
+def _partial(dst: Path) -> Path | None:
+    """The partial file of the pack writing ``dst`` (a unique name), if there is one."""
+    found = journal_file.leftovers(dst)
+    return found[0][0] if found else None
+
+
+def _journal(dst: Path) -> Path | None:
+    found = journal_file.leftovers(dst)
+    return found[0][1] if found and found[0][1].exists() else None
 
 
 @pytest.mark.parametrize("when", ["early", "middle", "during close"])
@@ -89,10 +101,9 @@ def test_sigkill_leaves_the_previous_file(when: str, model: Path, reference: tup
     ref, tensors_end = reference
     dst = tmp_path / "out.llmc"
     previous = llmc_format.save_file({"old": np.arange(4, dtype=np.int32)}, dst).read_bytes()
-    partial = dst.with_name(f".{dst.name}.partial")
     threshold = {"early": 1, "middle": tensors_end // 2, "during close": tensors_end}[when]
     killed = _kill_when(_llmc("pack", model, "-o", dst, "--force", "-q"),
-                        lambda: _size(partial) >= threshold)
+                        lambda: _size(_partial(dst)) >= threshold)
     now = dst.read_bytes()
     assert now in (previous, ref), "the destination holds a partial archive"
     if when != "during close":  # the kill certainly came before the rename
@@ -104,11 +115,11 @@ def test_cli_resume_after_sigkill_is_byte_identical(model: Path, reference: tupl
                                                     tmp_path: Path) -> None:
     ref, tensors_end = reference
     dst = tmp_path / "out.llmc"
-    partial = dst.with_name(f".{dst.name}.partial")
-    journal = partial.with_name(partial.name + ".journal")
     killed = _kill_when(_llmc("pack", model, "-o", dst, "-q"),
-                        lambda: journal.exists() and _size(partial) >= tensors_end * 2 // 3)
-    assert killed and not dst.exists() and journal.exists()
+                        lambda: _journal(dst) is not None
+                        and _size(_partial(dst)) >= tensors_end * 2 // 3)
+    partial, journal = _partial(dst), _journal(dst)
+    assert killed and not dst.exists() and journal is not None and partial is not None
     done = subprocess.run(_llmc("pack", model, "-o", dst, "-q", "--resume"), env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -120,10 +131,11 @@ def test_cli_resume_with_other_options_exits_3(model: Path, reference: tuple[byt
                                                tmp_path: Path) -> None:
     _, tensors_end = reference
     dst = tmp_path / "out.llmc"
-    partial = dst.with_name(f".{dst.name}.partial")
-    journal = partial.with_name(partial.name + ".journal")
     assert _kill_when(_llmc("pack", model, "-o", dst, "-q"),
-                      lambda: journal.exists() and _size(partial) >= tensors_end // 2)
+                      lambda: _journal(dst) is not None
+                      and _size(_partial(dst)) >= tensors_end // 2)
+    journal = _journal(dst)
+    assert journal is not None
     done = subprocess.run(_llmc("pack", model, "-o", dst, "-q", "--resume", "--meta", "k=1"),
                           env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 3

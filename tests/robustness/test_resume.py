@@ -1,6 +1,6 @@
 """``pack --resume``: an interrupted pack continues and ends byte-identical to a clean one.
 
-The journal (``.NAME.partial.journal``) is untrusted input: torn tails are dropped,
+The journal (``.NAME.XXXXXXXX.partial.journal``) is untrusted input: torn tails are dropped,
 records whose blobs are no longer in the partial file end it, and records that check but
 make no sense are refused like a bad index.
 """
@@ -54,8 +54,15 @@ def _interrupted(tensors: dict[str, np.ndarray], dst: Path, stop: str, **kw) -> 
 
 
 def _partial(dst: Path) -> tuple[Path, Path]:
-    p = dst.with_name(f".{dst.name}.partial")
-    return p, journal.journal_path(p)
+    """The one partial file (unique name) of packs to ``dst``, and its journal path."""
+    found = journal.leftovers(dst)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def _journal_of(dst: Path) -> Path | None:
+    found = journal.leftovers(dst)
+    return found[0][1] if found else None
 
 
 def test_interrupted_pack_resumes_byte_identical(tmp_path: Path) -> None:
@@ -216,8 +223,11 @@ _KILLED_PACK = textwrap.dedent("""
 """)
 
 
-def _records(jnl: Path) -> int:
-    return len(journal._records(jnl.read_bytes())) if jnl.exists() else 0
+def _records(jnl: Path | None) -> int:
+    try:
+        return len(journal._records(jnl.read_bytes())) if jnl is not None else 0
+    except FileNotFoundError:
+        return 0
 
 
 def test_sigkill_mid_pack_then_resume_is_byte_identical(tmp_path: Path) -> None:
@@ -227,17 +237,17 @@ def test_sigkill_mid_pack_then_resume_is_byte_identical(tmp_path: Path) -> None:
                           ).astype(ml_dtypes.bfloat16) for i in range(24)}, src)
     clean = pack(src, tmp_path / "clean.llmc")
     dst = tmp_path / "out.llmc"
-    part, jnl = _partial(dst)
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen([sys.executable, "-c", _KILLED_PACK, str(src), str(dst)], env=env)
     try:
         deadline = time.monotonic() + 300
-        while _records(jnl) < 6 and proc.poll() is None and time.monotonic() < deadline:
+        while _records(_journal_of(dst)) < 6 and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the pack finished before it could be killed"
+    part, jnl = _partial(dst)
     assert not dst.exists() and part.exists()
     events: list[str] = []
     pack(src, dst, resume=True, progress=lambda ev, name, d, tot: events.append(ev))
