@@ -12,7 +12,7 @@ the blobs (chunks, frames) covering rows a..b.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -153,7 +153,7 @@ def save_file(
     metadata: dict[str, Any] | None = None,
     *,
     codec: str = "exact",
-    qp: int = 37,
+    qp: int | None = None,
     jobs: int | None = None,
     **options: Any,
 ) -> Path:
@@ -175,42 +175,27 @@ def pack_from(
     source: Any,
     dst: str | os.PathLike[str],
     *,
-    codec: str = "exact",
-    qp: int = 37,
-    bpw: float | None = None,
-    size: str | int | None = None,
-    snr: float | None = None,
-    weighting: str = "nmse",
-    allow_over: bool = False,
-    calibration: str | os.PathLike[str] | None = None,
-    lossy: Sequence[str] = (),
-    lossless: Sequence[str] = (),
-    jobs: int | None = None,
-    metadata: dict[str, Any] | None = None,
-    created: str | None = None,
     progress: Any = None,
-    **policy: Any,
+    **options: Any,
 ) -> Path:
-    """Pack an open ``Source`` as ``llmc pack`` does, with the same options by the same names.
+    """Pack an open ``Source`` as ``llmc pack`` does: same options by the same names, same
+    defaults, same bytes (both build one ``pipeline.options.PackOptions``; its fields are
+    the options and their defaults).
 
     One of ``bpw`` (all-in bits per lossy weight), ``size`` (whole file, bytes or "60MB")
     or ``snr`` (dB, every lossy tensor) makes the QPs per tensor be chosen by RD
-    optimization; ``calibration`` is a text file weighting that optimization. ``policy``
-    takes the remaining ``Policy`` fields (``preset``, ``bits``, ``min_lossy_numel``...).
+    optimization, weighted as ``weighting`` says (default ``auto``, as the command);
+    ``calibration`` is a text file (or "self") weighting it. Options that have no effect
+    are reported as ``UserWarning``; invalid ones raise ``UsageError`` before any work.
     """
-    from llmc_format.pipeline.pack import pack_source
-    from llmc_format.pipeline.policy import Policy
+    import warnings
 
-    pol = Policy(codec=codec, qp=qp, lossy_patterns=tuple(policy.pop("lossy_patterns", lossy)),
-                 lossless_patterns=tuple(policy.pop("lossless_patterns", lossless)), **policy)
-    if bpw is None and size is None and snr is None:
-        return pack_source(source, dst, policy=pol, jobs=jobs, user_metadata=metadata,
-                           created=created, progress=progress)
-    from llmc_format.pipeline.target import Target, pack_to_target
+    from llmc_format.pipeline.options import check_paths, from_api, run_pack
 
-    target = Target.parse(size=None if size is None else str(size), bpw=bpw, snr=snr,
-                          allow_over=allow_over)
-    text = Path(calibration).read_text(errors="replace") if calibration is not None else None
-    pack_to_target(source, dst, target, policy=pol, jobs=jobs, weighting=weighting,
-                   calibration=text, user_metadata=metadata, created=created, progress=progress)
+    opts = from_api(**options)
+    check_paths(None, dst, force=True)
+    for w in opts.warnings():
+        warnings.warn(w, UserWarning, stacklevel=2)
+    run_pack(opts, source, dst, progress=progress,
+             warn=lambda w: warnings.warn(w, UserWarning, stacklevel=3))
     return Path(dst)

@@ -29,21 +29,13 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 from rich.text import Text
 from typer.core import TyperGroup
 from typer.exceptions import TyperException
 
 import llmc_format
-from llmc_format.errors import LlmcError
+from llmc_format.errors import LlmcError, UsageError
 from llmc_format.units import format_size, parse_size
 
 
@@ -97,6 +89,11 @@ def _error_line(exc: object, prefix: str = "error:") -> None:
               soft_wrap=True)
 
 
+def _exit_code(exc: LlmcError) -> int:
+    """2 for an option value llmc itself refuses (bad usage), 3 for any other llmc error."""
+    return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_LLMC_ERROR
+
+
 def _os_error_text(exc: OSError) -> str:
     """``path: reason`` for an OSError (disk full, permission denied, ...)."""
     where = exc.filename if exc.filename is not None else ""
@@ -123,7 +120,7 @@ class _OneLineErrors(TyperGroup):
             if os.environ.get("LLMC_DEBUG"):
                 raise
             _error_line(exc)
-            raise typer.Exit(EXIT_LLMC_ERROR) from None
+            raise typer.Exit(_exit_code(exc)) from None
         except OSError as exc:  # disk full, permission denied, a path that vanished...
             if os.environ.get("LLMC_DEBUG"):
                 raise
@@ -144,22 +141,51 @@ app = typer.Typer(
     "codecs (VVC/H.266, HEVC, AV1) at a chosen QP.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
     add_completion=True,
 )
 out = Console()
 err = Console(stderr=True)
 
+def version_lines() -> list[str]:
+    """llmc, the format it writes, and the external coders it runs, with their versions
+    (what a bug report needs; an encoder that is missing says so instead)."""
+    from llmc_format.container import layout
+
+    lines = [f"llmc {llmc_format.__version__} (writes format "
+             f"{layout.MAJOR_VERSION}.{layout.MINOR_VERSION}, spec/FORMAT.md)"]
+    try:
+        from llmc_format.codecs.video import ffmpeg
+
+        lines.append(f"FFmpeg {ffmpeg.ffmpeg_version()} ({ffmpeg.ffmpeg_exe()})")
+        for enc, pix in (("libvvenc", "yuv420p10le"), ("libx265", "yuv420p10le"),
+                         ("libaom-av1", "yuv420p10le")):
+            try:
+                lines.append(f"  {enc} {ffmpeg.encoder_info(enc, pix).version}")
+            except LlmcError:
+                lines.append(f"  {enc}: not available")
+    except (LlmcError, OSError) as exc:
+        lines.append(f"FFmpeg: not available ({exc})")
+    try:
+        import av
+
+        lines.append(f"PyAV {av.__version__} (decoding)")
+    except ImportError:
+        lines.append("PyAV: not installed (needed to decode lossy archives)")
+    return lines
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"llmc {llmc_format.__version__}")
+        for line in version_lines():
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
         raise typer.Exit()
 
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
+                                          help="Print llmc's, the format's, FFmpeg's, the "
+                                          "encoders' and PyAV's versions and exit.")] = False,
 ) -> None:
     """llmc: compress and archive model weights."""
 
@@ -173,29 +199,26 @@ def _errors() -> Iterator[None]:
         if os.environ.get("LLMC_DEBUG"):
             raise
         _error_line(exc)
-        raise typer.Exit(EXIT_LLMC_ERROR) from None
+        raise typer.Exit(_exit_code(exc)) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 @contextmanager
-def _progress(quiet: bool, what: str) -> Iterator[Callable[[str, int, int], None]]:
-    """A rich progress bar with ETA on stderr; a no-op callback when quiet."""
-    if quiet:
-        yield lambda name, done, total: None
-        return
-    bar = Progress(
-        TextColumn(f"{what} [progress.description]{{task.description}}"),
-        BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-        console=err, transient=True,
-    )
-    task = bar.add_task("", total=None)
-    with bar:
-        def update(name: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total, description=name[-40:])
+def _progress(quiet: bool, what: str, step: str = "",
+              verbose: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """A progress line on stderr (``progress_view``) fed ``(item, done, total)`` for one
+    named ``step``; nothing drawn when quiet."""
+    with _view(quiet, what, verbose) as view:
+        yield lambda item, done, total: view(step, item, done, total)
 
-        yield update
+
+def _view(quiet: bool, what: str, verbose: bool = False) -> Any:
+    """The progress view of a command: step, item, bar, counts and a running clock."""
+    from llmc_format.progress_view import from_environment
+
+    return from_environment(err, what, quiet=quiet, verbose=verbose)
 
 
 def _parse_meta(items: list[str]) -> dict[str, Any]:
@@ -203,7 +226,7 @@ def _parse_meta(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise LlmcError(f"--meta expects KEY=VALUE, got {item!r}")
+            raise UsageError(f"--meta expects KEY=VALUE, got {item!r}")
         try:
             meta[key] = json.loads(value)  # typed: numbers, booleans, lists...
         except json.JSONDecodeError:
@@ -214,150 +237,154 @@ def _parse_meta(items: list[str]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- pack
 
 
-@app.command()
+_TARGETS = "Targets (RD optimization: a QP per tensor)"
+_LOSSY = "Lossy coding"
+_TENSORS = "Which tensors go lossy"
+_RUN = "Execution"
+_OUT = "Output"
+
+
+@app.command(epilog="Examples:\n\n"
+             "  llmc pack model_dir -o m.llmc                     # lossless\n\n"
+             "  llmc pack model.gguf -o m.llmc --codec vvc --bpw 3  # 3 bits per lossy weight\n\n"
+             "  llmc pack model_dir -o m.llmc --codec vvc --qp 34  # one QP for every tensor")
 def pack(
     src: Annotated[Path, typer.Argument(help="A .safetensors file, a Hugging Face model "
                                         "directory, a torch state dict (.bin/.pt) or a .gguf file.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
-    codec: Annotated[str, typer.Option(help=_codec_help())] = "exact",
-    qp: Annotated[int, typer.Option(help="Quantizer of the lossy codec (higher = smaller); "
-                                    "ignored with a target.")] = 37,
-    bpw: Annotated[float | None, typer.Option(help="Target: all-in bits per weight of the "
-                                              "matrices the RD allocation decides (every "
-                                              "float matrix of at least --min-lossy-numel "
-                                              "weights, embeddings and output heads included, "
-                                              "less --lossless ones; lossy or kept exact): "
-                                              "their bitstreams, quantization parameters and "
-                                              "exact blobs plus the index; norms, biases and "
-                                              "tokenizer files come on top. Each tensor gets a "
-                                              "QP, or stays exact in its source encoding.")] = None,
-    size: Annotated[str | None, typer.Option(help="Target: whole-file size, e.g. 60MB (every "
-                                             "byte: tensors, index, tokenizer files).")] = None,
-    snr: Annotated[float | None, typer.Option(help="Target: every lossy tensor at least this "
-                                              "SNR in dB.")] = None,
-    weighting: Annotated[str, typer.Option(help="RD weighting per tensor without --calibration: "
-                                           "auto (default: --calibration self when "
-                                           "transformers can build the model, up to 2 B "
-                                           "weights, else nmse), nmse (relative error) or "
-                                           "mse (equal weight per parameter).")] = "auto",
-    allow_over: Annotated[bool, typer.Option(help="Let a size/bpw target be exceeded by up to "
-                                             "the 2% tolerance.")] = False,
-    calibration: Annotated[str | None, typer.Option(help="Text file: weigh each tensor by its "
-                                                    "squared loss gradient on it (needs a model "
-                                                    "transformers can build); 'self': on text "
-                                                    "the model samples itself (no data needed).")] = None,
-    preset: Annotated[str | None, typer.Option(help="Encoder preset: vvc faster (default), fast, "
-                                               "medium, slow, slower; hevc ultrafast ... medium "
-                                               "(default) ... placebo; av1 a number (svt 0-13, "
-                                               "default 8).")] = None,
-    bits: Annotated[int, typer.Option(help="Bit depth of the affine quantization before video coding.")] = 10,
-    scaling: Annotated[str | None, typer.Option(help="Affine codes with one scale per row "
-                                                "(default with --qp: one QP for all) or per "
-                                                "tensor (needs a target, which gives each "
-                                                "tensor its own QP). With a target and no "
-                                                "--scaling, --transform auto codes blockdct.")] = None,
-    transform: Annotated[str, typer.Option(help="How lossy tensors become video samples: dct "
-                                           "(codes of each 32x32 block's inverse DCT, one "
-                                           "scale per tensor: the codec then quantizes the "
-                                           "weights themselves; needs a target), none (affine "
-                                           "codes, --scaling), or auto (default: dct with a "
-                                           "target and vvc/hevc, else none).")] = "auto",
-    lossy: Annotated[list[str] | None, typer.Option("--lossy", help="Glob of tensor names to code lossy "
-                                                    "(e.g. '*embed_tokens*'); repeatable.")] = None,
-    lossless: Annotated[list[str] | None, typer.Option("--lossless", help="Glob of tensor names to "
-                                                       "keep exact (outside a target's "
-                                                       "allocation); wins over --lossy; "
-                                                       "repeatable.")] = None,
-    min_lossy_numel: Annotated[int, typer.Option(help="Tensors with fewer elements stay exact.")] = 16384,
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.",
+                                         rich_help_panel=_OUT)],
+    codec: Annotated[str, typer.Option(metavar="[exact|vvc|hevc|av1|ffv1]",
+                                       help=_codec_help(),
+                                       rich_help_panel=_LOSSY)] = "exact",
+    qp: Annotated[int | None, typer.Option(help="One quantizer for every lossy tensor "
+                                           "(higher = smaller) \\[default: 37].",
+                                           rich_help_panel=_LOSSY)] = None,
+    preset: Annotated[str | None, typer.Option(metavar="NAME", help="Encoder preset: vvc faster (default), "
+                                               "fast, medium, slow, slower; hevc ultrafast ... "
+                                               "medium (default) ... placebo; av1 a number "
+                                               "(svt 0-13, default 8).", rich_help_panel=_LOSSY)] = None,
+    bits: Annotated[int | None, typer.Option(help="Bit depth of the quantization before "
+                                             "video coding \\[default: 10].",
+                                             rich_help_panel=_LOSSY)] = None,
+    scaling: Annotated[str | None, typer.Option(metavar="[row|tensor]",
+                                                help="Affine scale per row (default with "
+                                                "--qp) or per tensor (needs a target).",
+                                                rich_help_panel=_LOSSY)] = None,
+    transform: Annotated[str, typer.Option(metavar="[auto|none|dct]",
+                                           help="dct: 32x32 block DCT codes, one scale per "
+                                           "tensor (needs a target); none: affine codes; "
+                                           "auto: dct with a target and vvc/hevc.",
+                                           rich_help_panel=_LOSSY)] = "auto",
+    bpw: Annotated[float | None, typer.Option(help="All-in bits per lossy weight.",
+                                              rich_help_panel=_TARGETS)] = None,
+    size: Annotated[str | None, typer.Option(metavar="SIZE", help="Whole-file size, e.g. 60MB.",
+                                             rich_help_panel=_TARGETS)] = None,
+    snr: Annotated[float | None, typer.Option(help="Every lossy tensor at least this SNR (dB).",
+                                              rich_help_panel=_TARGETS)] = None,
+    weighting: Annotated[str, typer.Option(metavar="[auto|nmse|mse]",
+                                           help="How tensors' errors are weighed: auto = "
+                                           "self-calibration when transformers can build "
+                                           "the model (up to 2 B weights), else nmse "
+                                           "(relative error); mse = equal per weight.",
+                                           rich_help_panel=_TARGETS)] = "auto",
+    calibration: Annotated[str | None, typer.Option(metavar="FILE|self",
+                                                    help="Weigh tensors by their squared loss "
+                                                    "gradient on a text FILE, or on text the "
+                                                    "model samples itself.",
+                                                    rich_help_panel=_TARGETS)] = None,
+    allow_over: Annotated[bool, typer.Option("--allow-over", help="Let a size/bpw target be exceeded by up "
+                                             "to its 2% tolerance.",
+                                             rich_help_panel=_TARGETS)] = False,
+    lossy: Annotated[list[str] | None, typer.Option("--lossy", metavar="GLOB",
+                                                    help="Code these tensors lossy (e.g. "
+                                                    "'*embed_tokens*'); repeatable.",
+                                                    rich_help_panel=_TENSORS)] = None,
+    lossless: Annotated[list[str] | None, typer.Option("--lossless", metavar="GLOB",
+                                                       help="Keep these tensors exact (outside "
+                                                       "a target's allocation); wins over "
+                                                       "--lossy; repeatable.",
+                                                       rich_help_panel=_TENSORS)] = None,
+    min_lossy_numel: Annotated[int, typer.Option(help="Tensors with fewer elements stay exact.",
+                                                 rich_help_panel=_TENSORS)] = 16384,
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors encoded at once "
-                                             "(default: all cores; with --executor ray, all "
-                                             "the cluster's CPUs).")] = None,
-    executor: Annotated[str, typer.Option(help="Where tensors are encoded: local (threads) or "
-                                          "ray (Ray workers, one task per tensor; needs "
-                                          "pip install 'llmc-format[ray]'). The archive is "
-                                          "the same bytes either way.")] = "local",
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster to join (e.g. auto, "
-                                                    "ray://head:10001); default: $RAY_ADDRESS, "
-                                                    "else a Ray instance on this machine.")] = None,
-    meta: Annotated[list[str] | None, typer.Option("--meta", help="KEY=VALUE user metadata (VALUE "
-                                                   "parsed as JSON when it is); repeatable.")] = None,
-    timestamp: Annotated[bool, typer.Option(help="Record the creation time and each tensor's "
-                                            "encode/decode seconds (off: the archive is "
-                                            "byte-identical across runs).")] = False,
-    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUTPUT if it exists.")] = False,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted pack of the same "
-                                         "SRC with the same options (from OUTPUT's hidden .partial "
-                                         "file and journal); the result is byte-identical to an "
-                                         "uninterrupted pack. Starts over if there is nothing to "
-                                         "resume.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+                                             "\\[default: all cores].", rich_help_panel=_RUN)] = None,
+    executor: Annotated[str, typer.Option(metavar="[local|ray]",
+                                          help="local threads, or Ray workers (pip install "
+                                          "'llmc-format\\[ray]'); same bytes either way.",
+                                          rich_help_panel=_RUN)] = "local",
+    ray_address: Annotated[str | None, typer.Option(metavar="ADDRESS", help="Ray cluster to join (auto, "
+                                                    "ray://head:10001) \\[default: $RAY_ADDRESS].",
+                                                    rich_help_panel=_RUN)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted fixed-QP "
+                                         "pack of the same SRC and options (same bytes).",
+                                         rich_help_panel=_RUN)] = False,
+    meta: Annotated[list[str] | None, typer.Option("--meta", metavar="KEY=VALUE",
+                                                   help="User metadata (VALUE parsed as JSON "
+                                                   "when it is); repeatable.",
+                                                   rich_help_panel=_OUT)] = None,
+    timestamp: Annotated[bool, typer.Option("--timestamp", help="Record the creation time and timings (the "
+                                            "archive is then not reproducible).",
+                                            rich_help_panel=_OUT)] = False,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUTPUT if it exists.",
+                                        rich_help_panel=_OUT)] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.",
+                                          rich_help_panel=_OUT)] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.",
+                                        rich_help_panel=_OUT)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print each step's "
+                                          "duration as it ends.", rich_help_panel=_OUT)] = False,
 ) -> None:
-    """Pack a model into one .llmc archive."""
-    from llmc_format.pipeline.executor import BACKENDS, make_executor
-    from llmc_format.pipeline.pack import pack as do_pack
-    from llmc_format.pipeline.policy import Policy
+    """Pack a model into one .llmc archive (lossless by default)."""
+    from llmc_format.io import open_source
+    from llmc_format.pipeline.executor import make_executor
+    from llmc_format.pipeline.options import PackOptions, check_paths, run_pack
 
-    if executor not in BACKENDS:
-        raise typer.BadParameter(f"must be one of {', '.join(BACKENDS)}", param_hint="--executor")
-    if ray_address is not None and executor != "ray":
-        raise typer.BadParameter("needs --executor ray", param_hint="--ray-address")
-    if scaling not in (None, "row", "tensor"):
-        raise typer.BadParameter("must be row or tensor", param_hint="--scaling")
-    if transform not in ("auto", "none", "dct"):
-        raise typer.BadParameter("must be auto, none or dct", param_hint="--transform")
-    if transform == "dct" and scaling is not None:
-        raise typer.BadParameter("--transform dct has its own per-tensor scale", param_hint="--scaling")
+    given = {k for k, v in (("qp", qp), ("preset", preset), ("bits", bits), ("scaling", scaling),
+                            ("lossy", lossy), ("calibration", calibration)) if v}
+    given |= {k for k, v, d in (("transform", transform, "auto"), ("weighting", weighting, "auto"),
+                                ("allow_over", allow_over, False)) if v != d}
     with _errors():
-        if output.exists() and not force:
-            raise LlmcError(f"{output} exists; pass --force to overwrite it")
-        policy = Policy(codec=codec, qp=qp, preset=preset, bits=bits,
-                        affine={"granularity": scaling} if scaling else {}, transform=transform,
-                        min_lossy_numel=min_lossy_numel, lossy_patterns=tuple(lossy or ()),
-                        lossless_patterns=tuple(lossless or ()))
         created = None
         if timestamp:
             from datetime import UTC, datetime
 
             created = datetime.now(UTC).isoformat(timespec="seconds")
-        targeted = any(v is not None for v in (bpw, size, snr))
-        if (scaling == "tensor" or transform == "dct") and not targeted:
-            what = "--scaling tensor" if scaling == "tensor" else "--transform dct"
-            raise LlmcError(f"{what} needs a target (--bpw, --size or --snr): with one QP for "
-                            "every tensor, a tensor's outliers would set the step of all its "
-                            "weights (docs/results/tuning.md §2)")
-        if resume and targeted:
-            raise LlmcError("--resume works with a fixed --qp pack, not with --bpw/--size/--snr")
-        with make_executor(executor, jobs=jobs, address=ray_address) as ex, \
-                _progress(quiet, "packing") as update:
-            if targeted:
-                from llmc_format.io import open_source
-                from llmc_format.pipeline.target import Target, pack_to_target
+        options = PackOptions(
+            codec=codec, qp=qp, bpw=bpw, size=size, snr=snr, weighting=weighting,
+            allow_over=allow_over, calibration=calibration, preset=preset, bits=bits,
+            scaling=scaling, transform=transform, lossy=tuple(lossy or ()),
+            lossless=tuple(lossless or ()), min_lossy_numel=min_lossy_numel, jobs=jobs,
+            executor=executor, ray_address=ray_address, metadata=_parse_meta(meta or []),
+            created=created, record_timings=timestamp, resume=resume, given=frozenset(given))
+        check_paths(src, output, force=force)
+        for w in options.warnings():
+            _warn(w)
+        with open_source(src) as source, \
+                make_executor(executor, jobs=jobs, address=ray_address) as ex, \
+                _view(quiet or as_json, "pack:", verbose) as view:
+            try:
+                rd = run_pack(options, source, output, executor=ex, warn=_warn,
+                              progress=lambda ev, name, d, t: view(
+                                  "encoding" if ev in ("tensor", "start") else ev, name, d, t))
+            except (LlmcError, KeyboardInterrupt):
+                from llmc_format.container.journal import leftovers
 
-                target = Target.parse(size=size, bpw=bpw, snr=snr, allow_over=allow_over)
-                with open_source(src) as source:
-                    rd = pack_to_target(
-                        source, output, target, policy=policy, jobs=jobs, weighting=weighting,
-                        calibration=_calibration_text(calibration),
-                        user_metadata=_parse_meta(meta or []), created=created,
-                        executor=ex, record_timings=timestamp,
-                        progress=lambda ev, name, d, t: update(f"{ev} {name}", d, t))
-            else:
-                try:
-                    do_pack(src, output, policy=policy, jobs=jobs, executor=ex,
-                            record_timings=timestamp,
-                            user_metadata=_parse_meta(meta or []), created=created,
-                            progress=lambda ev, name, d, t: update(name, d, t), resume=resume)
-                except (LlmcError, KeyboardInterrupt):
-                    from llmc_format.container.journal import leftovers
+                if not options.targeted and any(j.exists() for _, j in leftovers(output)):
+                    err.print("note: finished tensors were kept; rerun the same command "
+                              "with --resume to continue")
+                raise
+        if as_json:
+            from llmc_format.pipeline.inspect import summarize
 
-                    if any(j.exists() for _, j in leftovers(output)):
-                        err.print("note: finished tensors were kept; rerun the same command "
-                                  "with --resume to continue")
-                    raise
-        if not quiet:
-            _print_summary(output)
-            if targeted:
+            out.print_json(data=_jsonable({"wrote": str(output), **summarize(output),
+                                           "rd": rd}))
+        elif not quiet:
+            _print_summary(output, view.elapsed)
+            if rd is not None:
+                target = options.target()
                 _print_target(target.kind, target.value, rd)
+        if rd is not None:
+            _warn_low_snr(rd)
 
 
 def _print_target(kind: str, value: float, rd: dict[str, Any]) -> None:
@@ -374,24 +401,33 @@ def _print_target(kind: str, value: float, rd: dict[str, Any]) -> None:
               highlight=False, soft_wrap=True)
 
 
-def _calibration_text(option: str | None) -> str | None:
-    """The --calibration text: a file's contents, or ``SELF`` for self-generated text."""
-    from llmc_format.rd.calibration import SELF
-
-    if option is None or option == SELF:
-        return option
-    path = Path(option)
-    if not path.is_file():
-        raise LlmcError(f"--calibration: no such file {option!r} (or give 'self')")
-    return path.read_text(errors="replace")
+def _fmt_target(target: Any) -> str:
+    return format_size(int(target.value)) if target.kind == "size" else f"{target.value:g}"
 
 
-def _print_summary(path: Path) -> None:
+def _warn(message: str) -> None:
+    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _warn_low_snr(rd: dict[str, Any]) -> None:
+    from llmc_format.pipeline.options import LOW_SNR_DB
+
+    low = rd.get("achieved", {}).get("min_snr_db")
+    if low is not None and low < LOW_SNR_DB:
+        _warn(f"the target drives at least one tensor to {low:.2f} dB SNR (under "
+              f"{LOW_SNR_DB:g} dB its error is a large part of its signal); `llmc inspect "
+              "--sort snr` lists them")
+
+
+def _print_summary(path: Path, seconds: float | None = None) -> None:
     from llmc_format.pipeline.inspect import summarize
+    from llmc_format.progress_view import format_duration
 
     s = summarize(path)
-    out.print(plain(f"wrote {path}: {s['tensors']} tensors, {format_size(s['file_bytes'])} "
-                    f"({s['file_bpw']:.3f} bits/weight all-in); {_ratio_text(s)}"))
+    took = "" if seconds is None else f" in {format_duration(seconds)}"
+    out.print(plain(f"wrote {path}{took}: {s['tensors']} tensors, "
+                    f"{format_size(s['file_bytes'])}, {s['file_bpw']:.3f} bits/weight all-in"))
+    out.print(plain(_ratio_text(s)))  # a line of its own: 80 columns do not hold both
     if s["input_bytes"] and s["file_bytes"] > s["input_bytes"]:
         err.print(f"warning: the archive ({format_size(s['file_bytes'])}) is larger than its "
                   f"input ({format_size(s['input_bytes'])})")
@@ -400,9 +436,9 @@ def _print_summary(path: Path) -> None:
 def _ratio_text(s: dict[str, Any]) -> str:
     """Ratio against the input files first; against the decoded tensors (e.g. a GGUF's
     float32 expansion) second, since that is not what the user started from."""
-    decoded = f"ratio {s['ratio']:.3f} vs the decoded tensors' {format_size(s['source_bytes'])}"
+    decoded = f"{s['ratio']:.3f} vs the decoded tensors' {format_size(s['source_bytes'])}"
     if not s.get("input_bytes"):
-        return decoded
+        return f"ratio {decoded}"
     return (f"ratio {s['input_ratio']:.3f} vs the input's {format_size(s['input_bytes'])} "
             f"({decoded})")
 
@@ -429,6 +465,7 @@ def unpack(
                                              "output order kept (default: all cores).")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Write into OUTPUT even if it is a "
                                         "non-empty directory.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
 ) -> None:
     """Unpack an archive to a model directory (weights plus config/tokenizer attachments).
@@ -455,10 +492,17 @@ def unpack(
         if output.is_dir() and any(output.iterdir()) and not force:
             raise LlmcError(f"{output} is a non-empty directory; pass --force to write into it "
                             f"(weight files there are replaced, other files kept)")
-        with _progress(quiet, "unpacking") as update:
+        if str(output) == "-":
+            raise UsageError("-o -: unpack writes a directory; give its path")
+        with _progress(quiet or as_json, "unpack:", "decoding") as update:
             result = up.unpack(archive, output, format=fmt, dtype=dtype, shard_size=shard,
                                tied=tied, progress=update, jobs=jobs or default_jobs())
-    if not quiet:
+    if as_json:
+        out.print_json(data=_jsonable({
+            "wrote": str(output), "files": list(result.files),
+            "bytes": sum((output / f).stat().st_size for f in result.files),
+            "attachments": list(result.attachments), "tied_dropped": result.tied_dropped}))
+    elif not quiet:
         size = sum((output / f).stat().st_size for f in result.files)
         files = result.files[0] if len(result.files) == 1 else \
             f"{len(result.files) - 1} shards + {result.files[-1]}"
@@ -506,41 +550,49 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 @app.command()
 def inspect(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
+    filters: Annotated[list[str] | None, typer.Option(
+        "--filter", metavar="GLOB", help="Only tensors whose name matches; repeatable.")] = None,
+    sort: Annotated[str | None, typer.Option(
+        metavar="[name|size|bpw|snr]", help="Order: name (natural: layers.2 before layers.10), "
+        "size or bpw (largest first), snr (worst first) [default: archive order].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     rd: Annotated[bool, typer.Option("--rd", help="Show the rate-distortion records: samples, "
                                      "chosen QP, predicted and achieved figures.")] = False,
     plot: Annotated[Path | None, typer.Option(help="Draw the RD curves and chosen points "
                                               "to this PNG.")] = None,
 ) -> None:
-    """List tensors: dtype, shape, codec, stored bytes, bits per weight, QP, SNR; totals."""
+    """List tensors: dtype, shape, codec, stored bytes, bits per weight, QP, SNR; totals.
+
+    On a terminal: a header (source, policy, target, weighting) and full tensor names
+    (on their own line when the figures do not fit beside them). Through a pipe:
+    tab-separated values with a header row, one tensor per line.
+    """
+    from llmc_format import inspect_view as view
     from llmc_format.pipeline.inspect import describe
 
     with _errors():
+        if sort is not None and sort not in view.SORTS:
+            from llmc_format.pipeline.options import did_you_mean
+
+            raise UsageError(f"--sort: {sort!r} is not one of {', '.join(view.SORTS)}"
+                             f"{did_you_mean(sort, view.SORTS)}")
         d = describe(archive)
-    if plot is not None:
-        _plot_rd(d, plot)
+        if plot is not None:
+            _plot_rd(d, plot)
     if as_json:
         _print_json(_jsonable(d))
         return
     if rd:
         _print_rd(d)
         return
-    table = Table(title=plain(f"{archive} — format {d['format_version']}, "
-                              f"{d['metadata'].get('tool', '?')}"))
-    for col in ("tensor", "dtype", "shape", "codec", "stored", "bpw", "ratio", "QP", "SNR dB"):
-        table.add_column(col, justify="right" if col not in ("tensor", "codec") else "left")
-    for t in d["tensors"]:
-        table.add_row(plain(t["name"]), t["dtype"], "x".join(map(str, t["shape"])) or "()",
-                      plain(t["codec"]),
-                      format_size(t["stored_bytes"]), _fmt(t["bpw"], ".3f"), _fmt(t["ratio"]),
-                      _fmt(t.get("qp"), "d"), _fmt(t.get("snr_db")))
-    out.print(table)
-    s = d["summary"]
-    out.print(
-        f"{s['tensors']} tensors ({s['lossy_tensors']} lossy), {s['weights']:,} weights, "
-        f"{len(d['attachments'])} attachments; file {format_size(s['file_bytes'])}, "
-        f"{_ratio_text(s)}, {s['file_bpw']:.3f} bits/weight all-in"
-    )
+    shown = [{**t, "name": printable(t["name"]), "codec": printable(t["codec"])}
+             for t in view.select(d["tensors"], filters or (), sort)]
+    if not out.is_terminal:
+        sys.stdout.write("".join(line + "\n" for line in view.tsv(shown)))
+    else:
+        for line in [*view.header(d), "", *view.table(shown, out.width), "",
+                     *view.totals(d, len(shown), _ratio_text(d["summary"]))]:
+            out.print(plain(line), highlight=False, soft_wrap=True)
     _warn_rd_problems(d)
 
 
@@ -579,33 +631,13 @@ def _print_rd(d: dict[str, Any]) -> None:
 
 
 def _plot_rd(d: dict[str, Any], path: Path) -> None:
-    import matplotlib
+    from llmc_format.rd_plot import plot_rd
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for t in d["tensors"]:
-        r = t.get("rd") or {}
-        if "qp" not in r:
-            continue
-        n = max(math.prod(t["shape"]), 1)
-        energy = r.get("signal_energy") or 0
-        pts = [(b, 10 * math.log10(energy / (m * n))) for _, b, m in r.get("samples", [])
-               if energy and m]
-        if pts:
-            line = ax.plot(*zip(*pts, strict=True), "-", alpha=0.4, lw=1)[0]
-            color = line.get_color()
-        else:
-            color = None
-        if r.get("snr_db") is not None and math.isfinite(r["snr_db"]):
-            ax.plot([r["bpw"]], [r["snr_db"]], "o", color=color, ms=4)
-    ax.set_xlabel("bits per weight (bitstream + parameters)")
-    ax.set_ylabel("SNR (dB)")
-    ax.set_title(f"RD curves (samples) and chosen points — {Path(d['path']).name}")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    if str(path) == "-":
+        raise UsageError("--plot -: give a .png file name")
+    drawn = plot_rd(d, path)
+    err.print(f"wrote {path}: {drawn['curves']} RD curves in {drawn['groups']} tensor group(s) "
+              f"({drawn['highlighted']} largest coloured)", highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- repack
@@ -617,7 +649,8 @@ def repack(
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
     bpw: Annotated[float | None, typer.Option(help="Target bits per weight (all-in) of the "
                                               "archive's lossy tensors.")] = None,
-    size: Annotated[str | None, typer.Option(help="Target whole-file size, e.g. 40MB.")] = None,
+    size: Annotated[str | None, typer.Option(metavar="SIZE",
+                                             help="Target whole-file size, e.g. 40MB.")] = None,
     snr: Annotated[float | None, typer.Option(help="Target SNR floor (dB) per lossy tensor, "
                                               "measured against the input archive.")] = None,
     repair: Annotated[bool, typer.Option("--repair", help="Instead of a target: copy the "
@@ -625,36 +658,77 @@ def repack(
                                          "blobs (what verify --strict reports), keeping each "
                                          "cut only if it decodes to the stored frame hash; "
                                          "lossless, nothing else changes.")] = False,
-    weighting: Annotated[str, typer.Option(help="nmse (default) or mse.")] = "nmse",
-    jobs: Annotated[int | None, typer.Option("-j", "--jobs")] = None,
-    force: Annotated[bool, typer.Option("--force", "-f")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    weighting: Annotated[str, typer.Option(metavar="[nmse|mse]",
+                                           help="Relative (nmse) or absolute (mse) error.")] = "nmse",
+    jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors encoded at once.")] = None,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUTPUT.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
-    """Re-encode a lossy archive to a smaller target from its recorded RD data (no source model)."""
+    """Re-encode a lossy archive to a smaller target from its recorded RD data (no source model).
+
+    Quality is reported against the original model as an estimate: the error the input
+    archive recorded plus the new coding error (independent errors add).
+    """
+    from llmc_format.pipeline.options import check_paths
     from llmc_format.pipeline.target import Target
     from llmc_format.pipeline.target import repack as do_repack
 
     if repair and any(v is not None for v in (bpw, size, snr)):
         raise typer.BadParameter("takes no --bpw/--size/--snr target", param_hint="--repair")
     with _errors():
-        if output.exists() and not force:
-            raise LlmcError(f"{output} exists; pass --force to overwrite it")
+        if weighting not in ("nmse", "mse"):
+            raise UsageError(f"--weighting: {weighting!r} is not one of nmse, mse")
+        check_paths(archive, output, force=force)
         if repair:
             _repair(archive, output, quiet)
             return
-        target = Target.parse(size=size, bpw=bpw, snr=snr)
-        with _progress(quiet, "repacking") as update:
+        try:
+            target = Target.parse(size=size, bpw=bpw, snr=snr)
+        except LlmcError as exc:
+            raise UsageError(str(exc)) from None
+        _warn_repack_up(archive, target)
+        with _view(quiet or as_json, "repack:") as view:
             rd = do_repack(archive, output, target, jobs=jobs, weighting=weighting,
-                           progress=lambda ev, name, d, t: update(f"{ev} {name}", d, t))
-        if not quiet:
-            _print_summary(output)
-            _print_target(target.kind, target.value, rd)
+                           progress=view)
+        v = rd.get("versus_original") or {}
+        if as_json:
+            from llmc_format.pipeline.inspect import summarize
+
+            out.print_json(data=_jsonable({"wrote": str(output), **summarize(output), "rd": rd}))
+        elif not quiet:
+            _print_summary(output, view.elapsed)
+            _print_target(target.kind, target.value, rd)  # SNR: against the input archive
+            if v.get("min_snr_db") is not None:
+                out.print(f"against the original model (estimate: {archive.name}'s recorded "
+                          f"error plus this one): min SNR {v['min_snr_db']:.2f} dB, mean "
+                          f"{v['mean_snr_db']:.2f} dB", highlight=False, soft_wrap=True)
+        if v.get("min_snr_db") is not None:
+            _warn_low_snr({"achieved": {"min_snr_db": v["min_snr_db"]}})
+
+
+def _warn_repack_up(archive: Path, target: Any) -> None:
+    """Re-coding cannot win back quality: a target above the input's rate only grows it."""
+    from llmc_format.pipeline.inspect import summarize
+
+    s = summarize(archive)
+    if target.kind == "size" and target.value > s["file_bytes"]:
+        _warn(f"--size {_fmt_target(target)} is larger than {archive.name} "
+              f"({format_size(s['file_bytes'])}): re-coding cannot recover what that archive "
+              "lost; the result is larger and no closer to the original")
+    with llmc_format.safe_open(archive) as f:
+        rd = (f.metadata() or {}).get("rd") or {}
+    t = rd.get("target") or {}
+    if target.kind == "bpw" and t.get("kind") == "bpw" and target.value > float(t["value"]):
+        _warn(f"--bpw {target.value:g} is above {archive.name}'s {float(t['value']):g}: "
+              "re-coding cannot recover what that archive lost; the result is larger and no "
+              "closer to the original")
 
 
 def _repair(archive: Path, output: Path, quiet: bool) -> None:
     from llmc_format.pipeline.bitstreams import repair as do_repair
 
-    with _progress(quiet, "repairing") as update:
+    with _progress(quiet, "repack:", "repairing") as update:
         report = do_repair(archive, output, tool=f"llmc-format {llmc_format.__version__}",
                            progress=update)
     if quiet:
@@ -699,7 +773,7 @@ def verify(
     if (signature is None) != (public_key is None):
         err.print("[bold red]error:[/] --signature and --public-key go together")
         raise typer.Exit(2)
-    with _errors(), _progress(quiet or as_json, "verifying") as update:
+    with _errors(), _progress(quiet or as_json, "verify:", "checking") as update:
         report = do_verify(archive, against=against, progress=update, strict=strict)
         if signature is not None and public_key is not None:
             from llmc_format.errors import SignatureError
@@ -729,13 +803,27 @@ def verify(
                       f"{report.video_blobs_checked} video blobs well-formed and decoded alike"
                       f"{' (' + used + ')' if used else ''}")
         if report.ok:
-            what = " and match the source" if against else ""
+            what = ""
+            if against:
+                lossy = [t for t in report.tensors if t.lossless is False]
+                est = sum(t.estimate for t in lossy)
+                what = f" and match the source ({len(report.tensors) - len(lossy)} bit-identical"
+                if lossy:
+                    what += f", {len(lossy)} lossy within their recorded error"
+                    if est:
+                        what += f", {est} of them against an estimate: repacked"
+                what += ")"
             what += f"; signature {signature} valid" if report.signature else ""
             out.print(f"OK: {len(report.tensors)} tensors and {report.attachments_checked} "
-                      f"attachments intact{what}")
+                      f"attachments intact{what}", highlight=False, soft_wrap=True)
         elif bad:
-            out.print(f"FAILED: {len(bad)} of {len(report.tensors)} tensors damaged; "
-                      f"{len(report.intact)} intact")
+            damaged = sum(t.kind != "mismatch" for t in bad)
+            mismatch = len(bad) - damaged
+            parts = [f"{damaged} of {len(report.tensors)} tensors damaged"] if damaged else []
+            if mismatch:
+                parts.append(f"{mismatch} intact but not matching {against}")
+            out.print(f"FAILED: {'; '.join(parts)}; {len(report.intact)} intact",
+                      highlight=False, soft_wrap=True)
         else:
             out.print("FAILED")
     if not report.ok:

@@ -139,6 +139,13 @@ class TargetError(LlmcError, ValueError):
     """A size / bits-per-weight / quality target cannot be met or is malformed."""
 
 
+class UsageError(LlmcError, ValueError):
+    """An option or argument is invalid or contradicts another (``llmc`` exits 2).
+
+    Raised before any work, so nothing is written and nothing is left behind.
+    """
+
+
 class OutputError(LlmcError, OSError):
     """An output cannot be written safely: it is a special file or the source, another
     llmc process is writing it, or the disk is full (the message names the path)."""

@@ -65,3 +65,23 @@ def distortion(source: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
     sig, err = error_energy(source, decoded)
     n = max(source.size, 1)
     return {"mse": err / n, "snr_db": snr_db(sig, err)}
+
+
+def versus_original(rd: dict[str, object]) -> dict[str, float] | None:
+    """A repacked tensor's error against the *original* model, estimated.
+
+    ``llmc repack`` codes an already lossy tensor again, so its recorded ``mse``/``snr_db``
+    are against the archive it was repacked from. It also records ``prior_mse`` (the error
+    that archive already carried against the original, itself carried forward through
+    repeated repacks) and ``original_energy`` (the original's mean square). The two coding
+    errors are independent, so their MSEs add in expectation: MSE vs the original ≈
+    ``prior_mse + mse``. None for a tensor that was never repacked.
+    """
+    prior, mse, energy = rd.get("prior_mse"), rd.get("mse"), rd.get("original_energy")
+    if not isinstance(prior, (int, float)) or not isinstance(mse, (int, float)):
+        return None
+    total = float(prior) + float(mse)
+    out = {"mse": total}
+    if isinstance(energy, (int, float)):
+        out["snr_db"] = snr_db(float(energy), total)
+    return out

@@ -29,14 +29,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("io", ("llmc_format.io",)),
     ("rd", ("llmc_format.rd",)),
     ("pipeline", ("llmc_format.pipeline",)),
-    ("public", ("llmc_format.api", "llmc_format.transformers", "llmc_format.cli", "llmc_format")),
+    ("public", ("llmc_format.api", "llmc_format.transformers", "llmc_format.cli",
+                "llmc_format.inspect_view", "llmc_format.progress_view", "llmc_format.rd_plot",
+                "llmc_format")),
 ]
 
 #: Upward edges that exist today and are being removed (issue 19); must only shrink.
-KNOWN_UPWARD: set[tuple[str, str]] = {
-    ("llmc_format.pipeline.pack", "llmc_format.transformers"),
-    ("llmc_format.pipeline.unpack", "llmc_format.transformers"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

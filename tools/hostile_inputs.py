@@ -291,7 +291,7 @@ def archive_cases(b: Builder, marker: str) -> Iterator[tuple[Case, Callable[[], 
                 t[where] = {"x": d}
 
         yield (
-            Case(f"900-deep {where}", "deep nesting", _arc_runs("json", "verify", "api")),
+            Case(f"900-deep {where}", "deep nesting", _arc_runs("json", "verify")),
             b.forge("exact", deep),
         )
 
@@ -302,7 +302,7 @@ def archive_cases(b: Builder, marker: str) -> Iterator[tuple[Case, Callable[[], 
             _tensor(m, "a.weight")["rd"] = json.loads(json.dumps(rec))
 
         yield (
-            Case(f"RD record lie {i}", "NaN/invalid RD records", _arc_runs("rd", "json", "repack", "api")),
+            Case(f"RD record lie {i}", "NaN/invalid RD records", _arc_runs("rd", "json", "repack")),
             b.forge("rd", rd),
         )
     for i, rec in enumerate(HOSTILE_RD_SUMMARY):
@@ -338,7 +338,7 @@ def archive_cases(b: Builder, marker: str) -> Iterator[tuple[Case, Callable[[], 
             Case(
                 f"codec config {key}={value!r}",
                 "codec config lies",
-                _arc_runs("inspect", "verify", "extract", "raw", tensor="a.weight"),
+                _arc_runs("extract", "raw", tensor="a.weight"),
             ),
             b.forge("qp", cfg),
         )
@@ -351,7 +351,7 @@ def archive_cases(b: Builder, marker: str) -> Iterator[tuple[Case, Callable[[], 
             Case(
                 f"affine config {key}={value!r}",
                 "codec config lies",
-                _arc_runs("inspect", "verify", "extract", "raw", tensor="a.weight"),
+                _arc_runs("extract", "raw", tensor="a.weight"),
             ),
             b.forge("qp", acfg),
         )
@@ -366,7 +366,8 @@ def archive_cases(b: Builder, marker: str) -> Iterator[tuple[Case, Callable[[], 
             Case(
                 f"tensor name {name[:24]!r}",
                 "names (collisions, markup, escapes)",
-                _arc_runs("inspect", "verify", "unpack", "extract", tensor=name),
+                _arc_runs("inspect", "verify", "unpack", tensor=name),
+                check=_unpacked_is_archive,
             ),
             b.forge("exact", tname),
         )
@@ -378,7 +379,7 @@ def archive_cases(b: Builder, marker: str) -> Iterator[tuple[Case, Callable[[], 
             Case(
                 f"attachment name {name[:24]!r}",
                 "names (collisions, markup, escapes)",
-                _arc_runs("verify", "unpack", "api"),
+                _arc_runs("verify", "unpack"),
                 check=_unpacked_is_archive,
             ),
             b.forge("exact", aname),
@@ -465,7 +466,7 @@ def archive_cases(b: Builder, marker: str) -> Iterator[tuple[Case, Callable[[], 
 
     for what in ("truncated", "empty", "bit flip", "not llmc"):
         yield (
-            Case(f"container: {what}", "container (baseline)", _arc_runs("inspect", "verify", "api")),
+            Case(f"container: {what}", "container (baseline)", _arc_runs("inspect", "verify")),
             damaged(what),
         )
 
@@ -859,6 +860,8 @@ def _snapshot(case_dir: Path) -> dict[str, str]:
         for name in files + [d for d in dirs if (Path(root) / d).is_symlink()]:
             p = Path(root) / name
             rel = str(rel_root / name)
+            if rel == "PWNED":  # counted as code executed, not as an outside write
+                continue
             if rel.startswith("out/") or rel == "out":
                 continue
             st = p.lstat()
@@ -922,7 +925,9 @@ def _last_line(text: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
-def run_case(case: Case, case_dir: Path, data: Callable[[], bytes] | None, marker: Path) -> None:
+def run_case(
+    case: Case, case_dir: Path, data: Callable[[], bytes] | None, marker: str | Path = "PWNED"
+) -> None:
     case_dir.mkdir(parents=True)
     (case_dir / "victim").write_text("victim secret\n")
     if data is not None:
@@ -937,14 +942,16 @@ def run_case(case: Case, case_dir: Path, data: Callable[[], bytes] | None, marke
             _finish(r, proc, t0, err)
     for r in [] if case.concurrent else case.runs:
         _finish(r, *_start(r, case_dir, case.fsize))
+        if (case_dir / marker).exists():  # attributed to the run that wrote it
+            r.findings.append("code executed (marker file written)")
+            (case_dir / marker).unlink()
         after = _snapshot(case_dir)
         changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
         if changed:
             r.findings.append(f"outside writes: {changed[:4]}")
             before = after
-    if marker.exists():
+    if (case_dir / marker).exists():
         case.runs[-1].findings.append("code executed (marker file written)")
-        marker.unlink()
     if case.check is not None:
         case.runs[-1].other.extend(case.check(case_dir, case.runs))
 
@@ -968,21 +975,31 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="write the Markdown report here")
     parser.add_argument("--only", default="", help="comma-separated words: cases whose name has one")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="cases run at once")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="llmc-hostile-"))
     work.mkdir(parents=True, exist_ok=True)
-    marker = work / "PWNED"
+    marker = "PWNED"  # relative: hostile code runs with the case directory as its cwd
     t_start = time.monotonic()
     builder = Builder(work / "base")
-    cases: list[tuple[Case, Callable[[], bytes] | None]] = list(archive_cases(builder, str(marker)))
-    cases += [(c, None) for c in model_cases(str(marker))]
+    builder.exact, builder.qp, builder.rd  # noqa: B018 - built once, before the threads
+    cases: list[tuple[Case, Callable[[], bytes] | None]] = list(archive_cases(builder, marker))
+    cases += [(c, None) for c in model_cases(marker)]
     words = [w for w in args.only.split(",") if w]
     if words:
         cases = [(c, d) for c, d in cases if any(w in c.name for w in words)]
     totals = Totals(inputs=len(cases))
     rows = []
-    for i, (case, data) in enumerate(cases):
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item: tuple[int, tuple[Case, Callable[[], bytes] | None]]) -> Case:
+        i, (case, data) = item
         run_case(case, work / f"case{i:03d}", data, marker)
+        return case
+
+    with ThreadPoolExecutor(max(1, args.jobs)) as pool:
+        done = list(pool.map(one, enumerate(cases)))
+    for i, case in enumerate(done):
         for r in case.runs:
             totals.runs += 1
             totals.tracebacks += sum(f.startswith(("traceback", "exit")) for f in r.findings)
@@ -1003,7 +1020,9 @@ def main() -> int:
             flush=True,
         )
     totals.seconds = time.monotonic() - t_start
-    report = _report(totals, rows, " ".join(sys.argv[1:]))
+    shown = [a for a, prev in zip(sys.argv[1:], ["", *sys.argv[1:]], strict=False)
+             if a != "--workdir" and prev != "--workdir"]  # no machine's temp path in reports
+    report = _report(totals, rows, " ".join(shown))
     print(report.split("\n## Cases")[0])
     if args.out:
         Path(args.out).write_text(report)

@@ -1,7 +1,7 @@
 """Random-access reader of .llmc files.
 
 Opening reads the header, the footer and the index only, and validates them all
-(spec/FORMAT.md §validation) before anything is trusted. ``read_blob`` reads one blob
+(spec/FORMAT.md §8) before anything is trusted. ``read_blob`` reads one blob
 plus its alignment padding with a single positioned read (``os.pread``: no shared file
 position, so one Reader serves many threads) and checks its checksum and that the
 padding is zero. Nothing here knows about codecs.
@@ -135,7 +135,11 @@ class Reader:
         try:
             return self._tensors[name]
         except KeyError:
-            raise TensorNotFoundError(f"no tensor named {name!r} in {self.path}") from None
+            import difflib
+
+            close = difflib.get_close_matches(name, list(self._tensors), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TensorNotFoundError(f"no tensor named {name!r} in {self.path}{hint}") from None
 
     def resolve(self, name: str) -> TensorEntry:
         """The entry holding the data of ``name`` (follows ``alias_of``)."""

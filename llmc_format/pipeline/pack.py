@@ -53,7 +53,8 @@ from llmc_format.pipeline.policy import Policy
 from llmc_format.runtime import default_jobs
 from llmc_format.version import __version__
 
-#: progress(event, tensor_name, done_weights, total_weights)
+#: progress(event, tensor_name, done_weights, total_weights); events: "start" (encoding
+#: begins), "tensor" (one written), "resumed" (one kept from an interrupted pack)
 Progress = Callable[[str, str, int, int], None]
 
 
@@ -254,11 +255,11 @@ def _check_resumed(resumed: tuple[TensorEntry, ...], items: list[tuple[str, Sour
 def _tied_record(aliases: dict[str, str], attachments: list[tuple[str, bytes]],
                  names: list[str]) -> dict[str, Any] | None:
     """Metadata ``tied``: which aliases transformers re-ties (for unpack; see
-    ``llmc_format.transformers.retied_record``); None without aliases or a config.json."""
+    ``llmc_format.io.hfmodel.retied_record``); None without aliases or a config.json."""
     config = dict(attachments).get("config.json")
     if not aliases or config is None:
         return None
-    from llmc_format.transformers import retied_record
+    from llmc_format.io.hfmodel import retied_record
 
     return retied_record(config, aliases, names + sorted(aliases))
 
@@ -402,6 +403,8 @@ def pack_source(
             results_iter = ex.map_ordered(
                 run_job, jobs_in_order(todo), ahead_window(ex.workers), cost=_job_bytes,
                 budget=ex.workers * max((s.nbytes for s in specs.values()), default=1))
+            if progress and todo:  # the step starts now, not when its first tensor is done
+                progress("start", todo[0][0], done, total)
             with contextlib.closing(results_iter) as results:
                 for packed in results:
                     name = packed.name

@@ -59,7 +59,7 @@ from llmc_format.pipeline.pack import (
     with_encoder_threads,
 )
 from llmc_format.pipeline.policy import Policy, final_codec
-from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr
+from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr, min_bits
 from llmc_format.rd.model import RDCurve
 from llmc_format.rd.records import check_rd
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
@@ -113,7 +113,8 @@ class Target:
 AUTO_SELF_MAX_WEIGHTS = 2_000_000_000
 
 
-def _auto_weights(source: Source, names: set[str]) -> tuple[dict[str, float] | None, str]:
+def _auto_weights(source: Source, names: set[str], progress: Progress | None = None
+                  ) -> tuple[dict[str, float] | None, str]:
     """Self-calibration when the model can be built here, else (None, why nmse)."""
     from llmc_format.errors import SourceError
     from llmc_format.rd.calibration import SELF, sensitivities
@@ -122,7 +123,8 @@ def _auto_weights(source: Source, names: set[str]) -> tuple[dict[str, float] | N
     if total > AUTO_SELF_MAX_WEIGHTS:
         return None, f"nmse (auto: {total:,} weights is too many to self-calibrate here)"
     try:
-        return sensitivities(source, SELF, names=names), "calibration-self (auto)"
+        return (sensitivities(source, SELF, names=names, progress=progress),
+                "calibration-self (auto)")
     except SourceError as exc:  # no config, not a causal LM transformers knows, other names
         return None, f"nmse (auto: {exc})"
 
@@ -225,6 +227,9 @@ class Plan:
     attachment_bytes: int
     n_blobs_est: int
     exact_options: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: per lossy tensor, facts recorded in its ``rd`` as they are (repack: ``prior_mse``,
+    #: ``original_energy``; see ``metrics.versus_original``)
+    carried: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = SAMPLE_FRACTION,
@@ -248,6 +253,8 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
         packed = encode_entry(name, entry, policy.pipeline(name, entry.dtype, entry.shape))
         return name, packed
 
+    if progress:
+        progress("sampling", "", 0, len(items))
     with ThreadPoolExecutor(jobs) as pool:
         for i, (name, result) in enumerate(pool.map(work, items)):
             if isinstance(result, tuple):
@@ -259,7 +266,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
                 fixed_exact += sum(len(b) for _, b in result.encoded.blobs)
                 blobs += len(result.encoded.blobs)
             if progress:
-                progress("measure", name, i + 1, len(items))
+                progress("sampling", name, i + 1, len(items))
     att = 0
     for _, data in source.attachments():
         att += len(data)
@@ -335,15 +342,17 @@ def pack_to_target(
 
         weighting = "calibration" if calibration not in (None, SELF) else "calibration-self"
     elif calibration is None and weighting == "auto":
-        weights, weighting = _auto_weights(source, names)
+        weights, weighting = _auto_weights(source, names, progress)
     elif calibration is not None:
         from llmc_format.rd.calibration import SELF, sensitivities
 
-        weights = sensitivities(source, calibration, names=names)  # has every one of names
+        weights = sensitivities(source, calibration, names=names,  # has every one of names
+                                progress=progress)
         weighting = "calibration-self" if calibration == SELF else "calibration"
     if weights is None:
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
                    for n, c in plan.curves.items()}
+    _refuse_impossible(target, plan, qrange)
     dst = Path(dst)
     with OutputLock(dst):  # a second writer of dst fails at once; passes go to a private dir
         work_dir = temp_dir(dst, ".rd")
@@ -413,6 +422,35 @@ def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: T
     return summary
 
 
+def _non_video_estimate(plan: Plan) -> float:
+    """Every byte of the file that is not a lossy bitstream, as estimated before encoding."""
+    return (layout.HEADER_SIZE + layout.FOOTER_SIZE + 64 * plan.n_blobs_est
+            + 600 * (len(plan.curves) + 8) + sum(plan.params_bytes.values())
+            + plan.exact_bytes + plan.attachment_bytes)
+
+
+def _refuse_impossible(target: Target, plan: Plan, qrange: range) -> None:
+    """Refuse a size or bpw target below what the coarsest QPs give, naming that minimum,
+    before anything is encoded (the estimate is the one the allocator works with)."""
+    if target.kind == "snr":
+        return
+    from llmc_format.units import format_size
+
+    smallest = _non_video_estimate(plan) + min_bits(plan.curves, qrange) / 8
+    if target.kind == "size" and target.value < smallest:
+        raise TargetError(f"--size {format_size(int(target.value))} is not achievable: the "
+                          f"smallest this model packs to with these options is about "
+                          f"{format_size(int(smallest))} (every lossy tensor at its coarsest "
+                          f"QP; lossless tensors {format_size(plan.exact_bytes)}, attachments "
+                          f"{format_size(plan.attachment_bytes)})")
+    lossless = plan.exact_bytes + plan.attachment_bytes
+    min_bpw = 8 * (smallest - lossless) / max(plan.lossy_weights, 1)
+    if target.kind == "bpw" and target.value < min_bpw:
+        raise TargetError(f"--bpw {target.value:g} is not achievable: the fewest bits per "
+                          f"lossy weight with these options are about {min_bpw:.3f} (every "
+                          "lossy tensor at its coarsest QP, all-in)")
+
+
 def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
             qrange: range, weights: dict[str, float], weighting: str, names: set[str],
             work_dir: Path, progress: Progress | None, pack_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -447,7 +485,8 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
         if choices == prev:  # the same file again (e.g. everything kept exact, under a size)
             break
         summary = _summary(target, alloc, weighting, npass)
-        records = {n: _record(plan.curves[n], choices[n], exact_bits.get(n)) for n in names}
+        records = {n: {**_record(plan.curves[n], choices[n], exact_bits.get(n)),
+                       **plan.carried.get(n, {})} for n in names}
         out = work_dir / f"pass{npass}.llmc"
         reuse = Reader(previous) if previous else None
         unchanged = {n for n in names if n in prev and prev[n] == choices[n]}
@@ -457,11 +496,13 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
             pack_source(source, out, policy=pinned_exact(policy, alloc.exact), jobs=jobs,
                         qp_overrides=alloc.qps, rd_records=records,
                         extra_metadata={"rd": summary}, reuse=reuse, reuse_names=unchanged,
-                        progress=(lambda ev, n, d, t, k=npass: progress(f"pass {k}", n, d, t))
+                        progress=(lambda ev, n, d, t, k=npass: progress(f"pass {k}: encoding", n, d, t))
                         if progress else None, **pack_kwargs)
         finally:
             if reuse is not None:
                 reuse.close()
+        if progress:
+            progress(f"pass {npass}: checking", out.name, 0, 1)
         ok, file_bytes, outside, stored = _check(out, target, plan, names)
         under = target.kind != "snr" and _achieved_value(out, target, names) <= target.value
         if previous is not None and previous != best_under:
@@ -500,6 +541,8 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
                               f"{npass} passes (last file {file_bytes:,} bytes)")
     assert previous is not None
     check_output_file(dst)
+    if progress:
+        progress("writing", dst.name, 0, 1)
     os.replace(previous, dst)
     summary["achieved"] = _achieved(dst, names)
     return summary
@@ -624,22 +667,59 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
         for e in lossy:  # NaN samples once made --bpw 3 write 0.887 bpw and exit 0
             check_rd(e.rd, (qrange[0], qrange[-1]), e.name)
         plan = None
+        carried = {e.name: _carried(e.rd or {}) for e in lossy if (e.rd or {}).get("mse") is not None}
         if all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy):
             curves = {}
             for e in lossy:
                 c = RDCurve.from_dict(e.rd, e.numel)
-                c.mse = [m + float(e.rd["mse"]) for m in c.mse]  # transcoding adds to it
+                # transcoding adds to the error the input already carries (vs the original);
+                # the samples of an input that was itself repacked hold its prior already
+                shift = carried[e.name]["prior_mse"] - float(e.rd.get("prior_mse", 0.0))
+                c.mse = [m + shift for m in c.mse]
                 curves[e.name] = c
             params = {e.name: sum(b.length for b in e.blobs if b.stage < len(e.pipeline) - 1)
                       for e in lossy}
             exact = sum(e.stored_bytes for e in entries if is_lossless(e.pipeline))
             att = sum(a.size for a in source.reader.attachments())
             plan = Plan(curves, params, exact, sum(e.numel for e in lossy), att,
-                        sum(len(e.blobs) for e in entries) + 8)
+                        sum(len(e.blobs) for e in entries) + 8, carried=carried)
+        if plan is None:
+            plan = measure_source(source, with_target_scaling(policy), jobs or default_jobs(),
+                                  progress=progress)
+            plan.carried = carried
         summary = pack_to_target(source, dst, target, policy=policy, jobs=jobs,
                                  weighting=weighting, progress=progress, plan=plan)
     summary["repacked_from"] = Path(src).name
+    summary["versus_original"] = _versus_original(Path(dst))
     return summary
+
+
+def _carried(rd: dict[str, Any]) -> dict[str, float]:
+    """What a repacked tensor records about the original (``metrics.versus_original``):
+    the error its input already carried against the original, and the original's energy."""
+    from llmc_format.metrics import versus_original
+
+    before = versus_original(rd)
+    out = {"prior_mse": before["mse"] if before else float(rd["mse"])}
+    energy = rd.get("original_energy")
+    snr = rd.get("snr_db")
+    if energy is None and isinstance(snr, (int, float)) and math.isfinite(snr) and rd["mse"] > 0:
+        energy = float(rd["mse"]) * 10 ** (float(snr) / 10)  # SNR = energy / MSE
+    if energy is not None:
+        out["original_energy"] = float(energy)
+    return out
+
+
+def _versus_original(path: Path) -> dict[str, Any]:
+    """Min and mean SNR of the lossy tensors against the original model (an estimate)."""
+    from llmc_format.metrics import versus_original
+
+    with Reader(path) as r:
+        snrs = [v["snr_db"] for e in r.index.tensors if e.rd
+                for v in [versus_original(e.rd)] if v and "snr_db" in v]
+    return {"estimate": True, "tensors": len(snrs),
+            "min_snr_db": min(snrs) if snrs else None,
+            "mean_snr_db": sum(snrs) / len(snrs) if snrs else None}
 
 
 def _glob_escape(name: str) -> str:

@@ -142,7 +142,7 @@ def iter_tensors(reader: Reader, dtype: str | None = None,
 
 def plan_aliases(reader: Reader, tied: str) -> tuple[dict[str, str], dict[str, str], str]:
     """(aliases to write, aliases to leave out, why) for a ``tied`` mode."""
-    from llmc_format.transformers import archive_aliases
+    from llmc_format.io.hfmodel import archive_aliases
 
     aliases = archive_aliases(reader)
     if tied not in TIED_MODES:
@@ -161,7 +161,7 @@ def _retied(reader: Reader, aliases: dict[str, str]) -> tuple[dict[str, str], st
     The pack-time record (metadata ``tied``) answers when it was made for this config.json;
     else transformers is asked (importing it and building the model on the meta device).
     """
-    from llmc_format.transformers import load_config, recorded_retied, retied_aliases
+    from llmc_format.io.hfmodel import load_config, recorded_retied, retied_aliases
 
     if CONFIG_NAME not in reader.attachment_names():
         return {}, f"no {CONFIG_NAME}: tied tensors written in full"
@@ -415,7 +415,7 @@ def _retyped_config(data: bytes, dtype: str | None) -> bytes:
 def _architecture(r: Reader) -> str:
     """GGUF ``general.architecture``: the config's model_type (informative: the tensor names
     are Hugging Face's, so llama.cpp's loader for that architecture will not find its own)."""
-    from llmc_format.transformers import config_dict
+    from llmc_format.io.hfmodel import config_dict
 
     config = config_dict(r) or {}
     model_type = config.get("model_type")

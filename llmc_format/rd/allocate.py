@@ -106,6 +106,14 @@ class _Tables:
                           frozenset(k for k, i in pairs if i == 0))
 
 
+def min_bits(curves: Mapping[str, RDCurve], qrange: range) -> float:
+    """The fewest bits the lossy tensors can take: every one at its coarsest allowed QP."""
+    if not curves:
+        return 0.0
+    t = _Tables(curves, {}, qrange)
+    return float(t.bits(t.cheapest.copy()))
+
+
 def allocate_rate(curves: Mapping[str, RDCurve], budget_bits: float, qrange: range,
                   weights: Mapping[str, float] | None = None, *,
                   exact_bits: Mapping[str, float] | None = None,

@@ -19,6 +19,7 @@ yet the same ranking of tensors a real text gives (docs/results/rd.md).
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,14 +30,26 @@ from llmc_format.io.base import Source
 #: ``text`` value asking for self-generated calibration sequences
 SELF = "self"
 
+#: progress(step, item, done, total): the steps are "calibration: building the model",
+#: "calibration: loading weights", "calibration: generating" (tokens) and
+#: "calibration: gradients" (module forwards and tensor gradients, per sequence)
+Progress = Callable[[str, str, int, int], None]
+
 
 def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int = 512,
-                  names: set[str] | None = None, seed: int = 0) -> dict[str, float]:
+                  names: set[str] | None = None, seed: int = 0,
+                  progress: Progress | None = None) -> dict[str, float]:
     """Mean squared gradient of the causal-LM loss per tensor (``names``: which to report).
 
     ``text`` is the calibration text, or ``SELF`` for sequences the model samples itself
-    (``seed`` makes them, and so the archive, reproducible).
+    (``seed`` makes them, and so the archive, reproducible). ``progress`` hears of every
+    tensor loaded, every token generated and every gradient computed: on a small CPU this
+    step takes minutes, and a progress display must keep moving through it.
     """
+    report = progress or (lambda step, item, done, total: None)
+    # importing transformers and building the model take seconds (minutes on a busy
+    # machine) without a way to report inside them: at least the step is named
+    report("calibration: building the model", "", 0, 0)
     attachments = list(source.attachments())
     if not any(rel == "config.json" for rel, _ in attachments):  # before importing anything
         raise SourceError("no config.json to build the model from: --calibration needs the "
@@ -75,13 +88,16 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
         raise SourceError(f"--calibration: the model transformers builds has no parameter "
                           f"{missing[0]!r} ({len(missing)} lossy tensors missing)")
     with torch.no_grad():
+        loaded = 0
         for name, entry in source.tensors():
             if name in params:
                 params[name].copy_(to_torch(np.asarray(entry(), dtype=np.float32)))
+                loaded += 1
+                report("calibration: loading weights", name, loaded, len(params))
     model.tie_weights()
     model.train(False)
     if text == SELF:
-        batches = self_generated(model, tokenizer, sequences, seq_len, seed)
+        batches = self_generated(model, tokenizer, sequences, seq_len, seed, progress=report)
     else:
         ids = tokenizer(text, return_tensors="pt")["input_ids"][0]
         if ids.numel() < 2:
@@ -89,19 +105,50 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
         starts = np.linspace(0, max(0, ids.numel() - seq_len), sequences).astype(int)
         batches = [ids[s: s + seq_len][None] for s in starts]
     sums = {n: torch.zeros((), dtype=torch.float64) for n in params}
-    for batch in batches:
-        model.zero_grad(set_to_none=True)
-        model(input_ids=batch, labels=batch).loss.backward()
-        for n, p in params.items():
-            if p.grad is not None:
-                sums[n] += p.grad.double().pow(2).mean()
+    trainable = [p for p in params.values() if p.requires_grad]
+    # one step per module run forward and per gradient computed: the display moves
+    # every fraction of a second even where one sequence takes many seconds
+    owners = [m for m in model.modules() if next(m.parameters(recurse=False), None) is not None]
+    per_batch = len(owners) + len(trainable)
+    steps = len(batches) * per_batch
+    done = [0]
+    item = [""]
+
+    def step(*_: Any) -> None:
+        done[0] += 1
+        report("calibration: gradients", item[0], min(done[0], steps), steps)
+
+    hooks = [p.register_hook(lambda g: step()) for p in trainable]
+    hooks += [m.register_forward_hook(lambda *a: step()) for m in owners]
+    try:
+        for b, batch in enumerate(batches):
+            model.zero_grad(set_to_none=True)
+            done[0] = b * per_batch
+            item[0] = f"sequence {b + 1}/{len(batches)}"
+            model(input_ids=batch, labels=batch).loss.backward()
+            for n, p in params.items():
+                if p.grad is not None:
+                    sums[n] += p.grad.double().pow(2).mean()
+    finally:
+        for h in hooks:
+            h.remove()
     out = {n: float(v) / len(batches) for n, v in sums.items()}
     return {n: v for n, v in out.items() if names is None or n in names}
 
 
-def self_generated(model: Any, tokenizer: Any, sequences: int, seq_len: int, seed: int) -> list[Any]:
-    """``sequences`` token sequences of ``seq_len`` sampled from ``model`` from its BOS."""
+def self_generated(model: Any, tokenizer: Any, sequences: int, seq_len: int, seed: int,
+                   progress: Progress | None = None) -> list[Any]:
+    """``sequences`` token sequences of ``seq_len`` sampled from ``model`` from its BOS;
+    ``progress`` hears of every token generated (all sequences advance together)."""
     import torch
+    import transformers
+
+    class _Report(transformers.StoppingCriteria):  # never stops: reports each step
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            if progress is not None:
+                progress("calibration: generating", f"{sequences} sequences",
+                         int(input_ids.shape[1]) - 1, seq_len - 1)
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool)
 
     start = tokenizer.bos_token_id
     if start is None:
@@ -114,7 +161,8 @@ def self_generated(model: Any, tokenizer: Any, sequences: int, seq_len: int, see
                 torch.full((sequences, 1), start, dtype=torch.long),
                 attention_mask=torch.ones((sequences, 1), dtype=torch.long),
                 do_sample=True, top_k=0, top_p=1.0, temperature=1.0, max_new_tokens=seq_len - 1,
-                min_new_tokens=seq_len - 1, pad_token_id=start)
+                min_new_tokens=seq_len - 1, pad_token_id=start,
+                stopping_criteria=transformers.StoppingCriteriaList([_Report()]))
     finally:
         torch.random.set_rng_state(state)
     return [row[None] for row in out]

@@ -1,0 +1,142 @@
+"""``llmc pack`` validates before any work: exit codes as the README says, nothing left
+behind; and it writes the same bytes as ``llmc_format.pack`` with the same options."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from typer.testing import CliRunner
+
+import llmc_format
+from llmc_format.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("m")
+    rng = np.random.default_rng(0)
+    t = {f"model.layers.{i}.mlp.up_proj.weight": rng.standard_normal((256, 256)).astype(np.float32)
+         for i in range(3)}
+    t["model.norm.weight"] = np.ones(256, np.float32)
+    save_file(t, str(d / "model.safetensors"))
+    return d / "model.safetensors"
+
+
+def _pack(out_dir: Path, src: Path, *args: str) -> tuple[int, str]:
+    r = runner.invoke(app, ["pack", str(src), "-o", str(out_dir / "a.llmc"), "-q", *args])
+    return r.exit_code, r.output
+
+
+def _left(out_dir: Path) -> list[str]:
+    return sorted(p.name for p in out_dir.iterdir())
+
+
+@pytest.mark.parametrize(("args", "code", "says"), [
+    (["--codec", "vvc", "--qp", "99"], 2, "--qp"),
+    (["--codec", "vvc", "--bits", "20"], 2, "--bits"),
+    (["--codec", "vcc"], 2, "did you mean 'vvc'"),
+    (["--codec", "vvc", "--lossless", "model.norm.weigth"], 2, "did you mean 'model.norm.weight'"),
+    (["--codec", "vvc", "--bpw", "3", "--size", "1MB"], 2, "one target"),
+    (["--codec", "vvc", "--weighting", "nsme", "--bpw", "3"], 2, "did you mean 'nmse'"),
+    (["--bpw", "3"], 2, "needs a lossy codec"),
+    (["--codec", "vvc", "--size", "1KB"], 3, "smallest this model packs to with these options is about"),
+    (["--codec", "vvc", "--bpw", "0.01"], 3, "fewest bits per lossy weight"),
+    (["--meta", "novalue"], 2, "KEY=VALUE"),
+])
+def test_bad_options_fail_before_work(model: Path, tmp_path: Path, args: list[str], code: int,
+                                      says: str) -> None:
+    exit_code, output = _pack(tmp_path, model, *args)
+    assert exit_code == code, output
+    assert says in output
+    assert _left(tmp_path) == []  # no archive, no .partial, no journal, no RD work dir
+
+
+def test_non_model_input_and_bad_outputs(model: Path, tmp_path: Path) -> None:
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    r = runner.invoke(app, ["pack", str(text), "-o", str(tmp_path / "a.llmc")])
+    assert r.exit_code == 3 and "unknown model file format" in r.output
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    r = runner.invoke(app, ["pack", str(model), "-o", str(out_dir), "-f"])
+    assert r.exit_code == 3 and "is a directory" in r.output
+    r = runner.invoke(app, ["pack", str(model), "-o", "-"])
+    assert r.exit_code == 2 and "-o -" in r.output
+    assert _left(tmp_path) == ["notes.txt", "out"] and _left(out_dir) == []
+    assert not Path("-").exists()
+
+
+def test_options_without_effect_warn(model: Path, tmp_path: Path) -> None:
+    code, output = _pack(tmp_path, model, "--qp", "30", "--lossless", "*attn*")
+    assert code == 0
+    assert "--qp has no effect with --codec exact" in output
+    assert "--lossless '*attn*' matches no tensor" in output
+    with llmc_format.safe_open(tmp_path / "a.llmc") as f:  # written lossless, as warned
+        assert all(f.info(n)["pipeline"][0]["id"] == "exact" for n in f.keys())
+
+
+def test_help_is_short_and_shows_choices() -> None:
+    r = runner.invoke(app, ["pack", "-h"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0
+    assert "[exact|vvc|hevc|av1|ffv1]" in r.output and "<str>" not in r.output
+    assert "llmc-format[ray]" in r.output and "Examples" in r.output
+
+
+def _tiny_llama(d: Path, tok_dir: Path) -> Path:
+    """A causal LM transformers can build, so ``weighting=auto`` self-calibrates."""
+    torch = pytest.importorskip("torch")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=30522, hidden_size=128, intermediate_size=256, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+    )).save_pretrained(d)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(tok_dir / f, d / f)
+    return d
+
+
+@pytest.mark.slow
+def test_api_and_command_write_identical_bpw_archives(tmp_path: Path, minilm_dir: Path) -> None:
+    src = _tiny_llama(tmp_path / "model", minilm_dir)
+    a, b = tmp_path / "api.llmc", tmp_path / "cli.llmc"
+    llmc_format.pack(src, a, codec="vvc", bpw=3)
+    r = runner.invoke(app, ["pack", str(src), "-o", str(b), "--codec", "vvc", "--bpw", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    assert a.read_bytes() == b.read_bytes()
+    with llmc_format.safe_open(a) as f:  # both ran the command's default weighting
+        assert f.metadata()["rd"]["weighting"] == "calibration-self (auto)"
+
+
+def test_api_and_command_write_identical_qp_archives(model: Path, tmp_path: Path) -> None:
+    a, b = tmp_path / "api.llmc", tmp_path / "cli.llmc"
+    llmc_format.pack(model, a, codec="vvc", qp=40, preset="faster")
+    r = runner.invoke(app, ["pack", str(model), "-o", str(b), "--codec", "vvc", "--qp", "40",
+                            "--preset", "faster", "-q"])
+    assert r.exit_code == 0, r.output
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_json_for_pack_unpack_verify(model: Path, tmp_path: Path) -> None:
+    import json
+
+    arc = tmp_path / "a.llmc"
+    r = runner.invoke(app, ["pack", str(model), "-o", str(arc), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["wrote"] == str(arc) and d["tensors"] == 4 and d["file_bytes"] == arc.stat().st_size
+    r = runner.invoke(app, ["unpack", str(arc), "-o", str(tmp_path / "out"), "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["files"] == ["model.safetensors"] and (tmp_path / "out" / d["files"][0]).is_file()
+    r = runner.invoke(app, ["verify", str(arc), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)["ok"] is True
+    r = runner.invoke(app, ["unpack", str(arc), "-o", "-"])
+    assert r.exit_code == 2 and not Path("-").exists()

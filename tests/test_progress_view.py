@@ -1,0 +1,120 @@
+"""The progress line: fits 80 columns, human counts, a clock that keeps running, and
+event logs showing every phase of a pack reports often (no frozen display)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from llmc_format.progress_view import ProgressView, format_duration, human_count
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_human_counts_and_durations() -> None:
+    assert [human_count(n) for n in (272, 12_512_768, 22_713_728, 840_000)] == \
+        ["272", "12.5M", "22.7M", "840k"]
+    assert format_duration(8.24) == "8.2 s" and format_duration(185) == "3 min 05 s"
+
+
+def _render(view: ProgressView) -> list[str]:
+    buf = io.StringIO()
+    Console(file=buf, width=80, force_terminal=True, color_system=None).print(
+        view._bar.get_renderable())
+    return buf.getvalue().rstrip("\n").split("\n")
+
+
+def test_line_fits_80_columns_and_the_clock_runs_through_a_finished_step() -> None:
+    clock = FakeClock()
+    console = Console(file=io.StringIO(), width=80, force_terminal=True, color_system=None)
+    with ProgressView(console, "pack:", clock=clock) as view:
+        view("pass 1: encoding", "model.layers.29.self_attn.q_proj.weight", 12_512_768,
+             22_713_728)
+        clock.t += 65
+        [line] = _render(view)
+        assert len(line) <= 80
+        assert "pack: pass 1: encoding" in line  # the step in full
+        assert "q_proj.weight" in line  # the item cut from the left
+        assert "12.5M/22.7M" in line and "0:01:05" in line
+        view("sampling", "model.norm.weight", 272, 272)  # a finished step...
+        clock.t += 30  # ...then a long one that reports nothing yet
+        [line] = _render(view)
+        assert "0:01:35" in line  # the clock still runs (rich's own stops at 272/272)
+
+
+def test_verbose_prints_each_step_with_its_duration() -> None:
+    clock, buf = FakeClock(), io.StringIO()
+    console = Console(file=buf, width=80, color_system=None)
+    with ProgressView(console, "pack:", verbose=True, clock=clock) as view:
+        view("sampling", "a", 1, 2)
+        clock.t += 12
+        view("pass 1: encoding", "a", 5, 10)
+        clock.t += 3
+    text = buf.getvalue()
+    assert "pack: sampling (2): 12.0 s" in text and "pack: pass 1: encoding (10): 3.0 s" in text
+    assert view.max_gap() == 12
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    torch = pytest.importorskip("torch")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny")
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(
+        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
+    )).save_pretrained(d)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / f, d / f)
+    return d
+
+
+def test_calibration_reports_every_token_and_gradient(tiny_llama: Path) -> None:
+    from llmc_format.io import open_source
+    from llmc_format.rd.calibration import SELF, sensitivities
+
+    events: list[tuple[str, str, int, int]] = []
+    with open_source(tiny_llama) as src:
+        sensitivities(src, SELF, sequences=2, seq_len=16,
+                      progress=lambda *e: events.append(e))
+    steps = [e[0] for e in events]
+    assert steps[0] == "calibration: building the model"
+    assert steps.index("calibration: loading weights") < steps.index("calibration: generating") \
+        < steps.index("calibration: gradients")
+    generating = [e for e in events if e[0] == "calibration: generating"]
+    assert [e[2] for e in generating] == list(range(1, 16))  # each of 15 new tokens
+    grads = [e for e in events if e[0] == "calibration: gradients"]
+    assert grads[-1][2] == grads[-1][3] and len(grads) == grads[-1][3]  # every step seen
+    assert {e[1] for e in grads} == {"sequence 1/2", "sequence 2/2"}
+
+
+@pytest.mark.slow
+def test_smollm2_calibration_never_goes_5_seconds_without_progress(smollm_gguf: Path) -> None:
+    """What a SmolLM2 ``--bpw 3`` pack spent 13 minutes in without a word: now one event at
+    least every 5 s (measured on a shared 2-core machine)."""
+    from llmc_format.io import open_source
+    from llmc_format.rd.calibration import SELF, sensitivities
+
+    view = ProgressView(Console(file=io.StringIO()), "pack:", quiet=True)
+    with open_source(smollm_gguf) as src, view:
+        sensitivities(src, SELF, progress=view)
+    steps = {e[1] for e in view.events}
+    assert steps == {"calibration: building the model", "calibration: loading weights",
+                     "calibration: generating", "calibration: gradients"}
+    # after the model is built (one blocking call: import and construction), every step
+    # reports at least every 5 s
+    built = next(i for i, e in enumerate(view.events) if e[1] != "calibration: building the model")
+    gaps = [b[0] - a[0] for a, b in zip(view.events[built:], view.events[built + 1:], strict=False)]
+    assert max(gaps) < 5.0, max(gaps)
