@@ -12,11 +12,11 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArraySpec, Rows
-from llmc_format.codecs.pipeline import decode_tensor
+from llmc_format.codecs.pipeline import build, decode_tensor
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import ZSTD_MAX_EXPANSION, Reader
-from llmc_format.errors import DigestError, LimitError
+from llmc_format.errors import CodecError, DigestError, LimitError
 
 #: An ``exact`` blob of L bytes decodes to at most this many times L bytes: each of its
 #: byte planes is raw (1:1) or one zstd frame. A tensor declaring more than its blobs can
@@ -61,8 +61,6 @@ def read_tensor(reader: Reader, name: str, rows: Rows | None = None) -> np.ndarr
     def fetch(stage: int, i: int) -> bytes:
         refs = by_stage[stage]
         if not 0 <= i < len(refs):
-            from llmc_format.errors import CodecError
-
             raise CodecError(f"tensor {name!r}: stage {stage} asked for blob {i} of {len(refs)}")
         return reader.read_blob(refs[i], f"tensor {name!r}")
 
@@ -98,11 +96,11 @@ def check_decoded_digest(digest: dict[str, int] | None, array: np.ndarray, name:
 def read_native_blocks(reader: Reader, name: str) -> bytes:
     """The source bytes a natively stored tensor keeps (its final ``ggml`` stage's blocks,
     in the source's row order), without decoding them to values."""
-    from llmc_format.codecs.pipeline import build
-    from llmc_format.errors import CodecError
-
     entry = reader.resolve(name)
-    stages = build(entry.pipeline, f"tensor {name!r}")
+    # the same checks as read_tensor: closed stored configs, and no more declared bytes
+    # than the blobs can hold (decode_blocks allocates the whole tensor's blocks first)
+    stages = build(entry.pipeline, f"tensor {name!r}", stored=True)
+    check_expansion(reader, entry)
     decode_blocks = getattr(stages[-1], "decode_blocks", None)
     if decode_blocks is None:
         raise CodecError(f"tensor {name!r} is not stored in its source encoding")

@@ -1,6 +1,6 @@
 """Element types llmc stores, by their stable names in the format.
 
-The names are the ones written in the index (``spec/FORMAT.md`` §dtypes). In memory,
+The names are the ones written in the index (``spec/FORMAT.md`` §5.4). In memory,
 tensors are numpy arrays; bfloat16 and float8 use the ``ml_dtypes`` numpy types so that
 bit-exact handling needs no special cases (a bf16 array views as uint16 and back).
 

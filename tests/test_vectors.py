@@ -111,3 +111,4 @@ def test_vector_under_a_strict_reader(name: str) -> None:
     bad = [t for t in report.tensors if not t.ok]
     assert [t.name for t in bad] == [expected["strict"]["tensor"]]
     assert f"frame {expected['strict']['frame']}" in bad[0].problem
+    assert errors.BitstreamError.kind == expected["strict"]["error"]  # the taxonomy's name

@@ -19,7 +19,7 @@ tensor data to 0.894 of its GGUF size, the whole archive to 0.887 of the file. F
 float16 scales both rotations 0 and 1 are tried per chunk and the smaller kept (the
 block layouts do not say which 2-byte fields are floats).
 
-Stored format (layout 1) — normative; see spec/FORMAT.md §codec ggml
+Stored format (layout 1) — normative; see spec/FORMAT.md §7.6
 =====================================================================
 Config::
 

@@ -2,8 +2,8 @@
 
 A GGUF tensor of a quantized type is a sequence of fixed-size *blocks* along its innermost
 dimension: ``block_size`` weights in ``type_size`` bytes (e.g. Q4_1: 32 weights in 20
-bytes). The layouts and formulas here are normative for llmc (spec/FORMAT.md §ggml
-types); they reproduce ggml's reference dequantization (``ggml-quants.c``) and are
+bytes). The layouts and formulas here are normative for llmc (spec/FORMAT.md §7.6,
+block layouts); they reproduce ggml's reference dequantization (``ggml-quants.c``) and are
 written so that every float32 operation happens in the same order as in the gguf
 package's numpy reference (``gguf.quants``), hence bit-identical results (tested).
 

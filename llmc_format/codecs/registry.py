@@ -15,7 +15,7 @@ from typing import Any
 from llmc_format.codecs.base import ArrayBytesCodec, Codec
 from llmc_format.errors import CodecError, UnknownCodecError
 
-#: id -> "module:Class" of the built-in codecs. Ids are forever; see spec/FORMAT.md §codecs.
+#: id -> "module:Class" of the built-in codecs. Ids are forever; see spec/FORMAT.md §7.
 _BUILTIN: dict[str, str] = {
     "exact": "llmc_format.codecs.exact:ExactCodec",
     "ggml": "llmc_format.codecs.ggml:GgmlCodec",
@@ -96,4 +96,3 @@ def codec_classes() -> dict[str, type[Codec]]:
 def final_codecs() -> dict[str, type[ArrayBytesCodec]]:
     """Every registered final (array→bytes) stage; the ``selectable`` ones are ``--codec`` choices."""
     return {i: c for i, c in codec_classes().items() if issubclass(c, ArrayBytesCodec)}
-

@@ -6,7 +6,7 @@ An archive that keeps a GGUF tensor's own blocks (the ``ggml`` codec, in GGUF ro
 still presents Hugging Face's layout to its readers through this stage: decoding
 permutes whole rows, which any block type allows (a row is whole blocks).
 
-Normative (spec/FORMAT.md §codec rowperm). Config ``{"id": "rowperm", "heads": H}``.
+Normative (spec/FORMAT.md §7.7). Config ``{"id": "rowperm", "heads": H}``.
 The tensor has N rows, N = H·2·D for an integer D >= 1. The stage's output (what the
 next stage stores) holds row ``h·2D + 2j + i`` where its input (the tensor as readers
 see it) holds row ``h·2D + i·D + j`` (h < H, i < 2, j < D): decoding maps stored row

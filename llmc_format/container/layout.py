@@ -40,7 +40,7 @@ KNOWN_REQUIRED_FEATURES = 0
 #: Optional-feature bits are informational; unknown ones are ignored.
 KNOWN_OPTIONAL_FEATURES = 0
 
-# Limits a reader enforces before allocating (spec/FORMAT.md §limits).
+# Limits a reader enforces before allocating (spec/FORMAT.md §8).
 MAX_NAME_BYTES = 1024
 #: attachments whose name starts with this are the archive's own records (e.g. the GGUF
 #: layout record), not files of the model: unpack and loaders do not write them out
@@ -55,10 +55,6 @@ MAX_UPDATE_CHAIN = 4096
 #: and every reader accepts exactly the same frames (spec/FORMAT.md §7.1, §5.5).
 ZSTD_WINDOW_FLOOR = 1 << 17
 
-
-def zstd_window_ok(window_size: int, content_size: int) -> bool:
-    """Whether a zstd frame's window is within what the format allows (see above)."""
-    return window_size <= max(content_size, ZSTD_WINDOW_FLOOR)
 #: msgpack maps and arrays an index may hold: one per this many index bytes, plus a slack
 #: for small files. A real index spends 10-65 bytes per container; an empty map costs one
 #: byte but ~72 bytes of Python memory, so without the bound a 50 MB index of empty maps
@@ -68,6 +64,12 @@ INDEX_CONTAINER_SLACK = 1 << 16
 #: deepest nesting of the free-form maps (metadata, quant, rd, codec configs): readers
 #: walk them recursively (JSON output, rendering); real ones nest 3-4 levels
 MAX_NESTING = 32
+
+
+def zstd_window_ok(window_size: int, content_size: int) -> bool:
+    """Whether a zstd frame's window is within what the format allows (``ZSTD_WINDOW_FLOOR`` above)."""
+    return window_size <= max(content_size, ZSTD_WINDOW_FLOOR)
+
 
 # header: magic, major, minor, header_size, required, optional, alignment, reserved(20)
 _HEADER = struct.Struct("<8sHHIQQI20x")

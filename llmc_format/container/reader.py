@@ -1,7 +1,7 @@
 """Random-access reader of .llmc files.
 
 Opening reads the header, the footer and the index only, and validates them all
-(spec/FORMAT.md §validation) before anything is trusted. ``read_blob`` reads one blob
+(spec/FORMAT.md §8) before anything is trusted. ``read_blob`` reads one blob
 plus its alignment padding with a single positioned read (``os.pread``: no shared file
 position, so one Reader serves many threads) and checks its checksum and that the
 padding is zero. Nothing here knows about codecs.

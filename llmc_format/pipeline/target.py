@@ -382,7 +382,7 @@ def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: T
     names = {n for n, e in items if policy.is_lossy(n, e.dtype, e.shape)}
     if not names:
         return None
-    att = sum(len(data) for _, data in source.attachments())
+    att = sum(_attachment_bytes(data) for _, data in source.attachments())
     index = layout.HEADER_SIZE + layout.FOOTER_SIZE + 600 * (len(items) + 8) + 64 * len(items)
     weights = sum(math.prod(e.shape) for n, e in items if n in names)
     total = index + (att if target.kind == "size" else 0)
@@ -420,6 +420,15 @@ def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: T
     os.replace(tmp, dst)
     summary["achieved"] = achieved
     return summary
+
+
+def _attachment_bytes(data: bytes) -> int:
+    """What the writer stores of an attachment: zstd-compressed when that is smaller."""
+    import zstandard
+
+    from llmc_format.container.writer import ATTACHMENT_ZSTD_LEVEL
+
+    return min(len(data), len(zstandard.ZstdCompressor(level=ATTACHMENT_ZSTD_LEVEL).compress(data)))
 
 
 def _non_video_estimate(plan: Plan) -> float:

@@ -54,6 +54,9 @@ def _open_kind(path: Path) -> str:
     (1, lambda c: c.pop("qp")),
     (1, lambda c: c.update(threads=2)),           # a runtime knob is not a stored key
     (1, lambda c: c.update(frame_hashes=[h.upper() for h in c["frame_hashes"]])),
+    (1, lambda c: c.update(encoder_version=None)),  # an optional key present is typed
+    (1, lambda c: c.update(ffmpeg_version=5)),
+    (1, lambda c: c.update(vvenc_params=None)),
 ])
 def test_lossy_config_rules_are_decode_errors(tmp_path: Path, rewrite_index, stage: int, change) -> None:
     path = _copy(tmp_path, "v1-lossy-vvc")

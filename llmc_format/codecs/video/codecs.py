@@ -184,6 +184,9 @@ class VideoCodec(ArrayBytesCodec):
         optional = {"encoder_version", "ffmpeg_version"} | (
             {"vvenc_params"} if cls.codec_id == "vvc" else set())
         check_config_keys(cls.codec_id, config, required, optional, where)
+        for key in sorted(optional & config.keys()):  # present: a str (nil is not "absent")
+            if not isinstance(config[key], str):
+                raise CodecError(f"{where}: {key} must be a string, got {config[key]!r:.80}")
         if isinstance(config.get("preset"), str) and cls.codec_id == "av1":
             raise CodecError(f"{where}: stored av1 preset must be an int, not a string")
 
