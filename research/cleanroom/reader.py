@@ -145,7 +145,7 @@ def strict_unpack(data: bytes):
         raise E("Malformed", "incomplete msgpack")
     except UnicodeDecodeError:
         raise E("Malformed", "invalid UTF-8 str")
-    except Exception as e:  # noqa
+    except Exception as e:
         raise E("Malformed", f"invalid msgpack: {e!r}")
     counter = [0]
     _walk_check(obj, 0, counter)
@@ -176,10 +176,7 @@ def _check_blobmap(b, nstages):
 def _valid_attachment_name(name):
     if "\\" in name or ":" in name or "\x00" in name:
         return False
-    for comp in name.split("/"):
-        if comp in ("", ".", ".."):
-            return False
-    return True
+    return all(comp not in ("", ".", "..") for comp in name.split("/"))
 
 
 # ================================================================= Reader
@@ -211,8 +208,8 @@ class Reader:
             raise E("Malformed", "bad magic")
         if h64(buf[0:56]) != struct.unpack_from("<Q", buf, 56)[0]:
             raise E("Checksum", "header checksum")
-        major, minor, hsize = struct.unpack_from("<HHI", buf, 8)
-        req, opt, A = struct.unpack_from("<QQI", buf, 16)
+        major, _minor, hsize = struct.unpack_from("<HHI", buf, 8)
+        req, _opt, A = struct.unpack_from("<QQI", buf, 16)
         if major != 1:
             raise E("UnsupportedVersion", f"major {major}")
         if any(buf[36:56]):
@@ -521,7 +518,7 @@ def input_rows(cfg, spec, rng):
     a, b = rng
     if a == b:
         return (a, b)
-    dtype, shape = spec
+    _dtype, shape = spec
     if cfg["id"] == "blockdct":
         B = cfg["block"]
         R = shape[0]
@@ -541,7 +538,7 @@ def input_rows(cfg, spec, rng):
 def _row_shape(shape, a, b):
     if not shape:  # 0-d: [0, 1) is the 0-d tensor, an empty range a (0,) array (our guess)
         return () if b - a == 1 else (0,)
-    return tuple([b - a] + list(shape[1:]))
+    return tuple([b - a, *list(shape[1:])])
 
 def _closed(cfg, required, optional=()):
     for k in required:
@@ -754,7 +751,7 @@ def dct_matrix(B, p):
         ck = math.sqrt(0.5) if k == 0 else 1.0
         for n in range(B):
             v = (2 ** p) * ck * math.sqrt(2.0 / B) * math.cos(math.pi * (2 * n + 1) * k / (2 * B))
-            M[k, n] = int(math.floor(abs(v) + 0.5)) * (1 if v >= 0 else -1)
+            M[k, n] = math.floor(abs(v) + 0.5) * (1 if v >= 0 else -1)
     return M
 
 
@@ -949,7 +946,7 @@ def video_decode(rd, cfg, spec, blobs, rows=None):
         _need(f"{h64(Y.tobytes()):016x}" == cfg["frame_hashes"][k], f"{cid}: frame {k} hash mismatch")
         Yt = Y[:r1 - r0, :c1 - c0].astype(np.int64)
         if cid == "ffv1":
-            _need(bool(np.all(Y < (1 << bits))), "ffv1: sample >= 2^bits")
+            _need(bool(np.all((1 << bits) > Y)), "ffv1: sample >= 2^bits")
             v = Yt
         else:
             shift = depth - bits
@@ -968,7 +965,7 @@ def rowperm_check(cfg):
 
 
 def rowperm_decode(rd, cfg, spec, blobs, arr, rows=None, in_rows=None):
-    dtype, shape = spec
+    _dtype, shape = spec
     _need(len(blobs) == 0, "rowperm: owns blobs")
     _need(len(shape) >= 1, "rowperm: rank 0")
     N = shape[0]
@@ -1163,7 +1160,7 @@ def ggml_decode(rd, cfg, spec, blobs, rows=None):
         _need(len(data) == 4 * F + sum(lens), "ggml: blob length")
         blk = np.zeros((nb, ts), np.uint8)
         pos, off = 4 * F, 0
-        for (n_i, w_i), L in zip(fields, lens):
+        for (n_i, w_i), L in zip(fields, lens, strict=False):
             payload = data[pos:pos + L]
             pos += L
             vals = exact_chunk(payload, nb * n_i // w_i, w_i)

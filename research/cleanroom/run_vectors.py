@@ -7,7 +7,7 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from reader import Reader, LlmcError, h64  # noqa: E402
+from reader import LlmcError, Reader, h64  # noqa: E402
 
 VEC = os.path.join(HERE, "..", "..", "spec", "vectors")
 
@@ -93,7 +93,7 @@ def run_one(path, exp):
     except LlmcError as e:
         got = f"{e.name}@open"
         return expected, got, got == expected, [str(e)]
-    target = exp.get("tensor")
+    exp.get("tensor")
     errs = []
     for name in r.tensor_names():
         try:
