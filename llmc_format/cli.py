@@ -716,9 +716,13 @@ def _warn_repack_up(archive: Path, target: Any) -> None:
         _warn(f"--size {_fmt_target(target)} is larger than {archive.name} "
               f"({format_size(s['file_bytes'])}): re-coding cannot recover what that archive "
               "lost; the result is larger and no closer to the original")
+    from llmc_format.rd.records import summary_problem
+
     with llmc_format.safe_open(archive) as f:
-        rd = (f.metadata() or {}).get("rd") or {}
-    t = rd.get("target") or {}
+        rd = (f.metadata() or {}).get("rd")
+    if rd is None or summary_problem(rd) is not None:  # nothing trustworthy to compare with
+        return
+    t = rd["target"]
     if target.kind == "bpw" and t.get("kind") == "bpw" and target.value > float(t["value"]):
         _warn(f"--bpw {target.value:g} is above {archive.name}'s {float(t['value']):g}: "
               "re-coding cannot recover what that archive lost; the result is larger and no "

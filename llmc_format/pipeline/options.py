@@ -150,7 +150,7 @@ class PackOptions:
                       preset=self.preset, bits=DEFAULT_BITS if self.bits is None else self.bits,
                       affine=affine, video=dict(self.video), transform=self.transform,
                       min_lossy_numel=self.min_lossy_numel, lossy_patterns=self.lossy,
-                      lossless_patterns=self.lossless)
+                      lossless_patterns=self.lossless, lossy_embeddings=self.targeted)
 
     def calibration_text(self) -> str | None:
         """The calibration text: a file's contents, ``SELF``, or None."""
@@ -336,9 +336,11 @@ def check_source(options: PackOptions, names: Sequence[str], specs: Mapping[str,
         policy = options.policy()
         lossy = [n for n in names if policy.is_lossy(n, specs[n].dtype, specs[n].shape)]
         if not lossy:
+            kept = ("1-D tensors" if options.targeted
+                    else "1-D tensors, embeddings and output heads")
             msg = (f"no tensor is coded with {options.codec} under these options (tensors "
-                   f"under {options.min_lossy_numel:,} elements, 1-D tensors, embeddings and "
-                   "output heads stay exact; --lossy GLOB names others)")
+                   f"under {options.min_lossy_numel:,} elements and {kept} stay exact; "
+                   "--lossy GLOB names others)")
             if options.targeted:
                 raise UsageError(f"{msg}: nothing for --{options.target_kind} to optimize")
             out.append(f"{msg}: the archive is lossless")

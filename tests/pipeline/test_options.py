@@ -75,6 +75,17 @@ def test_check_source_globs_and_names() -> None:
         check_source(PackOptions(codec="vvc", size="1KB"), names, specs, 5000)
 
 
+def test_a_target_validates_the_candidates_it_packs() -> None:
+    """Under a target, embeddings and heads are RD candidates (pipeline.target): validation
+    must not refuse a model whose only large matrices they are."""
+    names = ["model.embed_tokens.weight", "lm_head.weight"]
+    specs = {n: _Spec("float32", (256, 128)) for n in names}
+    assert check_source(PackOptions(codec="vvc", bpw=3), names, specs, 0) == []
+    assert PackOptions(codec="vvc", bpw=3).policy().is_lossy(names[0], "float32", (256, 128))
+    warned = check_source(PackOptions(codec="vvc", qp=30), names, specs, 0)
+    assert "embeddings and output heads stay exact" in warned[0]
+
+
 def test_check_paths(tmp_path: Path) -> None:
     src = tmp_path / "m.safetensors"
     src.write_bytes(b"x")

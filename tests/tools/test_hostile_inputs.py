@@ -8,7 +8,7 @@ from pathlib import Path
 from tools import hostile_inputs as hi
 
 SUBSET = ("alias fan-out x2000", "fifo as the input", "-o under a missing directory",
-          "tensor name 'x[/]'")
+          "tensor name 'x[/]'", "RD summary lie 0", "RD summary lie 2")
 
 
 def test_clean_room_subset(tmp_path: Path) -> None:
