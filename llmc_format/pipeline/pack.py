@@ -346,9 +346,10 @@ def pack_source(
     }
     if created is not None:
         metadata["created"] = created
-    if policy.codec != "exact":
+    if policy.codec_class.takes_samples:
         # provenance for archivists (docs/archival.md): each video stage config records
         # its encoder and FFmpeg; this records the decoder that produced the frame hashes
+        # (asked of the codec class, not its name, so a plugin codec gets it too)
         from llmc_format.codecs.video.decode import decoder_versions
 
         metadata["decoder"] = decoder_versions()
