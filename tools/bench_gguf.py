@@ -316,9 +316,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     llama = sorted(LLAMA_CPP.values())
     ax.plot(*zip(*llama, strict=True), "s--", label="llama.cpp (issue 15, with imatrix)")
-    for method, style in (("gguf-py", "^:"), ("llmc vvc RD", "o-")):
-        pts = sorted((r["mb"], r["ppl"]) for r in rows if (r["method"] == method and "target_mb" in r)
-                     or r["method"] == method == "gguf-py")
+    for method, style in (("gguf-py", "^:"), ("nncodec", "v-."), ("llmc vvc RD", "o-")):
+        pts = sorted((r["mb"], r["ppl"]) for r in rows if r["method"] == method
+                     and (method != "llmc vvc RD" or "target_mb" in r))
         if pts:
             ax.plot(*zip(*pts, strict=True), style, label=method)
     for r in rows:

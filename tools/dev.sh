@@ -2,6 +2,8 @@
 # The newcomer's two commands (see README):
 #   bash tools/dev.sh demo   install into ./.venv, then pack, inspect and verify a small real model
 #   bash tools/dev.sh test   install into ./.venv if needed, then run the test suite
+#   bash tools/dev.sh baselines   also install NNCodec for the benchmarks' baselines
+#                                 (tools/baselines; builds a C++ extension, ~1 min idle)
 # VENV=/some/dir overrides the environment's location (CI uses a fresh one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +45,17 @@ tests() {
   "$VENV/bin/python" -m pytest -q -m "not slow" -p no:cacheprovider "$@"
 }
 
+baselines() {
+  setup
+  # --no-deps: its declared dependencies (torchvision, OpenCV, pandas, a numpy<2 pin) are
+  # not used by the coding path tools/baselines/nncodec_adapter.py calls
+  "$VENV/bin/python" -m pip install --quiet --no-deps "nncodec==2.1.3"
+}
+
 case "${1:-}" in
   setup) setup ;;
+  baselines) baselines ;;
   demo) demo ;;
   test) shift; tests "$@" ;;
-  *) echo "usage: bash tools/dev.sh {demo|test|setup}" >&2; exit 2 ;;
+  *) echo "usage: bash tools/dev.sh {demo|test|setup|baselines}" >&2; exit 2 ;;
 esac
