@@ -82,6 +82,16 @@ def run_one(path, exp):
                 bad.append(f"attachment {name}: CRASH {e!r}")
         if set(r.attachment_names()) != set(exp.get("attachments", {})):
             bad.append("attachment names differ")
+        if "gguf" in exp:  # §12 item 4: the GGUF file rebuilt from the layout record (§7.8)
+            import hashlib
+            try:
+                g = r.rebuild_gguf()
+                if len(g) != exp["gguf"]["size"] or hashlib.sha256(g).hexdigest() != exp["gguf"]["sha256"]:
+                    bad.append("gguf: rebuilt file differs")
+                else:
+                    notes.append(f"gguf: rebuilt {len(g)} bytes, sha256 {exp['gguf']['sha256'][:16]}... agrees")
+            except LlmcError as e:
+                bad.append(f"gguf: {e.name} ({e})")
         n = len(exp["tensors"])
         badt = {b.split(":")[0] for b in bad if not b.startswith("attachment")}
         got = "valid" if not bad else f"{n - len(badt)}/{n} tensors ok"
