@@ -1461,6 +1461,7 @@ def ggml_decode(rd, cfg, spec, blobs, rows=None, want_blocks=False):
         return np.zeros(tuple(shape), _np_dtype(dtype))
     _need(1 <= R <= rows, "ggml: rows_per_blob")
     W = numel // rows
+    _need(W % bs == 0, "ggml: a row is not a whole number of blocks (1-D blocked tensor?)")
     bpr = W // bs
     _need(len(blobs) == -(-rows // R), "ggml: blob count")
     fields = cfg["fields"]
@@ -1588,3 +1589,144 @@ def _walk_chain(r):
         next_start = po
         prev = nxt
     return links
+
+
+# ================================================================= strict bitstream checks (§7.3)
+# "Bitstream validity" is a writer rule outside §8 and §12 (a lenient reader decodes such
+# blobs); these are the checks that can be made from §7.3's text and the standards it
+# cites without parsing slice data. Returns a list of problems (empty: none found).
+VVC_RESERVED_TYPES = {4, 5, 6, 11, 26, 27}            # H.266 Table 5 (RSV_*)
+VVC_PARAMETER_SETS = {12, 13, 14, 15, 16, 17}         # OPI, DCI, VPS, SPS, PPS, PREFIX_APS
+VVC_VCL = set(range(0, 12))
+HEVC_RESERVED_TYPES = set(range(10, 16)) | {22, 23} | set(range(24, 32)) | set(range(41, 48))
+HEVC_PARAMETER_SETS = {32, 33, 34}
+HEVC_VCL = set(range(0, 32))
+
+
+def _annexb_nals(blob):
+    """Split an Annex B byte stream into NAL units (bytes), or raise ValueError."""
+    n = len(blob)
+    i = 0
+    while i < n and blob[i] == 0:  # leading zero bytes (the first start code's zeros too)
+        i += 1
+    if i < 2 or i >= n or blob[i] != 1:
+        raise ValueError("does not begin with a start code")
+    i += 1
+    nals = []
+    while True:
+        j = blob.find(b"\x00\x00\x01", i)
+        end = n if j < 0 else j
+        nal = blob[i:end]
+        k = len(nal)
+        while k and nal[k - 1] == 0:  # trailing_zero_8bits (and a 4-byte start code's zero)
+            k -= 1
+        nals.append(nal[:k])
+        if j < 0:
+            return nals
+        i = j + 3
+
+
+def strict_problems(cid, blob):
+    blob = bytes(blob)
+    if cid == "av1":
+        return _strict_av1(blob)
+    if cid not in ("vvc", "hevc"):
+        return []
+    probs = []
+    try:
+        nals = _annexb_nals(blob)
+    except ValueError as e:
+        return [str(e)]
+    seen_vcl = False
+    for k, nal in enumerate(nals):
+        if len(nal) < 3:
+            probs.append(f"NAL {k}: shorter than its header")
+            continue
+        h0, h1 = nal[0], nal[1]
+        if h0 & 0x80:
+            probs.append(f"NAL {k}: forbidden_zero_bit")
+        if cid == "vvc":
+            layer, typ, tid1 = h0 & 0x3F, h1 >> 3, h1 & 7
+            if h0 & 0x40:
+                probs.append(f"NAL {k}: nuh_reserved_zero_bit")
+            reserved, psets, vcl = VVC_RESERVED_TYPES, VVC_PARAMETER_SETS, VVC_VCL
+            if layer > 55:
+                probs.append(f"NAL {k}: reserved nuh_layer_id {layer}")
+        else:
+            typ, layer, tid1 = (h0 >> 1) & 0x3F, ((h0 & 1) << 5) | (h1 >> 3), h1 & 7
+            reserved, psets, vcl = HEVC_RESERVED_TYPES, HEVC_PARAMETER_SETS, HEVC_VCL
+            if layer == 63:
+                probs.append(f"NAL {k}: reserved nuh_layer_id 63")
+        if typ in reserved:
+            probs.append(f"NAL {k}: reserved nal_unit_type {typ}")
+        if tid1 == 0:
+            probs.append(f"NAL {k}: nuh_temporal_id_plus1 = 0")
+        for pat in (b"\x00\x00\x00", b"\x00\x00\x01", b"\x00\x00\x02"):
+            if pat in nal:
+                probs.append(f"NAL {k}: forbidden byte pattern {pat.hex()}")
+        p = nal.find(b"\x00\x00\x03")
+        while p >= 0:
+            if p + 3 < len(nal) and nal[p + 3] > 3:
+                probs.append(f"NAL {k}: 000003 followed by {nal[p + 3]:#x}")
+            p = nal.find(b"\x00\x00\x03", p + 1)
+        body = nal
+        if typ in vcl:  # cabac_zero_words (0x0000, after emulation prevention 0x000003)
+            while body.endswith(b"\x00\x00\x03"):
+                body = body[:-3]
+        if not body or body[-1] == 0:
+            probs.append(f"NAL {k}: RBSP does not end in rbsp_stop_one_bit")
+        if typ in vcl:
+            seen_vcl = True
+        elif typ in psets and seen_vcl:
+            probs.append(f"NAL {k}: parameter set after the slice")
+    if not seen_vcl:
+        probs.append("no slice")
+    return probs
+
+
+def _leb128(b, i):
+    v = 0
+    for k in range(8):
+        if i >= len(b):
+            raise ValueError("leb128 runs past the end")
+        v |= (b[i] & 0x7F) << (7 * k)
+        i += 1
+        if not b[i - 1] & 0x80:
+            return v, i
+    raise ValueError("leb128 longer than 8 bytes")
+
+
+def _strict_av1(blob):
+    probs, i, k = [], 0, 0
+    while i < len(blob):
+        h = blob[i]
+        typ, ext, has_size = (h >> 3) & 15, (h >> 2) & 1, (h >> 1) & 1
+        if h & 0x80:
+            probs.append(f"OBU {k}: obu_forbidden_bit")
+        if h & 1:
+            probs.append(f"OBU {k}: obu_reserved_1bit")
+        if typ == 0 or 9 <= typ <= 14:
+            probs.append(f"OBU {k}: reserved obu_type {typ}")
+        i += 1
+        if ext:
+            if i >= len(blob):
+                return probs + [f"OBU {k}: extension header past the end"]
+            if blob[i] & 7:
+                probs.append(f"OBU {k}: extension_header_reserved_3bits")
+            i += 1
+        if not has_size:
+            return probs + [f"OBU {k}: obu_has_size_field = 0"]
+        try:
+            size, i = _leb128(blob, i)
+        except ValueError as e:
+            return probs + [f"OBU {k}: {e}"]
+        if i + size > len(blob):
+            return probs + [f"OBU {k}: payload runs past the end of the blob"]
+        payload = blob[i:i + size]
+        if typ == 2 and size:
+            probs.append(f"OBU {k}: temporal delimiter with a payload")
+        if typ in (1, 3) and (not payload or payload[-1] == 0):  # trailing_bits()
+            probs.append(f"OBU {k}: no trailing_bits")
+        i += size
+        k += 1
+    return probs
