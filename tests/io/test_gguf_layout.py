@@ -82,7 +82,7 @@ def test_wrong_sha256_is_a_digest_mismatch_and_leaves_nothing(tmp_path: Path) ->
     """spec/FORMAT.md §7.8: a rebuilt file whose SHA-256 differs from the record's is
     ``DigestMismatch``, and it is never published."""
     from llmc_format.errors import DigestError
-    from llmc_format.io.sinks import write_gguf_original
+    from llmc_format.io.gguf_sink import write_gguf_original
 
     path, tensors, a, _ = _file(tmp_path)
     rec = parse_record(layout_record(path, tensors, 16, {"a": "archive.a"}))
