@@ -1,8 +1,9 @@
-"""Cross-check llmc against the clean-room reader on inputs no vector covers (FORMAT.md rev 1.3).
+"""Cross-check llmc against the clean-room reader on inputs no vector covers (FORMAT.md rev 1.4).
 
 Not part of the clean-room reader (it imports llmc and tools/make_vectors.py to build the
-inputs): attachment names of §5.5 patched into a copy of v1-aliases-attachments, and
-broken GGUF layout records of §7.8 fed to both parsers. Prints one line per case and the
+inputs): attachment names of §5.5 patched into a copy of v1-aliases-attachments, broken
+GGUF layout records of §7.8 fed to both parsers, and four `diagscale` (§7.9) tensors llmc
+writes, decoded whole and by row ranges. Prints one line per case and the
 agreement count.  Run from the repository root:
 
     PYTHONPATH=. python research/cleanroom/crosscheck.py
@@ -82,3 +83,41 @@ for what, raw in cases.items():
     agree += a == b
     print(f"layout record: {what:28} llmc={a:8} cleanroom={b:8} {'agree' if a == b else 'DIFFER'}")
 print(agree, "/", len(cases), "layout-record cases agree")
+
+
+# §7.9 diagscale: no vector has it yet; llmc writes four tensors, both readers decode them
+import numpy as np  # noqa: E402
+
+from tools.make_vectors import _w, write_archive  # noqa: E402
+
+rng = np.random.default_rng(5)
+tensors = []
+for i, (shape, dt, cols, rows, rest) in enumerate([
+        ((64, 48), np.float32, True, True, [{"id": "exact"}]),
+        ((40, 24), np.float16, True, False, [{"id": "affine", "bits": 10},
+                                             {"id": "hevc", "bits": 10, "qp": 28}]),
+        ((96,), np.float32, False, True, [{"id": "exact"}]),
+        ((32, 2, 16), np.float64, True, True, [{"id": "affine", "bits": 10},
+                                               {"id": "vvc", "bits": 10, "qp": 30}])]):
+    R, C = shape[0], int(np.prod(shape[1:])) if len(shape) > 1 else 1
+    ds = {"id": "diagscale"}
+    if cols:
+        ds["col_scale"] = list(rng.uniform(0.3, 3, C))
+    if rows:
+        ds["row_scale"] = list(rng.uniform(0.3, 3, R))
+    tensors.append((f"t{i}", _w(shape, 40 + i, dt), [ds, *rest]))
+ds_path = Path(tempfile.mkdtemp()) / "diagscale.llmc"
+write_archive(ds_path, tensors)
+r = cr.Reader(str(ds_path))
+agree = 0
+with llmc_format.safe_open(ds_path) as f:
+    for name in f.keys():
+        a, b = f.get_tensor(name), r.decode(name)
+        n = a.shape[0]
+        same = a.tobytes() == b.tobytes() and a.shape == b.shape and all(
+            r.decode_rows(name, s, e).tobytes() == a[s:e].tobytes()
+            for s, e in ((0, 3), (5, 17), (n - 1, n), (2, 2)))
+        agree += same
+        print(f"diagscale {name} {[c['id'] for c in r.tensors[name]['pipeline']]}: "
+              f"{'agree' if same else 'DIFFER'}")
+print(agree, "/", len(tensors), "diagscale tensors agree (whole and row ranges)")

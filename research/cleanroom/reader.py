@@ -179,7 +179,7 @@ _WEIGHT = re.compile(r".*\.(safetensors|gguf|index\.json)|pytorch_model.*\.bin")
 
 
 def _valid_attachment_name(name):
-    """§5.5 names (rev 1.3 'Names safe to unpack' included); the set rules are separate."""
+    """§5.5 names (rev 1.4 'Names safe to unpack' included); the set rules are separate."""
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name) or any(c in name for c in '\\<>:"|?*'):
         return False
     for comp in name.split("/"):
@@ -500,6 +500,10 @@ class Reader:
                 if cfg["id"] == "blockdct" and len(s) < 2:
                     raise E("Decode", "blockdct rank < 2")
                 specs.append(("uint16", s))
+            elif cfg["id"] == "diagscale":  # §7.9
+                if d not in FLOATS or math.prod(s) == 0:
+                    raise E("Decode", f"diagscale on {d}{s}")
+                specs.append(("float32", s))
             else:
                 specs.append((d, s))
         stage_blobs = [[b for b in t["blobs"] if b["stage"] == i] for i in range(len(pl))]
@@ -1011,7 +1015,7 @@ def _decode_frame(cid, blob, W, H, pix_fmt):
     _need(len(frames) == 1, f"{cid}: {len(frames)} pictures")
     fr = frames[0]
     _need(fr.width == W and fr.height == H, f"{cid}: picture {fr.width}x{fr.height} != {W}x{H}")
-    # §7.3 (rev 1.3): compare chroma format and bit depth, not the decoder's format name
+    # §7.3 (rev 1.4): compare chroma format and bit depth, not the decoder's format name
     depth = PIXFMT_DEPTH[pix_fmt]
     comps = fr.format.components
     _need(not fr.format.has_palette and not any(c.is_alpha for c in comps), f"{cid}: alpha/palette")
@@ -1109,6 +1113,49 @@ def rowperm_decode(rd, cfg, spec, blobs, arr, rows=None, in_rows=None):
         a, b = rows
         return out[a - base:b - base]
     return out
+
+
+# ---------------------------------------------------------------- diagscale (§7.9)
+def diagscale_check(cfg):
+    _closed(cfg, ("cols", "rows"))
+    _need(isinstance(cfg["cols"], bool) and isinstance(cfg["rows"], bool), "diagscale: cols/rows not bool")
+    _need(cfg["cols"] or cfg["rows"], "diagscale: both false")
+
+
+def _half_vector(data, n):
+    _need(len(data) == 2 * n, f"diagscale: vector of {len(data)} bytes, expected {2 * n}")
+    bits = np.frombuffer(bytes(data), "<u2")
+    expo = (bits >> 10) & 31
+    _need(bool(np.all((bits >> 15) == 0) and np.all((expo >= 1) & (expo <= 30))),
+          "diagscale: entry not finite, positive and normal")
+    return bits.view("<f2").astype(np.float32)
+
+
+def diagscale_decode(rd, cfg, spec, blobs, y, rows=None, in_rows=None):
+    dtype, shape = spec
+    _need(dtype in FLOATS and (math.prod(shape) if shape else 1) >= 1, "diagscale: spec")
+    nb = int(cfg["cols"]) + int(cfg["rows"])
+    _need(len(blobs) == nb, "diagscale: blob count")
+    R = shape[0] if shape else 1
+    C = (math.prod(shape) // R) if shape else 1  # 1-D: C = 1 (rows are elements)
+    k = 0
+    cvec = rvec = None
+    if cfg["cols"]:
+        cvec = _half_vector(rd.read_blob(blobs[0]), C)
+        k = 1
+    if cfg["rows"]:
+        rvec = _half_vector(rd.read_blob(blobs[k]), R)
+    y = np.asarray(y)
+    _need(y.dtype == np.float32, "diagscale: next stage did not give float32")
+    _need(not np.isnan(y).any(), "diagscale: NaN from the next stage")
+    a, b = rows if rows is not None else (0, R)
+    m = y.reshape(b - a, C) if (b - a) else y.reshape(0, C)
+    with np.errstate(over="ignore"):
+        t = (m * cvec[None, :]).astype(np.float32) if cvec is not None else m
+        u = (t * rvec[a:b, None]).astype(np.float32) if rvec is not None else t
+    out = finish_float(u, dtype)
+    oshape = _row_shape(shape, a, b) if rows is not None else tuple(shape)
+    return out.reshape(oshape)
 
 
 # ---------------------------------------------------------------- ggml (§7.6)
@@ -1514,6 +1561,7 @@ CODECS = {
     "av1": ("ab", video_check, video_decode),
     "ffv1": ("ab", video_check, video_decode),
     "rowperm": ("aa", rowperm_check, rowperm_decode),
+    "diagscale": ("aa", diagscale_check, diagscale_decode),
     "ggml": ("ab", ggml_check, ggml_decode),
 }
 
