@@ -11,11 +11,13 @@ agreement count.  Run from the repository root:
 import sys
 import tempfile
 from pathlib import Path
+
 sys.path.insert(0, 'research/cleanroom')
 import reader as cr
+
 import llmc_format
 from llmc_format.errors import LlmcError
-from tools.make_vectors import _mutated, VECTORS
+from tools.make_vectors import VECTORS, _mutated
 
 base = (VECTORS / "v1-aliases-attachments.llmc").read_bytes()
 cands = ["ok/name.txt", "nul.txt", "a/com1.x", "COM10", "x.", "x /y", "a\tb", "a|b", "a*b",
@@ -26,7 +28,7 @@ cands = ["ok/name.txt", "nul.txt", "a/com1.x", "COM10", "x.", "x /y", "a\tb", "a
 out = []
 for name in cands:
     def m(o, name=name):
-        [a for a in o["attachments"] if a["name"] == "notes/raw.txt"][0]["name"] = name
+        next(a for a in o["attachments"] if a["name"] == "notes/raw.txt")["name"] = name
     data = bytearray(base)
     _mutated(m)(data)
     p = Path(tempfile.mkdtemp()) / "names.llmc"
@@ -63,10 +65,8 @@ cases = {
     "size off by one": msgpack.packb({**good, "size": good["size"] + 1}),
     "ext type in unknown key": msgpack.packb({**good, "x": msgpack.ExtType(3, b"a")}),
     "unknown key": msgpack.packb({**good, "note": "fine"}),
-    "entry with tensor and data": msgpack.packb({**good, "tensors": [{**ent0, "data": b"x"}]
-                                                  + good["tensors"][1:]}),
-    "entry with neither": msgpack.packb({**good, "tensors": [{k: v for k, v in ent0.items()
-                                                              if k != "tensor"}] + good["tensors"][1:]}),
+    "entry with tensor and data": msgpack.packb({**good, "tensors": [{**ent0, "data": b"x"}, *good["tensors"][1:]]}),
+    "entry with neither": msgpack.packb({**good, "tensors": [{k: v for k, v in ent0.items() if k != "tensor"}, *good["tensors"][1:]]}),
     "prefix as str": msgpack.packb({**good, "prefix": "GGUF"}),
     "not a map": msgpack.packb([1, 2]),
 }

@@ -579,7 +579,7 @@ class Reader:
             import hashlib
             out = [rec["prefix"]]
             for ent in rec["tensors"]:
-                data = ent["data"] if "data" in ent else None
+                data = ent.get("data", None)
                 if data is None:
                     ref = ent["tensor"]
                     if ref not in self.tensors:
@@ -1758,18 +1758,18 @@ def _strict_av1(blob):
         i += 1
         if ext:
             if i >= len(blob):
-                return probs + [f"OBU {k}: extension header past the end"]
+                return [*probs, f"OBU {k}: extension header past the end"]
             if blob[i] & 7:
                 probs.append(f"OBU {k}: extension_header_reserved_3bits")
             i += 1
         if not has_size:
-            return probs + [f"OBU {k}: obu_has_size_field = 0"]
+            return [*probs, f"OBU {k}: obu_has_size_field = 0"]
         try:
             size, i = _leb128(blob, i)
         except ValueError as e:
-            return probs + [f"OBU {k}: {e}"]
+            return [*probs, f"OBU {k}: {e}"]
         if i + size > len(blob):
-            return probs + [f"OBU {k}: payload runs past the end of the blob"]
+            return [*probs, f"OBU {k}: payload runs past the end of the blob"]
         payload = blob[i:i + size]
         if typ == 2 and size:
             probs.append(f"OBU {k}: temporal delimiter with a payload")

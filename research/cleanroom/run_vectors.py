@@ -152,7 +152,8 @@ def main():
         print(f"| {name} | {'intact' if ok else 'not intact: ' + pr[0][1]} | {'intact' if exp else 'not intact'} | {'yes' if ok == exp else 'NO'} |")
     print(f"\nverify agree: {vagree}/{len(rows)}")
     # §7.3 bitstream validity (writer check, outside §12): byte-level checks only
-    from reader import Reader as _R, strict_problems
+    from reader import Reader as _R
+    from reader import strict_problems
     print("\n| vector | video blobs | byte-level problems | JSON `strict` |\n|---|---|---|---|")
     for name, *_ in rows:
         exp = json.load(open(os.path.join(VEC, name + ".json")))
