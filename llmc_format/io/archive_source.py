@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from llmc_format.codecs.pipeline import kept_encoding
 from llmc_format.container.reader import Reader
 from llmc_format.io.base import NativeData, Source, TensorEntry
 
@@ -35,9 +36,9 @@ class ArchiveSource(Source):
     def _native(self, e: Any) -> NativeData | None:
         from llmc_format.decode import read_native_blocks
 
-        if not e.pipeline or e.pipeline[-1].get("id") != "ggml":
+        last = kept_encoding(e.pipeline)
+        if last is None:
             return None
-        last = {"id": "ggml", "type": e.pipeline[-1].get("type")}
         return NativeData((*(dict(c) for c in e.pipeline[:-1]), last),
                           lambda n=e.name: np.frombuffer(read_native_blocks(self.reader, n),
                                                          np.uint8))

@@ -37,6 +37,7 @@ from llmc_format.codecs.pipeline import (
     encode_native,
     encode_tensor,
     is_lossless,
+    kept_encoding,
 )
 from llmc_format.codecs.registry import get_codec_class
 from llmc_format.container import layout
@@ -141,7 +142,7 @@ def encode_native_one(name: str, raw: np.ndarray, spec: ArraySpec,
 def native_pipeline(entry: SourceTensor, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The pipeline keeping ``entry``'s source encoding, when ``pipeline`` (the policy's
     choice) is lossless and the source offers one; else None."""
-    if entry.native is None or [c.get("id") for c in pipeline] != ["exact"]:
+    if entry.native is None or not is_lossless(pipeline):
         return None
     return [dict(c) for c in entry.native.pipeline]
 
@@ -159,8 +160,7 @@ def encode_entry(name: str, entry: SourceTensor, pipeline: list[dict[str, Any]])
 def source_digest(entry: SourceTensor, stored: TensorEntry) -> int:
     """The source digest a stored tensor records: of the source's own bytes when it was
     stored natively (its final stage holds source blocks), else of its values."""
-    native = entry.native is not None and stored.pipeline and \
-        stored.pipeline[-1].get("id") == "ggml"
+    native = entry.native is not None and kept_encoding(stored.pipeline) is not None
     return tensor_digest(entry.native.load() if native else entry())  # type: ignore[union-attr]
 
 

@@ -31,6 +31,14 @@ from llmc_format.errors import SourceError, UnknownCodecError
 #: unless an affine granularity is chosen, else ``none``
 #: (``pipeline.target.with_target_scaling``)
 TRANSFORMS = ("auto", "none", "dct")
+#: the quantization stage (codec id) each transform puts in front of a codec of samples;
+#: ``repack`` reads an archive's transform back from it (``transform_of``)
+QUANT_STAGES = {"none": "affine", "dct": "blockdct"}
+
+
+def transform_of(quant_stage_id: str) -> str | None:
+    """The transform whose quantization stage is ``quant_stage_id``; None for another stage."""
+    return next((t for t, sid in QUANT_STAGES.items() if sid == quant_stage_id), None)
 
 
 def codec_choices() -> list[str]:
@@ -125,5 +133,5 @@ class Policy:
             if self.preset is not None:
                 video["preset"] = self.preset
         if self.transform == "dct" and len(shape) >= 2:  # (a 1-D tensor named by --lossy:
-            return [{"id": "blockdct", "bits": self.bits}, video]  # affine, one row = per tensor)
-        return [{"id": "affine", "bits": self.bits, **self.affine}, video]
+            return [{"id": QUANT_STAGES["dct"], "bits": self.bits}, video]  # affine, one row = per tensor)
+        return [{"id": QUANT_STAGES["none"], "bits": self.bits, **self.affine}, video]

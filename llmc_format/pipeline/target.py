@@ -58,7 +58,7 @@ from llmc_format.pipeline.pack import (
     pack_source,
     with_encoder_threads,
 )
-from llmc_format.pipeline.policy import Policy, final_codec
+from llmc_format.pipeline.policy import QUANT_STAGES, Policy, final_codec, transform_of
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr, min_bits
 from llmc_format.rd.model import RDCurve
 from llmc_format.rd.records import check_rd
@@ -665,7 +665,11 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
             raise TargetError(f"{src}: {where} is not coded by a codec a target can drive "
                               f"({video.codec_id}; those are {', '.join(target_codecs())}): "
                               f"nothing to re-target")
-        dct = affine.codec_id == "blockdct"
+        transform = transform_of(affine.codec_id)
+        if transform is None or len(lossy[0].pipeline) != 2:
+            raise TargetError(f"{src}: {where} is not quantized by a stage a target packs with "
+                              f"({', '.join(QUANT_STAGES.values())}): nothing to re-target")
+        dct = transform == "dct"
         policy = Policy(codec=video.codec_id, preset=video.params.get("preset"),
                         bits=int(affine.params.get("bits", 10)), min_lossy_numel=2**62,
                         affine={} if dct else

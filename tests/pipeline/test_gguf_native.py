@@ -145,6 +145,9 @@ def test_every_tensor_keeps_its_ggml_type(mixed: tuple[Path, Path, dict[str, str
     assert labels["model.layers.0.self_attn.q_proj.weight"] == \
         f"rowperm+ggml:{types['blk.0.attn_q.weight']}"
     assert d["summary"]["lossy_tensors"] == 0
+    from llmc_format.inspect_view import header
+
+    assert "policy:    lossless (every tensor bit-exact)" in header(d)  # not "N lossy (ggml:..)"
     mapped = dict(types)
     mapped.pop("rope_freqs.weight")
     assert sorted(stored_types) == sorted(mapped.values())
