@@ -12,7 +12,7 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArraySpec, Rows
-from llmc_format.codecs.pipeline import build, decode_tensor
+from llmc_format.codecs.stages import build, decode_tensor
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import ZSTD_MAX_EXPANSION, Reader

@@ -374,7 +374,7 @@ def encode_setting(tensors: dict[str, np.ndarray], qp: int, preset: str, threads
                    target_pixels: int) -> dict[str, Any]:
     """Encode every tensor with one VVC setting; CPU, wall, rate and SNR."""
     from llmc_format.codecs.base import ArraySpec
-    from llmc_format.codecs.pipeline import decode_encoded, encode_tensor
+    from llmc_format.codecs.stages import decode_encoded, encode_tensor
     from llmc_format.metrics import distortion
 
     pipe = [{"id": "affine", "bits": 10},

@@ -33,7 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import llmc_format
-from llmc_format.codecs.pipeline import is_lossless
+from llmc_format.codecs.stages import is_lossless
 from llmc_format.errors import LlmcError
 from llmc_format.metrics import error_energy, snr_record
 from tools.bench_lossy import Clock, parse_layers

@@ -96,7 +96,7 @@ def write_ggml_vector(p: Path) -> dict[str, int]:
     Returns name -> XXH3-64 of each tensor's blocks (what ``decode_blocks`` must give)."""
     from llmc_format.codecs.base import ArraySpec
     from llmc_format.codecs.ggml_types import TYPES
-    from llmc_format.codecs.pipeline import encode_native
+    from llmc_format.codecs.stages import encode_native
     from llmc_format.container.index import TensorEntry
     from llmc_format.container.writer import Writer
 

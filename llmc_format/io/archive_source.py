@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from llmc_format.codecs.pipeline import kept_encoding
+from llmc_format.codecs.stages import kept_encoding
 from llmc_format.container.reader import Reader
-from llmc_format.io.base import NativeData, Source, TensorEntry
+from llmc_format.io.base import NativeData, Source, SourceTensor
 
 
 class ArchiveSource(Source):
@@ -24,12 +24,12 @@ class ArchiveSource(Source):
         super().__init__(Path(path))
         self.reader = Reader(path)
 
-    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
+    def tensors(self) -> Iterator[tuple[str, SourceTensor]]:
         from llmc_format.decode import read_tensor
 
         for e in self.reader.index.tensors:
             if e.alias_of is None:
-                yield e.name, TensorEntry(e.name, e.dtype, e.shape,
+                yield e.name, SourceTensor(e.name, e.dtype, e.shape,
                                           lambda n=e.name: read_tensor(self.reader, n),
                                           self.path.name, native=self._native(e))
 

@@ -214,7 +214,7 @@ def original_gguf(r: Reader) -> dict | None:
     """The archive's GGUF layout record when every tensor it takes from the archive is
     stored in its GGUF type (a lossless pack of a GGUF file), else None: the GGUF is then
     written from decoded values (``write_gguf``)."""
-    from llmc_format.codecs.pipeline import kept_encoding
+    from llmc_format.codecs.stages import kept_encoding
     from llmc_format.io.gguf_layout import LAYOUT_ATTACHMENT, parse_record, referenced
 
     if LAYOUT_ATTACHMENT not in r.attachment_names():

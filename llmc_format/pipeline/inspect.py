@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from llmc_format.codecs.pipeline import is_lossless, stage_label
+from llmc_format.codecs.stages import is_lossless, stage_label
 from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
 from llmc_format.rd.records import qp_range_of, rd_problem, summary_problem

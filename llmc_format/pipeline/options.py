@@ -227,7 +227,7 @@ class PackOptions:
         hold the ranges), on a stand-in tensor, without encoding anything."""
         if not final_codec(self.codec).takes_samples:
             return
-        from llmc_format.codecs.pipeline import build
+        from llmc_format.codecs.stages import build
 
         policy = self.policy()
         if self.targeted:

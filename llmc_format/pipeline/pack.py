@@ -31,7 +31,8 @@ import msgpack
 import numpy as np
 
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import (
+from llmc_format.codecs.registry import get_codec_class
+from llmc_format.codecs.stages import (
     EncodedTensor,
     decode_encoded,
     encode_native,
@@ -39,15 +40,13 @@ from llmc_format.codecs.pipeline import (
     is_lossless,
     kept_encoding,
 )
-from llmc_format.codecs.registry import get_codec_class
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import Reader
 from llmc_format.container.writer import Writer
 from llmc_format.dtypes import name_of
 from llmc_format.errors import CodecError, LlmcError, SourceError
-from llmc_format.io.base import Source
-from llmc_format.io.base import TensorEntry as SourceTensor
+from llmc_format.io.base import Source, SourceTensor
 from llmc_format.metrics import distortion
 from llmc_format.pipeline.executor import Executor, LocalExecutor, Ready, ahead_window
 from llmc_format.pipeline.policy import Policy

@@ -43,13 +43,12 @@ from typing import Any
 import numpy as np
 
 from llmc_format.codecs.base import ArrayBytesCodec
-from llmc_format.codecs.pipeline import is_lossless
 from llmc_format.codecs.registry import final_codecs, get_codec
+from llmc_format.codecs.stages import is_lossless
 from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
-from llmc_format.io.base import Source
-from llmc_format.io.base import TensorEntry as SourceTensor
+from llmc_format.io.base import Source, SourceTensor
 from llmc_format.outfiles import OutputLock, check_output_file, check_outside_source, temp_dir
 from llmc_format.pipeline.pack import (
     encode_entry,

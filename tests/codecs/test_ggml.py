@@ -221,7 +221,7 @@ def test_conformance_vector_blocks_and_values() -> None:
 def test_the_codec_says_what_source_encoding_it_keeps() -> None:
     """pack, repack and ``unpack --format gguf`` ask the stored pipeline's final codec
     (``kept_encoding``), and inspect its ``label``, instead of comparing ids to "ggml"."""
-    from llmc_format.codecs.pipeline import kept_encoding, stage_label
+    from llmc_format.codecs.stages import kept_encoding, stage_label
 
     stored = [{"id": "rowperm", "heads": 4},
               {"id": "ggml", "type": "Q4_1", "layout": 1, "fields": [], "rows_per_blob": 8}]
