@@ -401,6 +401,9 @@ def run_pack(options: PackOptions, source: Any, dst: str | os.PathLike[str], *,
     """
     from llmc_format.pipeline.pack import pack_source
 
+    # an output absent now must still be absent when it is renamed into place: another
+    # pack to the same new name that finished meanwhile is not silently replaced
+    new = not os.path.lexists(dst)
     if progress is not None:
         progress("reading source", "", 0, 0)
     items = list(source.tensors())
@@ -412,7 +415,7 @@ def run_pack(options: PackOptions, source: Any, dst: str | os.PathLike[str], *,
             warn(w)
     common: dict[str, Any] = {"jobs": options.jobs, "user_metadata": dict(options.metadata),
                               "created": options.created, "executor": executor,
-                              "record_timings": options.record_timings}
+                              "record_timings": options.record_timings, "new": new}
     if options.targeted:
         from llmc_format.pipeline.target import pack_to_target
 

@@ -42,6 +42,7 @@ from llmc_format.codecs.stages import (
 )
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
+from llmc_format.container.names import check_names
 from llmc_format.container.reader import Reader
 from llmc_format.container.writer import Writer
 from llmc_format.dtypes import name_of
@@ -314,6 +315,7 @@ def pack_source(
     record_timings: bool = False,
     resume: bool = False,
     journal_interval: float | None = None,
+    new: bool | None = None,
 ) -> Path:
     """Pack an open ``Source`` into the archive ``dst``.
 
@@ -324,7 +326,8 @@ def pack_source(
     ``pipeline.executor`` for Ray); the caller keeps ownership of it. ``resume``
     continues an interrupted pack of the same source with the same options;
     ``journal_interval`` is the seconds between resume-journal commits (default: the
-    writer's; 0 = after every tensor).
+    writer's; 0 = after every tensor). ``new``: ``dst`` did not exist when the command
+    began (``Writer``'s ``new``; None: whether it exists when the writer starts).
 
     RD packing adds: ``rd_records`` (merged into each tensor's ``rd``), ``extra_metadata``
     (merged into the file metadata), and ``reuse``/``reuse_names``: tensors copied blob
@@ -357,6 +360,9 @@ def pack_source(
     reuse_names = reuse_names or set()
     items = list(source.tensors())
     attachments = list(source.attachments())
+    # names the writer would refuse, refused before anything is written (not after the
+    # blobs of every tensor before them)
+    check_names([name for name, _ in items] + list(source.aliases()), [a for a, _ in attachments])
     tied = _tied_record(source.aliases(), attachments, [name for name, _ in items])
     if tied is not None:
         metadata["tied"] = tied
@@ -394,7 +400,7 @@ def pack_source(
         "journal_interval": journal_interval}
     try:
         with Writer(dst, alignment=alignment, metadata=metadata, journal=fingerprint,
-                    resume=resume, **journal_opts) as writer:
+                    resume=resume, new=new, **journal_opts) as writer:
             done = _check_resumed(writer.resumed, items, progress, total)
             todo = items[len(writer.resumed):]
             # closing: an error while writing stops the executor's work at once
