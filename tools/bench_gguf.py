@@ -27,8 +27,9 @@ Every figure is of a whole file a user stores or sends. The source is the Q4_1 G
   adapter): without it the step stops with that message.
 
 Compute is scarce, so the RD packs share what does not depend on the target: the
-self-calibration sensitivities (``rd.calibration.sensitivities`` with ``SELF``: the
-default weighting of a target pack) are computed once and cached in ``--work`` as JSON,
+self-calibration statistics (``rd.calibration.statistics`` with ``SELF``: the default
+weighting of a target pack, and its activation-aware coding) are computed once and cached
+in ``--work`` as JSON,
 and the RD samples (``measure_source``) once per process. Each point is appended to
 ``--json`` as it is measured; a rerun skips the points already there.
 """
@@ -54,12 +55,13 @@ from llmc_format.pipeline.policy import Policy
 from llmc_format.pipeline.target import (
     Plan,
     Target,
+    activation_policy,
     measure_source,
     pack_exact_if_it_fits,
     pack_to_target,
     with_target_scaling,
 )
-from llmc_format.rd.calibration import SELF, sensitivities
+from llmc_format.rd.calibration import SELF, STATISTICS_FORMAT, Statistics, statistics
 from llmc_format.runtime import default_jobs
 from tools.eval_ppl import perplexity_with_weights
 from tools.models import smollm2_gguf_path
@@ -193,21 +195,23 @@ class Bench:
         if self.args.json:
             self.args.json.write_text(json.dumps(self.rows, indent=1))
 
-    def sensitivity(self) -> dict[str, float]:
-        """Self-calibration sensitivities of every parameter, cached as JSON in --work."""
-        cache = self.work / f"sensitivity-self-{self.gguf.stat().st_size}.json"
+    def sensitivity(self) -> Statistics:
+        """Self-calibration statistics (sensitivities and the per-channel statistics of
+        activation-aware coding), cached as JSON in --work (``Statistics.to_json``; the
+        file name carries its format version: an older cache is not read)."""
+        cache = self.work / f"{STATISTICS_FORMAT}-self-{self.gguf.stat().st_size}.json"
         running = cache.with_suffix(".running")  # another run of this tool computes them
         while running.exists() and not cache.exists():
             time.sleep(10)
         if cache.exists():
-            return {k: float(v) for k, v in json.loads(cache.read_text()).items()}
+            return Statistics.from_json(json.loads(cache.read_text()))
         t0 = time.time()
         running.touch()
         try:
             with open_source(self.gguf) as source:
-                s = sensitivities(source, SELF)
+                s = statistics(source, SELF)
             tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps(s, indent=1, sort_keys=True))
+            tmp.write_text(json.dumps(s.to_json()))
             tmp.replace(cache)
         finally:
             running.unlink(missing_ok=True)
@@ -229,8 +233,12 @@ class Bench:
     def _allocate(self, source: Any, out: Path, target: Target) -> dict[str, Any]:
         """An RD pack sharing the RD samples and sensitivities between targets."""
         t0 = time.time()
-        if self.plan is None:  # first: it does not need the sensitivities
-            self.plan = measure_source(source, self.policy, self.args.jobs or default_jobs())
+        if self.plan is None:  # with the statistics' diagscale stages and column weights
+            shapes = {n: tuple(e.shape) for n, e in source.tensors()
+                      if self.policy.is_lossy(n, e.dtype, e.shape)}
+            policy, weights = activation_policy(self.policy, self.sensitivity(), shapes)
+            self.plan = measure_source(source, policy, self.args.jobs or default_jobs(),
+                                       col_weights=weights)
             print(f"RD samples measured: {time.time() - t0:.0f} s", flush=True)
         return pack_to_target(source, out, target, policy=self.policy, jobs=self.args.jobs,
                               sensitivity=self.sensitivity(), plan=copy.deepcopy(self.plan))
