@@ -466,6 +466,10 @@ class Reader:
                 if cfg["id"] == "blockdct" and len(s) < 2:
                     raise E("Decode", "blockdct rank < 2")
                 specs.append(("uint16", s))
+            elif cfg["id"] == "diagscale":  # §7.9: a float tensor with elements -> float32
+                if d not in FLOATS or (math.prod(s) if s else 1) < 1:
+                    raise E("Decode", f"diagscale on {d}{s}")
+                specs.append(("float32", s))
             else:
                 specs.append((d, s))
         stage_blobs = [[b for b in t["blobs"] if b["stage"] == i] for i in range(len(pl))]
@@ -984,6 +988,43 @@ def rowperm_decode(rd, cfg, spec, blobs, arr, rows=None, in_rows=None):
     return out
 
 
+# ---------------------------------------------------------------- diagscale (§7.9)
+def diagscale_check(cfg):
+    _closed(cfg, ("cols", "rows"))
+    _need(isinstance(cfg["cols"], bool) and isinstance(cfg["rows"], bool), "diagscale: cols/rows not bool")
+    _need(cfg["cols"] or cfg["rows"], "diagscale: both vectors absent")
+
+
+def _f16_vector(rd, blob, n):
+    """A stored vector: exactly 2n bytes of binary16 LE, each finite, > 0 and normal."""
+    data = rd.read_blob(blob)
+    _need(len(data) == 2 * n, "diagscale: vector blob length")
+    bits = np.frombuffer(data, dtype="<u2")
+    e = (bits >> 10) & 0x1F
+    _need(bool(np.all((bits >> 15) == 0) and np.all((e >= 1) & (e <= 30))),
+          "diagscale: vector entry not positive normal")
+    return np.frombuffer(data, dtype="<f2").astype(np.float32)
+
+
+def diagscale_decode(rd, cfg, spec, blobs, arr, rows=None, in_rows=None):
+    dtype, shape = spec
+    R = shape[0] if shape else 1  # matrix view R x C, C = 1 for rank 1 (not affine's)
+    C = math.prod(shape[1:]) if shape else 1
+    _need(len(blobs) == int(cfg["cols"]) + int(cfg["rows"]), "diagscale: blob count")
+    c = _f16_vector(rd, blobs[0], C) if cfg["cols"] else None
+    r = _f16_vector(rd, blobs[-1], R) if cfg["rows"] else None
+    a, b = rows if rows is not None else (0, R)
+    y = np.asarray(arr)
+    _need(y.dtype == np.float32, "diagscale: next stage did not give float32")
+    y = y.reshape(b - a, C)
+    _need(not bool(np.isnan(y).any()), "diagscale: NaN from the next stage")
+    with np.errstate(over="ignore"):
+        t = (y * c[None, :]).astype(np.float32) if c is not None else y  # step 2
+        u = (t * r[a:b, None]).astype(np.float32) if r is not None else t  # step 3
+    out_shape = _row_shape(shape, a, b) if rows is not None else tuple(shape)
+    return finish_float(u, dtype).reshape(out_shape)
+
+
 # ---------------------------------------------------------------- ggml (§7.6)
 GGML = {  # name: (bs, ts, decoded dtype)
     "F32": (1, 4, "float32"), "F16": (1, 2, "float16"), "BF16": (1, 2, "bfloat16"),
@@ -1189,6 +1230,7 @@ CODECS = {
     "av1": ("ab", video_check, video_decode),
     "ffv1": ("ab", video_check, video_decode),
     "rowperm": ("aa", rowperm_check, rowperm_decode),
+    "diagscale": ("aa", diagscale_check, diagscale_decode),
     "ggml": ("ab", ggml_check, ggml_decode),
 }
 
