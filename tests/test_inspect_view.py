@@ -118,3 +118,17 @@ def test_unknown_tensor_name_suggests_the_closest(archive: Path, tmp_path: Path)
                                  "-o", str(tmp_path / "t.npy")])
     assert r.exit_code == 3
     assert "did you mean 'model.layers.3.mlp.up_proj.weight'" in r.output
+
+
+def test_header_says_when_a_target_pack_was_activation_aware() -> None:
+    from llmc_format.inspect_view import header
+
+    d = {"path": "m.llmc", "format_version": "1", "tensors": [{"codec": "diagscale+blockdct+vvc"}],
+         "metadata": {"rd": {"target": {"kind": "bpw", "value": 3.0}, "passes": 1,
+                             "weighting": "calibration-self (auto)",
+                             "activation": {"alpha": 0.5, "tensors": 210}}}}
+    lines = header(d)
+    assert any(line.startswith("activation-aware: 210 Linear weights") and "0.5" in line
+               for line in lines)
+    del d["metadata"]["rd"]["activation"]
+    assert not any(line.startswith("activation-aware") for line in header(d))
