@@ -122,7 +122,7 @@ class PackOptions:
         from llmc_format.codecs.diagscale import DiagScales
 
         try:  # rounded to binary16 once, here
-            scales = {str(k): DiagScales.of(v) for k, v in dict(self.diagscale).items()}
+            scales = DiagScales.by_name(self.diagscale)
         except CodecError as exc:
             raise UsageError(str(exc)) from None
         object.__setattr__(self, "diagscale", scales)

@@ -95,7 +95,7 @@ class Policy:
 
     def __post_init__(self) -> None:
         try:
-            scales = {str(k): DiagScales.of(v) for k, v in dict(self.diagscale).items()}
+            scales = DiagScales.by_name(self.diagscale)
         except CodecError as exc:
             raise SourceError(str(exc)) from None
         object.__setattr__(self, "diagscale", scales)
