@@ -98,12 +98,11 @@ def header(d: dict[str, Any]) -> list[str]:
     if src:
         name = f" {src['name']}" if src.get("name") else ""
         lines.append(f"source:    {src.get('format', '?')}{name}" + (f" ({files})" if files else ""))
-    lossy = [t for t in d["tensors"] if t["codec"] not in ("exact",)
-             and not t["codec"].startswith("alias")]
+    lossy = [t for t in d["tensors"] if t.get("lossless") is False]  # aliases have no key
     rd = meta.get("rd")
     pol = meta.get("policy") or {}
     if not lossy:
-        lines.append("policy:    lossless (every tensor exact)")
+        lines.append("policy:    lossless (every tensor bit-exact)")
     else:
         pipes = sorted({t["codec"] for t in lossy})
         qp = "a QP per tensor (RD)" if rd else f"QP {pol.get('qp')}"
