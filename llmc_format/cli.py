@@ -36,6 +36,7 @@ from typer.exceptions import TyperException
 
 import llmc_format
 from llmc_format.errors import LlmcError, UsageError
+from llmc_format.naming import natural_sorted
 from llmc_format.units import format_size, parse_size
 
 
@@ -554,7 +555,7 @@ def inspect(
         "--filter", metavar="GLOB", help="Only tensors whose name matches; repeatable.")] = None,
     sort: Annotated[str | None, typer.Option(
         metavar="[name|size|bpw|snr]", help="Order: name (natural: layers.2 before layers.10), "
-        "size or bpw (largest first), snr (worst first) [default: archive order].")] = None,
+        "size or bpw (largest first), snr (worst first) \\[default: name].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     rd: Annotated[bool, typer.Option("--rd", help="Show the rate-distortion records: samples, "
                                      "chosen QP, predicted and achieved figures.")] = False,
@@ -600,7 +601,7 @@ def _warn_rd_problems(d: dict[str, Any]) -> None:
     """One warning line per RD record inspect could not use (shown as '-')."""
     if d.get("rd_summary_problem"):
         _error_line(f"{d['rd_summary_problem']}: RD summary not shown", "warning:")
-    for t in d["tensors"]:
+    for t in natural_sorted(d["tensors"], key=lambda t: t["name"]):
         if t.get("rd_problem"):
             _error_line(f"tensor {t['name']!r}: RD record ignored: {t['rd_problem']}", "warning:")
 
@@ -614,7 +615,7 @@ def _print_rd(d: dict[str, Any]) -> None:
     table = Table(title="rate-distortion per lossy tensor")
     for col in ("tensor", "samples (QP: bpw / SNR dB)", "QP", "predicted bpw", "bpw", "SNR dB"):
         table.add_column(col)
-    for t in d["tensors"]:
+    for t in natural_sorted(d["tensors"], key=lambda t: t["name"]):
         r = t.get("rd") or {}
         if "qp" not in r and not r.get("kept_exact"):
             continue
@@ -795,7 +796,7 @@ def verify(
         for p in report.file_problems:
             err.print(Text.assemble(("problem:", "red"), " ", printable(p)), highlight=False,
                       soft_wrap=True)
-        bad = [t for t in report.tensors if not t.ok]
+        bad = natural_sorted((t for t in report.tensors if not t.ok), key=lambda t: t.name)
         for t in bad:
             for problem in dict.fromkeys([t.problem, *t.bitstream_problems]):
                 err.print(Text.assemble((f"tensor {printable(t.name)}:", "red"), " ",

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from llmc_format.naming import natural_key
 from llmc_format.units import format_size
 
 SORTS = ("name", "size", "bpw", "snr")
@@ -28,24 +28,19 @@ TSV_FIELDS = ("name", "dtype", "shape", "codec", "stored_bytes", "bpw", "ratio",
               "snr_db")
 
 
-def natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key putting ``layers.2`` before ``layers.10``: digit runs compare as numbers."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
-                 for part in re.split(r"(\d+)", name) if part)
-
-
 def select(tensors: Sequence[dict[str, Any]], filters: Sequence[str] = (),
            sort: str | None = None) -> list[dict[str, Any]]:
     """The tensors matching any of ``filters`` (globs on the name), in ``sort`` order.
 
-    No sort keeps the archive's order; ``name`` is natural order; ``size`` and ``bpw`` put
-    the largest first; ``snr`` the worst (lowest) first, lossless tensors last.
+    ``name`` (and no sort) is natural order (``naming.natural_key``: layers.2 before
+    layers.10), whatever order the archive stores them in; ``size`` and ``bpw`` put the
+    largest first; ``snr`` the worst (lowest) first, lossless tensors last. Ties keep
+    natural order.
     """
     rows = [t for t in tensors if not filters or any(fnmatch.fnmatchcase(t["name"], f)
                                                       for f in filters)]
-    if sort == "name":
-        rows.sort(key=lambda t: natural_key(t["name"]))
-    elif sort == "size":
+    rows.sort(key=lambda t: natural_key(t["name"]))
+    if sort == "size":
         rows.sort(key=lambda t: -t["stored_bytes"])
     elif sort == "bpw":
         rows.sort(key=lambda t: -(t["bpw"] or 0.0))

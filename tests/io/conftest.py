@@ -64,13 +64,16 @@ def write_raw_safetensors(path: Path, tensors: dict[str, tuple[str, list[int], b
 
 
 def write_tiny_llama_gguf(path: Path, lin_type: str = "Q4_1", emb_type: str = "Q8_0",
-                          norm_type: str = "F32", tied: bool = True, seed: int = 0) -> None:
-    """A 2-layer llama GGUF with random weights, quantized like llama.cpp would."""
+                          norm_type: str = "F32", tied: bool = True, seed: int = 0,
+                          layers: int = 2) -> None:
+    """A llama GGUF (2 layers by default) with random weights, quantized like llama.cpp
+    would; its blocks in string order (blk.1, blk.10, blk.11, blk.2...) as converters
+    write them."""
     import gguf
     from gguf import GGMLQuantizationType as Q
 
     rng = np.random.default_rng(seed)
-    hidden, ff, heads, kv, layers, vocab = 64, 128, 4, 2, 2, 96
+    hidden, ff, heads, kv, vocab = 64, 128, 4, 2, 96
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name("tiny")
     w.add_block_count(layers)
@@ -96,7 +99,7 @@ def write_tiny_llama_gguf(path: Path, lin_type: str = "Q4_1", emb_type: str = "Q
 
     add("token_embd.weight", (vocab, hidden), emb_type)
     kv_rows = kv * hidden // heads
-    for i in range(layers):
+    for i in sorted(range(layers), key=str):
         add(f"blk.{i}.attn_norm.weight", (hidden,), norm_type)
         add(f"blk.{i}.attn_q.weight", (hidden, hidden), lin_type)
         add(f"blk.{i}.attn_k.weight", (kv_rows, hidden), lin_type)
