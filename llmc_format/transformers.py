@@ -63,7 +63,7 @@ def attachments_dir(archive: str | os.PathLike[str] | Reader) -> Iterator[Path]:
 
     For loaders that only read files (``AutoTokenizer``); deleted on exit.
     """
-    from llmc_format.io.sinks import write_attachments
+    from llmc_format.io.attachments import write_attachments
 
     with open_reader(archive) as reader, tempfile.TemporaryDirectory(prefix="llmc-attach-") as tmp:
         write_attachments(((a.name, reader.read_attachment(a.name)) for a in reader.attachments()

@@ -19,7 +19,7 @@ writer never produces:
   case-insensitive file system holds one of them), or one a directory of another (``a`` and
   ``a/b``).
 
-``path_problem`` is the one path check: ``io.sinks.check_relative_path`` (which every
+``path_problem`` is the one path check: ``io.attachments.check_relative_path`` (which every
 attachment writer goes through) uses it too.
 """
 

@@ -13,8 +13,8 @@ from llmc_format.io.base import Source, TensorEntry
 # Lazy: the sinks and torch helpers import torch, which costs seconds at CLI start-up.
 _LAZY = {
     "open_source": "llmc_format.io.sources",
-    "write_attachments": "llmc_format.io.sinks",
-    "write_safetensors": "llmc_format.io.sinks",
+    "write_attachments": "llmc_format.io.attachments",
+    "write_safetensors": "llmc_format.io.safetensors_sink",
     "from_torch": "llmc_format.io.torchconv",
     "to_torch": "llmc_format.io.torchconv",
 }

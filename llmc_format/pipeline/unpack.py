@@ -5,11 +5,12 @@ what ``save_pretrained`` writes, so ``AutoModel.from_pretrained(dir)`` and
 ``AutoTokenizer.from_pretrained(dir)`` work offline; ``pt`` writes ``pytorch_model.bin``
 (a ``torch.save``'d state dict); ``gguf`` writes ``model.gguf``: the packed GGUF file
 itself, byte for byte, when the archive holds every tensor of it in its ggml type (a
-lossless pack of a GGUF: ``original_gguf``); else float tensors under the archive's names,
+lossless pack of a GGUF: ``io.gguf_sink.original_gguf``); else float tensors under the archive's names,
 for the gguf tool chain (llama.cpp cannot run that one, the names are Hugging Face's).
 Tensors are decoded ``jobs`` at a time, in order; safetensors and GGUF are written as
 the tensors arrive (one tensor in memory besides those being decoded), ``pt`` holds one
-shard (``torch.save`` writes a whole file at once).
+shard (``torch.save`` writes a whole file at once). Each format is a ``SinkFormat`` of
+``io/sinks.py``'s registry; this module stages, locks and publishes whatever it writes.
 
 Tied weights (an archive entry with ``alias_of``: the data is stored once), ``tied=``:
 
@@ -45,6 +46,7 @@ from llmc_format.container.names import STAGE_MARK
 from llmc_format.container.reader import Reader
 from llmc_format.decode import read_tensor
 from llmc_format.errors import LlmcError, OutputError
+from llmc_format.io.sinks import FORMAT_NAMES, SINK_FORMATS, SinkFormat, SinkJob, remove_stale, sink_format
 from llmc_format.outfiles import (
     OutputLock,
     check_output_dir,
@@ -57,7 +59,8 @@ from llmc_format.units import parse_size
 
 CONFIG_NAME = "config.json"
 
-FORMATS = ("safetensors", "pt", "gguf")
+#: the output formats (``io/sinks.py``), as the CLI lists them
+FORMATS = FORMAT_NAMES
 TIED_MODES = ("auto", "copy", "drop")
 #: short names accepted for ``dtype`` (the CLI's --dtype)
 DTYPE_ALIASES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -200,12 +203,12 @@ def unpack(
     or a kill leaves ``out_dir`` as it was; ``out_dir`` is locked meanwhile (a second
     unpack to it fails with ``OutputError``).
     """
-    if format not in FORMATS:
-        raise LlmcError(f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+    fmt = sink_format(format)
     dtype = normalize_dtype(dtype)
     shard = parse_size(shard_size) if isinstance(shard_size, str) else shard_size
-    if shard is not None and format == "gguf":
-        raise LlmcError("shard_size applies to safetensors and pt; GGUF is written as one file")
+    if shard is not None and not fmt.shards:
+        sharded = ", ".join(f.name for f in SINK_FORMATS.values() if f.shards)
+        raise LlmcError(f"shard_size applies to {sharded}; {format} is written as one file")
     given = Path(out_dir)
     out = Path(os.path.abspath(given))  # "." or "x/..": a name to stage and lock beside
     if not out.name:
@@ -217,56 +220,17 @@ def unpack(
         with output_errors(out):
             out.parent.mkdir(parents=True, exist_ok=True)
         with OutputLock(out), staging_dir(out) as stage, output_errors(out):
-            record = original_gguf(r) if format == "gguf" and dtype is None else None
-            if record is not None:  # the packed GGUF itself, byte for byte
-                from llmc_format.io.sinks import write_gguf_original
-
-                files = write_gguf_original(record, _native_reader(r, progress), stage)
+            native = fmt.write_native(r, stage, progress) if dtype is None else None
+            if native is not None:  # the packed file itself, byte for byte
+                files = native
                 written, dropped, reason = {}, {}, ""
             else:
                 stream = iter_tensors(r, dtype, progress, names, jobs)
-                files = _write(r, format, stream, names, stage, dtype, shard, written)
+                files = _write(r, fmt, stream, names, stage, dtype, shard, written)
             attachments = _write_attachments(r, stage, dtype)
             publish_dir(stage, out, files, attachments)
     return UnpackResult(given, format, files, attachments, dropped, reason if dropped else "",
                         written)
-
-
-def original_gguf(r: Reader) -> dict | None:
-    """The archive's GGUF layout record when every tensor it takes from the archive is
-    stored in its GGUF type (a lossless pack of a GGUF file), else None: the GGUF is then
-    written from decoded values (``sinks.write_gguf``)."""
-    from llmc_format.io.gguf_layout import LAYOUT_ATTACHMENT, parse_record, referenced
-
-    if LAYOUT_ATTACHMENT not in r.attachment_names():
-        return None
-    record = parse_record(r.read_attachment(LAYOUT_ATTACHMENT))
-    names = set(r.keys())
-    for name, (ggml_type, _) in referenced(record).items():
-        e = r.resolve(name) if name in names else None
-        last = e.pipeline[-1] if e is not None and e.pipeline else {}
-        if last.get("id") != "ggml" or last.get("type") != ggml_type:
-            return None
-    return record
-
-
-def _native_reader(r: Reader, progress: Callable[[str, int, int], None] | None
-                   ) -> Callable[[str], bytes]:
-    """``tensor_bytes`` for ``write_gguf_original``, reporting progress in weights."""
-    from llmc_format.decode import read_native_blocks
-
-    total = sum(r.tensor(n).numel for n in r.keys() if r.tensor(n).alias_of is None)
-    done = 0
-
-    def get(name: str) -> bytes:
-        nonlocal done
-        data = read_native_blocks(r, name)
-        done += r.resolve(name).numel
-        if progress:
-            progress(name, done, total)
-        return data
-
-    return get
 
 
 #: staging directories are ``.NAME.XXXXXXXX.unpack``, each holding ``STAGE_MARK``: what
@@ -323,8 +287,6 @@ def publish_dir(stage: Path, out: Path, files: list[str], attachments: list[str]
     before anything moves); then weight files of ours not in the manifest are removed, so
     a loader cannot pick a stale one. Other files in ``out`` are kept.
     """
-    from llmc_format.io.sinks import remove_stale
-
     os.unlink(stage / STAGE_MARK)
     if not os.path.lexists(out) or (out.is_dir() and not any(out.iterdir())):
         os.chmod(stage, 0o777 & ~umask())
@@ -361,23 +323,15 @@ def _check_destination(out: Path, rel: str) -> None:
                               f"already; nothing was changed")
 
 
-def _write(r: Reader, format: str, stream: Iterator[tuple[str, np.ndarray]],
+def _write(r: Reader, fmt: SinkFormat, stream: Iterator[tuple[str, np.ndarray]],
            names: list[str], out: Path, dtype: str | None, shard: int | None,
            aliases: dict[str, str]) -> list[str]:
-    from llmc_format.io import sinks
-
     plan = [(n, _cast_to(r, n, dtype), tuple(r.tensor(n).shape)) for n in names]
-    if format == "safetensors":  # streamed: one tensor in memory, not a whole shard
-        return sinks.write_safetensors_streamed(plan, stream, out, shard_size=shard,
-                                                aliases=aliases)
-    if format == "pt":
-        return sinks.write_torch(stream, out, shard_size=shard, aliases=aliases)
-    return sinks.write_gguf(plan, stream, out, architecture=_architecture(r),
-                            metadata=_gguf_metadata(r), aliases=aliases)
+    return fmt.write(SinkJob(plan, stream, out, shard, aliases, r))
 
 
 def _write_attachments(r: Reader, out: Path, dtype: str | None) -> list[str]:
-    from llmc_format.io.sinks import write_attachments
+    from llmc_format.io.attachments import write_attachments
 
     def items() -> Iterator[tuple[str, bytes]]:
         for a in r.attachments():
@@ -410,29 +364,3 @@ def _retyped_config(data: bytes, dtype: str | None) -> bytes:
     for k in keys:
         config[k] = dtype
     return (json.dumps(config, indent=2, sort_keys=True) + "\n").encode()
-
-
-def _architecture(r: Reader) -> str:
-    """GGUF ``general.architecture``: the config's model_type (informative: the tensor names
-    are Hugging Face's, so llama.cpp's loader for that architecture will not find its own)."""
-    from llmc_format.io.hfmodel import config_dict
-
-    config = config_dict(r) or {}
-    model_type = config.get("model_type")
-    return model_type if isinstance(model_type, str) and model_type else "unknown"
-
-
-def _gguf_metadata(r: Reader) -> dict[str, str | int | float | bool]:
-    """A minimal, honest GGUF header: where the tensors come from and how they are named."""
-    meta: dict[str, str | int | float | bool] = {
-        "general.type": "model",
-        "llmc.tensor_names": "huggingface",
-        "llmc.tool": str(r.metadata.get("tool", "llmc")),
-    }
-    source = r.metadata.get("source")
-    name = (source.get("model_name") or source.get("name")) if isinstance(source, dict) else None
-    if isinstance(name, str) and name:
-        meta["general.name"] = name
-    if CONFIG_NAME in r.attachment_names():
-        meta["llmc.hf_config_json"] = r.read_attachment(CONFIG_NAME).decode("utf-8", "replace")
-    return meta

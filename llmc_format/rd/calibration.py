@@ -60,8 +60,8 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
         import transformers
     except ImportError as exc:  # pragma: no cover - both are dependencies of the hf extra
         raise SourceError(f"--calibration needs transformers and torch: {exc}") from None
+    from llmc_format.io.attachments import write_attachments
     from llmc_format.io.hfconfig import NO_REMOTE_CODE, build_config
-    from llmc_format.io.sinks import write_attachments
     from llmc_format.io.torchconv import to_torch
 
     config_json = next(data for rel, data in attachments if rel == "config.json")

@@ -12,7 +12,7 @@ import torch
 
 from llmc_format.errors import SourceError
 from llmc_format.io import open_source, write_attachments, write_safetensors
-from llmc_format.io.sinks import INDEX_NAME
+from llmc_format.io.safetensors_sink import INDEX_NAME
 
 MINILM_ATTACHMENTS = [
     "1_Pooling/config.json", "README.md", "config.json", "config_sentence_transformers.json",

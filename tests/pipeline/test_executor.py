@@ -259,7 +259,7 @@ def test_streamed_safetensors_writer_matches_the_buffered_one(tmp_path: Path) ->
 
     from llmc_format import dtypes
     from llmc_format.errors import SourceError
-    from llmc_format.io import sinks
+    from llmc_format.io import safetensors_sink as sinks
 
     tensors = model() | {"mask": np.array([True, False, True]), "big": np.arange(600, dtype=np.int32)}
     plan = [(n, dtypes.name_of(a.dtype), tuple(a.shape)) for n, a in tensors.items()]
