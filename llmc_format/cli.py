@@ -19,13 +19,14 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import inspect as pyinspect
 import json
 import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -58,11 +59,16 @@ def _codec_help() -> str:
         return f"{_CODEC_HELP} ({exc})"
 
 
-def _tidy_help(ctx: Any, params: list[Any]) -> None:
-    """What the help shows after an option: nothing for a flag (typer writes ``<bool>``)
-    or a text argument (``<str>``); choices and metavars (``[exact|vvc...]``, ``SIZE``)
-    are set where the option is declared."""
-    for param in params:
+def _tidy_help(ctx: Any, command: Any) -> None:
+    """A command's help as it should read at any width: docstring paragraphs rewrapped
+    (typer keeps the source's line breaks after the first paragraph: ragged lines at 80
+    columns); nothing after a flag (typer writes ``<bool>``) or a text argument
+    (``<str>``); choices and metavars (``[exact|vvc...]``, ``SIZE``) are set where the
+    option is declared."""
+    if command.help:
+        command.help = "\n\n".join(" ".join(p.split()) for p in
+                                    pyinspect.cleandoc(command.help).split("\n\n"))
+    for param in command.get_params(ctx):
         if getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
         elif param.param_type_name == "argument" and param.display_type(ctx) == "<str>":
@@ -73,7 +79,7 @@ class _Command(TyperCommand):
     """Every ``llmc`` command: a help without type placeholders."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        _tidy_help(ctx, self.get_params(ctx))
+        _tidy_help(ctx, self)
         super().format_help(ctx, formatter)
 
 
@@ -109,6 +115,18 @@ def _error_line(exc: object, prefix: str = "error:", style: str = "bold red") ->
               soft_wrap=True)
 
 
+def _usage_line(exc: TyperException) -> NoReturn:
+    """A usage error of click (unknown option, missing or bad value) as one line like
+    every other error — not typer's boxed panel — naming the help to read; exit 2 (the
+    exception's own code). ``llmc`` alone prints the help: passed on as it is."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+    _error_line(f"{exc.format_message()}{where}")  # type: ignore[attr-defined]
+    raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE))
+
+
 def _exit_code(exc: LlmcError) -> int:
     """2 for an option value llmc itself refuses (bad usage), 3 for any other llmc error."""
     return EXIT_USAGE if isinstance(exc, UsageError) else EXIT_LLMC_ERROR
@@ -129,13 +147,22 @@ class _OneLineErrors(TyperGroup):
     Commands therefore just raise; none catches errors to print them."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
-        _tidy_help(ctx, self.get_params(ctx))
+        _tidy_help(ctx, self)
         super().format_help(ctx, formatter)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None,
+                     **extra: Any) -> Any:
+        try:  # ``llmc --bogus``: a usage error of the group itself
+            return super().make_context(info_name, args, parent, **extra)
+        except TyperException as exc:
+            _usage_line(exc)
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (TyperException, typer.Exit, typer.Abort):  # usage errors (2), exits
+        except TyperException as exc:  # a command's options: unknown, missing, bad value
+            _usage_line(exc)
+        except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
             if os.environ.get("LLMC_DEBUG"):
@@ -562,7 +589,8 @@ def unpack(
         files = result.files[0] if len(result.files) == 1 else \
             f"{len(result.files) - 1} shards + {result.files[-1]}"
         out.print(plain(f"wrote {output}: {files} ({format_size(size)}), "
-                        f"{len(result.attachments)} attachments"), highlight=False, soft_wrap=True)
+                        f"{_count(len(result.attachments), 'attachment')}"), highlight=False,
+                  soft_wrap=True)
         if result.tied_dropped:
             pairs = ", ".join(f"{a} (= {t})" for a, t in result.tied_dropped.items())
             out.print(plain(f"tied weights left out: {pairs}; {result.tied_reason}"),
@@ -570,6 +598,11 @@ def unpack(
 
 
 # ----------------------------------------------------------------------------- inspect
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 attachment``, ``11 attachments``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _jsonable(v: Any) -> Any:
@@ -669,13 +702,16 @@ def _print_rd(d: dict[str, Any]) -> None:
         out.print(plain(f"RD: target {rd['target']['kind']}={rd['target']['value']:g}, weighting "
                   f"{rd.get('weighting')}, lambda {_fmt(rd.get('lambda'), '.3g')}, "
                   f"{rd.get('passes')} pass(es)"), highlight=False)
+    rows = [t for t in natural_sorted(d["tensors"], key=lambda t: t["name"])
+            if "qp" in (t.get("rd") or {}) or (t.get("rd") or {}).get("kept_exact")]
+    if not rows:  # an empty table says nothing: say why, as --plot does
+        raise UsageError(f"{d['path']} has no RD records to show: only a lossy archive (packed "
+                         "at a QP or to a target) has them")
     table = Table(title="rate-distortion per lossy tensor")
     for col in ("tensor", "samples (QP: bpw / SNR dB)", "QP", "predicted bpw", "bpw", "SNR dB"):
         table.add_column(col)
-    for t in natural_sorted(d["tensors"], key=lambda t: t["name"]):
+    for t in rows:
         r = t.get("rd") or {}
-        if "qp" not in r and not r.get("kept_exact"):
-            continue
         energy = r.get("signal_energy")
         n = max(math.prod(t["shape"]), 1)
         samples = ", ".join(
@@ -897,7 +933,9 @@ def verify(
             out.print(f"FAILED: {'; '.join(parts)}; {len(report.intact)} intact",
                       highlight=False, soft_wrap=True)
         else:
-            out.print("FAILED")
+            # the file itself (missing, unreadable, damaged index): said above
+            out.print(f"FAILED: {_count(len(report.file_problems), 'problem')} with the file",
+                      highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY_FAILED)
 

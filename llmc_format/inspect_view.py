@@ -22,7 +22,7 @@ from llmc_format.units import format_size
 
 SORTS = ("name", "size", "bpw", "snr")
 #: terminal columns after the name: (title, width)
-_COLUMNS = (("dtype", 7), ("shape", 11), ("codec", 12), ("stored", 9), ("bpw", 6),
+_COLUMNS = (("dtype", 7), ("shape", 11), ("codec", 17), ("stored", 9), ("bpw", 6),
             ("QP", 3), ("SNR dB", 6))
 TSV_FIELDS = ("name", "dtype", "shape", "codec", "stored_bytes", "bpw", "ratio", "qp",
               "snr_db")
@@ -93,12 +93,14 @@ def header(d: dict[str, Any]) -> list[str]:
     if src:
         name = f" {src['name']}" if src.get("name") else ""
         lines.append(f"source:    {src.get('format', '?')}{name}" + (f" ({files})" if files else ""))
-    lossy = [t for t in d["tensors"] if t["codec"] not in ("exact",)
-             and not t["codec"].startswith("alias")]
+    stored = [t for t in d["tensors"] if _alias_target(t) is None]
+    lossy = [t for t in stored if not t.get("lossless", t["codec"] == "exact")]
     rd = meta.get("rd")
     pol = meta.get("policy") or {}
     if not lossy:
-        lines.append("policy:    lossless (every tensor exact)")
+        codecs = sorted({t["codec"] for t in stored})
+        lines.append("policy:    lossless (every tensor exact)" if codecs in ([], ["exact"])
+                     else f"policy:    lossless ({', '.join(codecs)})")
     else:
         pipes = sorted({t["codec"] for t in lossy})
         qp = "a QP per tensor (RD)" if rd else f"QP {pol.get('qp')}"
@@ -129,18 +131,32 @@ def table(rows: Sequence[dict[str, Any]], width: int) -> list[str]:
                       for title, w in _COLUMNS)
 
     def figures(t: dict[str, Any]) -> str:
+        cells = _cells(t)
+        if _alias_target(t) is not None:
+            cells[2] = "alias"  # the target's name goes on a line of its own
         return "  ".join(f"{c:>{w}}" if title != "codec" else f"{c:<{w}}"
-                         for c, (title, w) in zip(_cells(t), _COLUMNS, strict=True))
+                         for c, (title, w) in zip(cells, _COLUMNS, strict=True))
+
+    def alias_line(t: dict[str, Any]) -> list[str]:
+        target = _alias_target(t)
+        return [] if target is None else [f"  alias of {target}"]
 
     name_w = max((len(t["name"]) for t in rows), default=6)
     if name_w + 2 + len(fixed) <= width:  # one line per tensor
         out = [f"{'tensor':<{name_w}}  {fixed}"]
-        out += [f"{t['name']:<{name_w}}  {figures(t)}" for t in rows]
+        for t in rows:
+            out += [f"{t['name']:<{name_w}}  {figures(t)}", *alias_line(t)]
         return out
     out = ["tensor", f"  {fixed}"]  # the name on its own line, its figures below
     for t in rows:
-        out += [t["name"], f"  {figures(t)}"]
+        out += [t["name"], f"  {figures(t)}", *alias_line(t)]
     return out
+
+
+def _alias_target(t: dict[str, Any]) -> str | None:
+    """The tensor an alias stands for (``describe`` writes its codec as ``alias of X``)."""
+    codec = t["codec"]
+    return codec[len("alias of "):] if codec.startswith("alias of ") else None
 
 
 def tsv(rows: Sequence[dict[str, Any]]) -> list[str]:

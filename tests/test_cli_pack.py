@@ -195,3 +195,36 @@ def test_unpack_help_names_its_choices() -> None:
     r = runner.invoke(app, ["unpack", "-h"], env={"COLUMNS": "80"})
     for choices in ("[safetensors|pt|gguf]", "[bf16|fp16|fp32]", "[auto|copy|drop]", "SIZE"):
         assert choices in r.output
+
+
+def test_a_target_driving_a_tensor_below_a_sane_snr_warns(tmp_path: Path) -> None:
+    """--bpw 1.3 of Gaussian weights leaves under 8 dB (at best 6 dB per bit): the pack succeeds,
+    with a warning naming the SNR and how to find the tensors; not with -q."""
+    src = tmp_path / "w.safetensors"
+    save_file({"w": np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32)},
+              str(src))
+    r = runner.invoke(app, ["pack", str(src), "-o", str(tmp_path / "w.llmc"), "--codec", "vvc",
+                            "--bpw", "1.3", "-j", "1"])
+    assert r.exit_code == 0, r.output
+    assert "warning: the target drives at least one tensor to" in r.output
+    assert "llmc inspect --sort snr" in r.output
+    [t] = llmc_format.inspect(tmp_path / "w.llmc")["tensors"]
+    assert t["snr_db"] < 8.0 and f"{t['snr_db']:.2f} dB SNR" in r.output
+
+
+def test_what_a_new_user_tripped_on(model: Path, tmp_path: Path) -> None:
+    """inspect --rd of a lossless archive said nothing (an empty table); verify of a
+    missing file ended in a bare 'FAILED'; a click usage error was a 5-line box."""
+    arc = tmp_path / "a.llmc"
+    assert runner.invoke(app, ["pack", str(model), "-o", str(arc), "-q"]).exit_code == 0
+    r = runner.invoke(app, ["inspect", str(arc), "--rd"])
+    assert r.exit_code == 2 and "has no RD records to show" in r.output
+    r = runner.invoke(app, ["verify", str(tmp_path / "gone.llmc")])
+    assert r.exit_code == 1 and "FAILED: 1 problem with the file" in r.output
+    for args in (["unpack", str(arc)], ["unpack", str(arc), "-o", "x", "--format", "onnx"],
+                 ["--bogus"], ["bogus"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and r.output.startswith("error: ") and \
+            r.output.count("\n") == 1, r.output
+    assert "(see llmc unpack -h)" in runner.invoke(app, ["unpack", str(arc)],
+                                                   prog_name="llmc").output

@@ -133,3 +133,16 @@ def test_default_order_is_natural_and_total() -> None:
     # ties of a figure keep natural order, not the archive's
     assert [t["name"] for t in select(rows, sort="size")][-3:] == ["layers.1.w", "layers.2.w",
                                                                   "layers.10.w"]
+
+
+def test_an_alias_row_fits_80_columns(tmp_path: Path) -> None:
+    """A tied head's row names its target on a line of its own, not in the codec column
+    (which pushed the row past 80 columns)."""
+    from llmc_format.inspect_view import table
+
+    rows = [{"name": "lm_head.weight", "dtype": "float32", "shape": [96, 64],
+             "codec": "alias of model.embed_tokens.weight", "stored_bytes": 0, "bpw": 0.0}]
+    for width in (80, 200):
+        lines = table(rows, width)
+        assert max(len(line) for line in lines) <= width
+        assert "  alias of model.embed_tokens.weight" in lines

@@ -139,3 +139,19 @@ def test_verbose_prints_a_line_per_item_done() -> None:
         view("encoding", "a.weight", 10, 30)
         view("encoding", "b.weight", 30, 30)
     assert buf.getvalue() == ""
+
+
+def test_the_drawn_clock_runs_with_no_event_at_all() -> None:
+    """The frozen clock of issue 18, with the real refresh thread and the real clock: a
+    step that reports nothing for 2.3 s (calibration once reported nothing for 13 min)
+    still shows the time advancing on the terminal, second by second."""
+    import re
+    import time
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    with ProgressView(console, "pack:") as view:
+        view("sampling", "model.norm.weight", 272, 272)  # a finished step (rich stops
+        time.sleep(2.3)  # its own clock there), then no event: only the refresh draws
+    clocks = set(re.findall(r"0:00:0(\d)", buf.getvalue()))
+    assert {"0", "1", "2"} <= clocks, buf.getvalue()[-400:]
