@@ -20,6 +20,7 @@ _BUILTIN: dict[str, str] = {
     "exact": "llmc_format.codecs.exact:ExactCodec",
     "ggml": "llmc_format.codecs.ggml:GgmlCodec",
     "rowperm": "llmc_format.codecs.rowperm:RowPermCodec",
+    "diagscale": "llmc_format.codecs.diagscale:DiagScaleCodec",
     "affine": "llmc_format.quant.affine:AffineCodec",
     "blockdct": "llmc_format.quant.blockdct:BlockDctCodec",
     "vvc": "llmc_format.codecs.video.codecs:VvcCodec",

@@ -53,27 +53,28 @@ class RawExtract:
     info: dict[str, Any]
 
 
-def _raw_stages(entry: TensorEntry) -> tuple[ArrayArrayCodec, ArrayBytesCodec]:
-    """(quantization stage, final stage) of a tensor ``--raw`` can write; LlmcError otherwise.
+def _raw_stages(entry: TensorEntry) -> tuple[list[ArrayArrayCodec], ArrayBytesCodec]:
+    """(array stages, final stage) of a tensor ``--raw`` can write; LlmcError otherwise.
 
-    Asks the codecs: the final stage must have a raw form (``raw_extension``) and the stage
-    in front of it must describe its integers (``raw_record``) — a codec registered by
-    entry point qualifies exactly as a built-in one does.
+    Asks the codecs: the final stage must have a raw form (``raw_extension``) and every
+    stage in front of it (the quantization stage, and any stage before that, such as
+    ``diagscale``) must describe itself (``raw_record``) — a codec registered by entry
+    point qualifies exactly as a built-in one does.
     """
     where = f"tensor {entry.name!r}"
     stages = [get_codec(c, where) for c in entry.pipeline]
     ids = [s.codec_id for s in stages]
-    final, front = (stages[-1], stages[0]) if len(stages) == 2 else (None, None)
-    if not (isinstance(final, ArrayBytesCodec) and final.raw_extension is not None
-            and isinstance(front, ArrayArrayCodec)
-            and type(front).raw_record is not ArrayArrayCodec.raw_record):
+    final, front = stages[-1], stages[:-1]
+    if not (isinstance(final, ArrayBytesCodec) and final.raw_extension is not None and front
+            and all(isinstance(s, ArrayArrayCodec)
+                    and type(s).raw_record is not ArrayArrayCodec.raw_record for s in front)):
         raw = ", ".join(f"{i} ({c.raw_extension})" for i, c in _raw_codecs().items())
         raise LlmcError(
             f"tensor {entry.name!r} is stored with pipeline {ids}; --raw extracts tensors coded "
             f"by a codec with a raw bitstream ({raw}) after a quantization stage — extract it "
             f"without --raw to get the decoded tensor"
         )
-    return front, final
+    return front, final  # type: ignore[return-value]
 
 
 def _raw_codecs() -> dict[str, type[ArrayBytesCodec]]:
@@ -127,20 +128,29 @@ def extract_raw(archive: str | os.PathLike[str], name: str,
         entry = reader.resolve(name)
         spec = ArraySpec(entry.dtype, entry.shape, name)
         front, final = _raw_stages(entry)
-        refs = entry.stage_blobs(1)
+        n = len(front)  # the final stage's index
+        refs = entry.stage_blobs(n)
         paths, sidecar = bitstream_paths(out, final.codec_id, len(refs))
         _refuse_existing([*paths, sidecar], overwrite)
         blobs = [reader.read_blob(ref, f"tensor {name!r} blob {k}") for k, ref in enumerate(refs)]
-        front_refs = entry.stage_blobs(0)
+        specs = [spec]
+        for stage in front:
+            specs.append(stage.resolve(specs[-1]))
+        records = []
+        for k, stage in enumerate(front):
+            stage_refs = entry.stage_blobs(k)
 
-        def fetch(i: int) -> bytes:
-            if not 0 <= i < len(front_refs):
-                raise LlmcError(f"tensor {name!r}: stage 0 asked for blob {i} of {len(front_refs)}")
-            return reader.read_blob(front_refs[i], f"tensor {name!r} {front.codec_id} blob {i}")
+            def fetch(i: int, k: int = k, stage_refs: list[Any] = stage_refs) -> bytes:
+                if not 0 <= i < len(stage_refs):
+                    raise LlmcError(f"tensor {name!r}: stage {k} asked for blob {i} of "
+                                    f"{len(stage_refs)}")
+                return reader.read_blob(stage_refs[i], f"tensor {name!r} {front[k].codec_id} "
+                                        f"blob {i}")
 
-        dequant = front.raw_record(spec, fetch, len(front_refs))
-        codes = front.resolve(spec)
-        final_record = final.raw_record(codes, [p.name for p in paths], [len(b) for b in blobs])
+            record = stage.raw_record(specs[k], fetch, len(stage_refs))
+            assert record is not None  # _raw_stages checked
+            records.append({**record, "output_dtype": specs[k].dtype})
+        final_record = final.raw_record(specs[n], [p.name for p in paths], [len(b) for b in blobs])
     info: dict[str, Any] = {
         "format": SIDECAR_FORMAT,
         "archive": Path(archive).name,
@@ -149,8 +159,11 @@ def extract_raw(archive: str | os.PathLike[str], name: str,
         "shape": list(spec.shape),
         **final_record,
         "codec": {"id": final.codec_id, **final_record.get("codec", {})},
-        "dequantization": dequant,
+        # the stage in front of the video codec: what its integers are
+        "dequantization": records[-1],
     }
+    if len(records) > 1:  # stages applied to the dequantized values, in this order
+        info["after_dequantization"] = records[-2::-1]
     for path, blob in zip(paths, blobs, strict=True):
         with atomic_output(path) as f:  # never through a symlink, never half-written
             f.write(blob)

@@ -109,12 +109,23 @@ class PackOptions:
     #: extra codec settings of the API (``video=``/``affine=`` of ``Policy``)
     video: Mapping[str, Any] = field(default_factory=dict)
     affine: Mapping[str, Any] = field(default_factory=dict)
+    #: API only (no CLI flag): tensor name -> (col_scale, row_scale) multipliers of a
+    #: ``diagscale`` stage put in front of that tensor's quantization when it goes lossy
+    #: (``Policy.diagscale``; their meaning: ``llmc_format/codecs/diagscale.py``)
+    diagscale: Mapping[str, Any] = field(default_factory=dict)
     #: option names the caller gave explicitly (for "has no effect" warnings)
     given: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lossy", tuple(self.lossy))
         object.__setattr__(self, "lossless", tuple(self.lossless))
+        from llmc_format.codecs.diagscale import DiagScales
+
+        try:  # rounded to binary16 once, here
+            scales = {str(k): DiagScales.of(v) for k, v in dict(self.diagscale).items()}
+        except CodecError as exc:
+            raise UsageError(str(exc)) from None
+        object.__setattr__(self, "diagscale", scales)
         self._validate()
 
     # ------------------------------------------------------------------ derived values
@@ -150,7 +161,8 @@ class PackOptions:
                       preset=self.preset, bits=DEFAULT_BITS if self.bits is None else self.bits,
                       affine=affine, video=dict(self.video), transform=self.transform,
                       min_lossy_numel=self.min_lossy_numel, lossy_patterns=self.lossy,
-                      lossless_patterns=self.lossless, lossy_embeddings=self.targeted)
+                      lossless_patterns=self.lossless, lossy_embeddings=self.targeted,
+                      diagscale=self.diagscale)
 
     def calibration_text(self) -> str | None:
         """The calibration text: a file's contents, ``SELF``, or None."""
@@ -332,6 +344,13 @@ def check_source(options: PackOptions, names: Sequence[str], specs: Mapping[str,
                 raise UsageError(f"{option} {p!r}: no tensor of that name"
                                  f"{did_you_mean(p, names)} (a glob such as '*{p}*' "
                                  "matches parts of names)")
+    for name, scales in options.policy().diagscale.items():
+        if name not in specs:
+            raise UsageError(f"diagscale: no tensor named {name!r}{did_you_mean(name, names)}")
+        try:
+            scales.check_shape(specs[name].shape, name)
+        except CodecError as exc:
+            raise UsageError(str(exc)) from None
     if final_codec(options.codec).takes_samples:
         policy = options.policy()
         lossy = [n for n in names if policy.is_lossy(n, specs[n].dtype, specs[n].shape)]

@@ -108,12 +108,27 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
         if "qp" in video:
             rd["qp"] = video["qp"]
         rd["codec"] = video["id"]
-        front = get_codec_class(enc.pipeline[0]["id"])
-        quant = enc.info[0] if enc.info and front.kind == "array" else None
+        quant = quant_record(enc)
     elif dec_digest != src_digest:
         raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
     return PackedTensor(name, spec, enc, quant, rd,
                         {"source": src_digest, "decoded": dec_digest})
+
+
+def quant_record(enc: EncodedTensor) -> dict[str, Any] | None:
+    """The entry's ``quant``: the facts of the stage that made the codec's samples (the
+    last array stage: ``affine``/``blockdct``), with those of any array stage before it
+    (``diagscale``) under that stage's id. None when the pipeline has no array stage."""
+    kinds = [get_codec_class(c["id"]).kind for c in enc.pipeline]
+    array_stages = [i for i, k in enumerate(kinds) if k == "array" and i < len(enc.info)]
+    if not array_stages:
+        return None
+    last = array_stages[-1]
+    quant = dict(enc.info[last])
+    for i in array_stages[:-1]:
+        if enc.info[i]:
+            quant[enc.pipeline[i]["id"]] = enc.info[i]
+    return quant
 
 
 def encode_native_one(name: str, raw: np.ndarray, spec: ArraySpec,

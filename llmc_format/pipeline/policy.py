@@ -16,14 +16,15 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArrayBytesCodec
+from llmc_format.codecs.diagscale import DiagScales
 from llmc_format.codecs.registry import final_codecs, get_codec_class
-from llmc_format.errors import SourceError, UnknownCodecError
+from llmc_format.errors import CodecError, SourceError, UnknownCodecError
 
 #: how a lossy tensor becomes integer samples: ``none`` = the ``affine`` stage; ``dct`` =
 #: the ``blockdct`` stage (codes of the block-wise inverse DCT, one scale per tensor);
@@ -76,8 +77,20 @@ class Policy:
     #: token embeddings and output heads follow the size rule like other matrices (what a
     #: target sets: the RD allocation, not a name, then decides whether they stay exact)
     lossy_embeddings: bool = False
+    #: tensor name -> the multipliers of a ``diagscale`` stage (``DiagScales``, or a pair
+    #: ``(col_scale, row_scale)``, either None; normalised to ``DiagScales`` here): a tensor
+    #: named here that goes lossy gets ``diagscale`` in front of its quantization stage,
+    #: ``[diagscale, affine|blockdct, codec]``; one kept exact ignores it. For code (the
+    #: activation-aware packer), not a CLI option; see ``codecs/diagscale.py`` for what the
+    #: vectors mean (the factors decoding multiplies by, C and R entries).
+    diagscale: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        try:
+            scales = {str(k): DiagScales.of(v) for k, v in dict(self.diagscale).items()}
+        except CodecError as exc:
+            raise SourceError(str(exc)) from None
+        object.__setattr__(self, "diagscale", scales)
         cls = final_codec(self.codec)
         if self.transform not in TRANSFORMS:
             raise SourceError(f"unknown transform {self.transform!r}; choose one of "
@@ -124,6 +137,8 @@ class Policy:
             video["qp"] = self.qp if qp is None else qp
             if self.preset is not None:
                 video["preset"] = self.preset
+        scales = self.diagscale.get(name)
+        front = [] if scales is None else [scales.stage_config()]
         if self.transform == "dct" and len(shape) >= 2:  # (a 1-D tensor named by --lossy:
-            return [{"id": "blockdct", "bits": self.bits}, video]  # affine, one row = per tensor)
-        return [{"id": "affine", "bits": self.bits, **self.affine}, video]
+            return [*front, {"id": "blockdct", "bits": self.bits}, video]  # affine, one row =
+        return [*front, {"id": "affine", "bits": self.bits, **self.affine}, video]  # per tensor)

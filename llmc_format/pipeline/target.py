@@ -247,8 +247,10 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
         name, entry = item
         if policy.is_lossy(name, entry.dtype, entry.shape):
             array = entry()
+            scales = policy.diagscale.get(name)  # the codes cover the scaled values' range
+            qps = sample_qps(policy, array if scales is None else scales.apply(array))
             m = measure(name, array, lambda q: policy.pipeline(name, entry.dtype, entry.shape, q),
-                        sample_qps(policy, array), fraction)
+                        qps, fraction)
             return name, (m, exact_bytes(name, entry, policy, array))
         packed = encode_entry(name, entry, policy.pipeline(name, entry.dtype, entry.shape))
         return name, packed
@@ -660,7 +662,8 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
         # them), taken from configs the codecs themselves validate, never used raw
         where = f"tensor {lossy[0].name!r}"
         video = get_codec(lossy[0].pipeline[-1], where)
-        affine = get_codec(lossy[0].pipeline[0], where)
+        # the stage making the samples: the one before the video stage (after any diagscale)
+        affine = get_codec(lossy[0].pipeline[max(0, len(lossy[0].pipeline) - 2)], where)
         if not (isinstance(video, ArrayBytesCodec) and video.sample_qps and video.qp_range):
             raise TargetError(f"{src}: {where} is not coded by a codec a target can drive "
                               f"({video.codec_id}; those are {', '.join(target_codecs())}): "

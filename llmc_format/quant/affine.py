@@ -94,12 +94,13 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArrayArrayCodec, ArraySpec, BlobFetcher, Encoded, Rows
+from llmc_format.codecs.f32out import FLOAT_DTYPES, clamp_convert
 from llmc_format.errors import CodecError, FormatError
 from llmc_format.metrics import snr_record
 from llmc_format.quant.grid import GRANULARITIES, Grid, Window, window
 
 #: Tensor dtypes the stage accepts (float8 is excluded: 10-bit codes for 256 values is no gain).
-INPUT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+INPUT_DTYPES = FLOAT_DTYPES
 CODES_DTYPE = "uint16"
 #: element types of the stored scales and offsets (numpy types from ``dtypes.to_numpy``)
 PARAM_DTYPES = ("float16", "bfloat16", "float32")
@@ -111,12 +112,6 @@ CLIP_CHOICES = ("none", "mse")
 CLIP_RATIOS = np.arange(100, 49, -1, dtype=np.float64) / 100.0
 
 _F32_MAX = float(np.finfo(np.float32).max)
-_CLAMP: dict[str, np.float32] = {
-    "float16": np.float32(np.finfo(np.float16).max),
-    "bfloat16": np.float32(float.fromhex("0x1.fep127")),  # largest finite bfloat16
-    "float32": np.float32(_F32_MAX),
-    "float64": np.float32(_F32_MAX),
-}
 
 
 # --------------------------------------------------------------------------- parameters
@@ -307,8 +302,7 @@ def dequantize_block(
     with np.errstate(over="ignore", invalid="ignore"):  # hostile params may overflow: step 4
         np.multiply(v, scale32, out=v, casting="no")
         np.add(v, offset32, out=v, casting="no")
-    np.clip(v, -_CLAMP[dtype], _CLAMP[dtype], out=v)
-    return v.astype(dtypes.to_numpy(dtype))
+    return clamp_convert(v, dtype)
 
 
 def _quantize_block(

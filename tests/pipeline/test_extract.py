@@ -147,6 +147,35 @@ def test_raw_extract_blockdct_rebuilds_tensor_bit_exact(weight: np.ndarray, tmp_
     assert not np.array_equal(expected, weight)
 
 
+def test_raw_extract_with_diagscale_rebuilds_tensor_bit_exact(weight: np.ndarray,
+                                                              tmp_path: Path) -> None:
+    """[diagscale, affine, hevc]: the sidecar's ``after_dequantization`` carries the stored
+    multipliers and steps; applying them to the dequantized values rebuilds the tensor."""
+    rng = np.random.default_rng(0)
+    c, r = rng.uniform(0.25, 4.0, weight.shape[1]), rng.uniform(0.5, 2.0, weight.shape[0])
+    arc = llmc_format.save_file({"w": weight}, tmp_path / "m.llmc", codec="hevc", qp=30,
+                                preset="ultrafast", video=dict(SMALL_FRAMES),
+                                diagscale={"w": (c, r)})
+    r_ = runner.invoke(app, ["extract", str(arc), "w", "--raw", "-o", str(tmp_path / "x")],
+                       catch_exceptions=False)
+    assert r_.exit_code == 0, r_.output
+    sidecar = json.loads((tmp_path / "x.json").read_text())
+    assert sidecar["dequantization"]["stage"] == "affine"
+    assert sidecar["dequantization"]["output_dtype"] == "float32"
+    (ds,) = sidecar["after_dequantization"]
+    assert ds["stage"] == "diagscale" and ds["output_dtype"] == "float32"
+    assert ds["col_scale"] == c.astype(np.float16).astype(float).tolist()
+    y = _rebuild(sidecar, tmp_path)  # the affine stage's float32 values
+    t = y * np.array(ds["col_scale"], dtype=np.float32)[None, :]  # binary32 multiply
+    u = t * np.array(ds["row_scale"], dtype=np.float32)[:, None]  # then the second one
+    big = np.float32(np.finfo(np.float32).max)
+    rebuilt = np.clip(u, -big, big).astype(np.float32)
+    with llmc_format.safe_open(arc) as f:
+        expected = f.get_tensor("w")
+    assert rebuilt.tobytes() == expected.tobytes()
+    assert not np.array_equal(y, expected)  # the multipliers did something
+
+
 def test_extract_npy_and_errors(weight: np.ndarray, tmp_path: Path) -> None:
     bias = np.linspace(-1, 1, 7).astype(ml_dtypes.bfloat16)
     arc = _pack(tmp_path / "m.llmc", {"w": weight, "b": bias}, "vvc")
