@@ -120,6 +120,11 @@ def header(d: dict[str, Any]) -> list[str]:
             got = f"; achieved {format_size(a['file_bytes'])}"
         lines.append(f"target:    {what}{got}, {rd.get('passes')} pass(es)")
         lines.append(f"weighting: {weighting_words(rd.get('weighting'))}")
+        act = rd.get("activation")
+        if isinstance(act, dict):
+            lines.append(f"activation-aware: {act.get('tensors', '?')} Linear weights coded "
+                         f"through diagscale, column multipliers (E[x^2]/mean)^-"
+                         f"{act.get('alpha', '?')}; RD distortion: activation-weighted MSE")
         if rd.get("repacked_from"):
             lines.append(f"repacked from {rd['repacked_from']}")
     return lines

@@ -78,3 +78,25 @@ def _rewrite_index(path: Path, mutate: Callable[[dict], None]) -> None:
 def rewrite_index() -> Callable[[Path, Callable[[dict], None]], None]:
     """``rewrite_index(path, mutate)``: see ``_rewrite_index``."""
     return _rewrite_index
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """A tiny randomly initialised transformers Llama (2 layers, width 32) with MiniLM's
+    tokenizer, saved as a Hugging Face directory: calibration and activation-aware packs
+    run on it in seconds."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    d = tmp_path_factory.mktemp("tiny")
+    tok = AutoTokenizer.from_pretrained(str(minilm_dir))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256))
+    model.save_pretrained(d)
+    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_dir / f, d / f)
+    return d

@@ -146,3 +146,17 @@ def test_an_alias_row_fits_80_columns(tmp_path: Path) -> None:
         lines = table(rows, width)
         assert max(len(line) for line in lines) <= width
         assert "  alias of model.embed_tokens.weight" in lines
+
+
+def test_header_says_when_a_target_pack_was_activation_aware() -> None:
+    from llmc_format.inspect_view import header
+
+    d = {"path": "m.llmc", "format_version": "1", "tensors": [{"codec": "diagscale+blockdct+vvc"}],
+         "metadata": {"rd": {"target": {"kind": "bpw", "value": 3.0}, "passes": 1,
+                             "weighting": "calibration-self (auto)",
+                             "activation": {"alpha": 0.5, "tensors": 210}}}}
+    lines = header(d)
+    assert any(line.startswith("activation-aware: 210 Linear weights") and "0.5" in line
+               for line in lines)
+    del d["metadata"]["rd"]["activation"]
+    assert not any(line.startswith("activation-aware") for line in header(d))

@@ -18,11 +18,18 @@ Every figure is of a whole file a user stores or sends. The source is the Q4_1 G
 - ``sizes``: ``llmc pack --codec vvc --size S`` at each whole-file size of ``--sizes``
   (default: the llama.cpp files of issue 15) and of the gguf-py files;
 - ``bpw``: ``llmc pack --codec vvc --bpw B`` for each of ``--bpw``;
-- ``nncodec``: NNCodec when installed (else the row says why not).
+- ``nncodec``: NNCodec 2.1.3 (``tools.baselines.nncodec_adapter``) at each QP of
+  ``--nncodec-qps``: every matrix of the dequantized source, the token embedding included,
+  in its own NNC bitstream at that QP; the whole file counted as those bitstreams, the 1-D
+  tensors as float32 and the GGUF's own metadata (header, key/values, tensor records:
+  tokenizer and config a user needs too). ``sizes`` then packs llmc to each of those
+  sizes. Not installed by the project (``pip install --no-deps nncodec==2.1.3``; see the
+  adapter): without it the step stops with that message.
 
 Compute is scarce, so the RD packs share what does not depend on the target: the
-self-calibration sensitivities (``rd.calibration.sensitivities`` with ``SELF``: the
-default weighting of a target pack) are computed once and cached in ``--work`` as JSON,
+self-calibration statistics (``rd.calibration.statistics`` with ``SELF``: the default
+weighting of a target pack, and its activation-aware coding) are computed once and cached
+in ``--work`` as JSON,
 and the RD samples (``measure_source``) once per process. Each point is appended to
 ``--json`` as it is measured; a rerun skips the points already there.
 """
@@ -48,12 +55,13 @@ from llmc_format.pipeline.policy import Policy
 from llmc_format.pipeline.target import (
     Plan,
     Target,
+    activation_policy,
     measure_source,
     pack_exact_if_it_fits,
     pack_to_target,
     with_target_scaling,
 )
-from llmc_format.rd.calibration import SELF, sensitivities
+from llmc_format.rd.calibration import SELF, STATISTICS_FORMAT, Statistics, statistics
 from llmc_format.runtime import default_jobs
 from tools.eval_ppl import perplexity_with_weights
 from tools.models import smollm2_gguf_path
@@ -129,6 +137,39 @@ def write_ggufpy(src: Path, dst: Path, qtype_name: str) -> None:
     writer.close()
 
 
+def gguf_metadata_bytes(path: Path) -> int:
+    """The bytes of a GGUF that are not tensor data: header, key/values (tokenizer, config),
+    tensor records and alignment padding."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    return path.stat().st_size - sum(int(t.n_bytes) for t in reader.tensors)
+
+
+def nncodec_point(gguf_path: Path, qp: int, max_tokens: int) -> dict[str, Any]:
+    """NNCodec at one QP on every matrix of the GGUF (each its own bitstream, as
+    ``tools.bench_rd`` runs it); 1-D tensors float32; the GGUF's metadata counted as is."""
+    from tools.baselines.nncodec_adapter import compress_matrix
+
+    t0 = time.time()
+    weights: dict[str, np.ndarray] = {}
+    stream_bytes = vector_bytes = 0
+    with open_source(gguf_path) as src:
+        for name, entry in src.tensors():
+            w = np.asarray(entry(), dtype=np.float32)
+            if w.ndim >= 2:
+                nbytes, weights[name], _, _ = compress_matrix(w, qp)
+                stream_bytes += nbytes
+            else:
+                weights[name] = w
+                vector_bytes += 4 * w.size
+    total = stream_bytes + vector_bytes + gguf_metadata_bytes(gguf_path)
+    return {"label": f"nncodec qp={qp}", "method": "nncodec", "qp": qp, "bytes": total,
+            "mb": total / 1e6, "nnc_stream_bytes": stream_bytes, "vector_bytes": vector_bytes,
+            "ppl": perplexity_with_weights(weights, max_tokens=max_tokens),
+            "seconds": round(time.time() - t0, 1)}
+
+
 class Bench:
     """The run's state: results so far (``--json``), work directory, shared RD inputs."""
 
@@ -154,21 +195,23 @@ class Bench:
         if self.args.json:
             self.args.json.write_text(json.dumps(self.rows, indent=1))
 
-    def sensitivity(self) -> dict[str, float]:
-        """Self-calibration sensitivities of every parameter, cached as JSON in --work."""
-        cache = self.work / f"sensitivity-self-{self.gguf.stat().st_size}.json"
+    def sensitivity(self) -> Statistics:
+        """Self-calibration statistics (sensitivities and the per-channel statistics of
+        activation-aware coding), cached as JSON in --work (``Statistics.to_json``; the
+        file name carries its format version: an older cache is not read)."""
+        cache = self.work / f"{STATISTICS_FORMAT}-self-{self.gguf.stat().st_size}.json"
         running = cache.with_suffix(".running")  # another run of this tool computes them
         while running.exists() and not cache.exists():
             time.sleep(10)
         if cache.exists():
-            return {k: float(v) for k, v in json.loads(cache.read_text()).items()}
+            return Statistics.from_json(json.loads(cache.read_text()))
         t0 = time.time()
         running.touch()
         try:
             with open_source(self.gguf) as source:
-                s = sensitivities(source, SELF)
+                s = statistics(source, SELF)
             tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps(s, indent=1, sort_keys=True))
+            tmp.write_text(json.dumps(s.to_json()))
             tmp.replace(cache)
         finally:
             running.unlink(missing_ok=True)
@@ -190,8 +233,12 @@ class Bench:
     def _allocate(self, source: Any, out: Path, target: Target) -> dict[str, Any]:
         """An RD pack sharing the RD samples and sensitivities between targets."""
         t0 = time.time()
-        if self.plan is None:  # first: it does not need the sensitivities
-            self.plan = measure_source(source, self.policy, self.args.jobs or default_jobs())
+        if self.plan is None:  # with the statistics' diagscale stages and column weights
+            shapes = {n: tuple(e.shape) for n, e in source.tensors()
+                      if self.policy.is_lossy(n, e.dtype, e.shape)}
+            policy, weights = activation_policy(self.policy, self.sensitivity(), shapes)
+            self.plan = measure_source(source, policy, self.args.jobs or default_jobs(),
+                                       col_weights=weights)
             print(f"RD samples measured: {time.time() - t0:.0f} s", flush=True)
         return pack_to_target(source, out, target, policy=self.policy, jobs=self.args.jobs,
                               sensitivity=self.sensitivity(), plan=copy.deepcopy(self.plan))
@@ -212,8 +259,10 @@ class Bench:
                   "seconds": round(seconds, 1)})
 
 
-def run(args: argparse.Namespace) -> None:
-    b = Bench(args)
+def run(args: argparse.Namespace, bench: Bench | None = None) -> Bench:
+    """The ``--steps`` of ``args``; ``bench`` continues an earlier run's state in this
+    process (its RD samples are measured once), so a caller can order the points."""
+    b = bench or Bench(args)
     steps = set(args.steps.split(","))
     mt = args.max_tokens
     if "calibrate" in steps:
@@ -245,11 +294,15 @@ def run(args: argparse.Namespace) -> None:
                "mb": out.stat().st_size / 1e6, "ppl": archive_perplexity(out, mt),
                "seconds": round(time.time() - t0, 1)})
         out.unlink()
+    if "nncodec" in steps:
+        for qp in [int(q) for q in args.nncodec_qps.split(",") if q]:
+            if not b.done(f"nncodec qp={qp}"):
+                b.add(nncodec_point(b.gguf, qp, mt))
     if "sizes" in steps:
         by_mb = {mb: (name, ppl) for name, (mb, ppl) in LLAMA_CPP.items()}
         sizes = [float(s) for s in args.sizes.split(",") if s]
         if args.ggufpy_sizes:
-            sizes += [r["mb"] for r in b.rows if r["method"] == "gguf-py"]
+            sizes += [r["mb"] for r in b.rows if r["method"] in ("gguf-py", "nncodec")]
         for mb in sizes:
             name, ref = by_mb.get(mb, (None, None))
             extra: dict[str, Any] = {"target_mb": mb}
@@ -259,12 +312,7 @@ def run(args: argparse.Namespace) -> None:
     if "bpw" in steps:
         for bpw in [float(x) for x in args.bpw.split(",") if x]:
             b.rd_pack(f"llmc --bpw {bpw:g}", Target.parse(bpw=bpw), {"target_bpw": bpw})
-    if "nncodec" in steps and not b.done("nncodec"):
-        import importlib.util
-
-        if importlib.util.find_spec("nncodec") is None:
-            print("nncodec: not installed here (pip install --no-deps nncodec==2.1.3); not run",
-                  flush=True)
+    return b
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -320,6 +368,8 @@ def main() -> None:
     ap.add_argument("--no-ggufpy-sizes", dest="ggufpy_sizes", action="store_false",
                     help="do not also pack to the sizes of the gguf-py files")
     ap.add_argument("--bpw", default="3", help="comma list of --bpw targets")
+    ap.add_argument("--nncodec-qps", default="-17,-25",
+                    help="comma list of NNCodec QPs (qp_density 2: -4 doubles the precision)")
     ap.add_argument("--bpw-first", action="store_true", help="run the --bpw points first")
     ap.add_argument("--preset", default=None)
     ap.add_argument("--max-tokens", type=int, default=8192)

@@ -59,7 +59,9 @@ from llmc_format.pipeline.pack import (
     with_encoder_threads,
 )
 from llmc_format.pipeline.policy import Policy, final_codec
+from llmc_format.rd.activation import ALPHA
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr, min_bits
+from llmc_format.rd.calibration import Statistics
 from llmc_format.rd.model import RDCurve
 from llmc_format.rd.records import check_rd
 from llmc_format.rd.sample import SAMPLE_FRACTION, measure
@@ -113,20 +115,43 @@ class Target:
 AUTO_SELF_MAX_WEIGHTS = 2_000_000_000
 
 
-def _auto_weights(source: Source, names: set[str], progress: Progress | None = None
-                  ) -> tuple[dict[str, float] | None, str]:
+def _auto_statistics(source: Source, names: set[str], progress: Progress | None = None
+                     ) -> tuple[Statistics | None, str]:
     """Self-calibration when the model can be built here, else (None, why nmse)."""
     from llmc_format.errors import SourceError
-    from llmc_format.rd.calibration import SELF, sensitivities
+    from llmc_format.rd.calibration import SELF, statistics
 
     total = sum(math.prod(e.shape) for _, e in source.tensors())
     if total > AUTO_SELF_MAX_WEIGHTS:
         return None, f"nmse (auto: {total:,} weights is too many to self-calibrate here)"
     try:
-        return (sensitivities(source, SELF, names=names, progress=progress),
+        return (statistics(source, SELF, names=names, progress=progress),
                 "calibration-self (auto)")
     except SourceError as exc:  # no config, not a causal LM transformers knows, other names
         return None, f"nmse (auto: {exc})"
+
+
+def activation_policy(policy: Policy, stats: Statistics | None,
+                      shapes: Mapping[str, tuple[int, ...]], alpha: float | None = ALPHA
+                      ) -> tuple[Policy, dict[str, np.ndarray]]:
+    """The policy and RD column weights of an activation-aware target pack (``rd.activation``).
+
+    For every candidate in ``shapes`` whose layer input power ``stats`` measured, the
+    policy gets a ``diagscale`` stage with column multipliers (E[x_j²]/mean)^−α, and its RD
+    samples get the column weights u_j = E[x_j²]/mean (their distortion is then the
+    activation-weighted MSE). ``alpha`` None, or no statistics: ``policy`` unchanged, no
+    weights (the per-tensor weighting of before); 0: the weights without the stage.
+    A caller measuring the RD samples itself (``measure_source``, then ``plan=``) calls
+    this with the statistics it passes as ``sensitivity`` and measures with what it returns.
+    """
+    if stats is None or alpha is None or not stats.input_power:
+        return policy, {}
+    from llmc_format.rd.activation import plan_for
+
+    scales, weights = plan_for(stats.input_power, shapes, shapes, alpha)
+    if scales:
+        policy = dataclasses.replace(policy, diagscale={**policy.diagscale, **scales})
+    return policy, weights
 
 
 def with_target_scaling(policy: Policy) -> Policy:
@@ -233,8 +258,13 @@ class Plan:
 
 
 def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = SAMPLE_FRACTION,
-                   progress: Progress | None = None) -> Plan:
-    """Step 1: RD samples and exact sizes of the candidates, exact sizes of the others."""
+                   progress: Progress | None = None,
+                   col_weights: Mapping[str, np.ndarray] | None = None) -> Plan:
+    """Step 1: RD samples and exact sizes of the candidates, exact sizes of the others.
+
+    ``col_weights``: per candidate, the column weights of its activation-weighted MSE
+    (``activation_policy``); the samples of the others measure the plain MSE only."""
+    col_weights = col_weights or {}
     items = list(source.tensors())
     policy = with_encoder_threads(policy, jobs)
     curves: dict[str, RDCurve] = {}
@@ -250,7 +280,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
             scales = policy.diagscale.get(name)  # the codes cover the scaled values' range
             qps = sample_qps(policy, array if scales is None else scales.apply(array))
             m = measure(name, array, lambda q: policy.pipeline(name, entry.dtype, entry.shape, q),
-                        qps, fraction)
+                        qps, fraction, col_weights.get(name))
             return name, (m, exact_bytes(name, entry, policy, array))
         packed = encode_entry(name, entry, policy.pipeline(name, entry.dtype, entry.shape))
         return name, packed
@@ -299,7 +329,8 @@ def pack_to_target(
     progress: Progress | None = None,
     plan: Plan | None = None,
     calibration: str | None = None,
-    sensitivity: Mapping[str, float] | None = None,
+    sensitivity: Mapping[str, float] | Statistics | None = None,
+    activation_alpha: float | None = ALPHA,
     **pack_kwargs: Any,
 ) -> dict[str, Any]:
     """Pack ``source`` into ``dst`` meeting ``target``; returns the RD summary recorded.
@@ -312,7 +343,16 @@ def pack_to_target(
     ``weighting`` says which ran, and why. ``sensitivity``: the sensitivities
     ``rd.calibration.sensitivities`` computed for ``calibration`` (or ``SELF`` when
     ``calibration`` is None) beforehand, by a caller packing one source to several targets
-    (they depend on the source and text only); used instead of computing them again.
+    (they depend on the source and text only); used instead of computing them again —
+    or the ``rd.calibration.Statistics`` of ``statistics`` for that text.
+
+    Activation-aware coding (``rd.activation``; ``activation_alpha``, default
+    ``rd.activation.ALPHA``): when calibration statistics are at hand (``auto`` on a
+    buildable model, ``calibration``, or ``sensitivity`` given as ``Statistics``), each
+    ``nn.Linear`` weight is coded through a ``diagscale`` stage with column multipliers
+    from its inputs' second moments, and the allocator minimizes the activation-weighted
+    MSE (``activation_policy``). None turns it off (per-tensor weighting only); a caller
+    giving ``plan`` must have measured it with ``activation_policy``'s policy and weights.
     """
     check_outside_source(Path(dst), source.path)  # before measuring anything
     check_output_file(Path(dst))
@@ -328,29 +368,50 @@ def pack_to_target(
                                       progress=progress, **pack_kwargs)
         if whole is not None:
             return whole
-    plan = plan or measure_source(source, policy, jobs, progress=progress)
+    # the candidates (read from the plan when given; else their entries, no data read)
+    given = None if plan is None else set(plan.curves)
+    shapes = {n: tuple(e.shape) for n, e in source.tensors()
+              if (policy.is_lossy(n, e.dtype, e.shape) if given is None else n in given)}
+    if not shapes:
+        raise TargetError("no tensor is lossy under this policy: nothing to optimize "
+                          "(see --lossy / --min-lossy-numel)")
+    names = set(shapes)
+    # the weighting first: the activation-aware stage and samples depend on its statistics
+    stats: Statistics | None = None
+    sens: Mapping[str, float] | None = None
+    if sensitivity is not None:
+        stats = sensitivity if isinstance(sensitivity, Statistics) else None
+        sens = stats.sensitivity if stats is not None else sensitivity
+        missing = sorted(names - set(sens))
+        if missing:
+            raise TargetError(f"the given sensitivities lack tensor {missing[0]!r}")
+        from llmc_format.rd.calibration import SELF
+
+        weighting = "calibration" if calibration not in (None, SELF) else "calibration-self"
+    elif calibration is None and weighting == "auto":
+        stats, weighting = _auto_statistics(source, names, progress)
+    elif calibration is not None:
+        from llmc_format.rd.calibration import SELF, statistics
+
+        stats = statistics(source, calibration, names=names,  # has every one of names
+                           progress=progress)
+        weighting = "calibration-self" if calibration == SELF else "calibration"
+    if stats is not None:
+        sens = stats.sensitivity
+    policy, col_weights = activation_policy(policy, stats, shapes, activation_alpha)
+    plan = plan or measure_source(source, policy, jobs, progress=progress,
+                                  col_weights=col_weights)
     if not plan.curves:
         raise TargetError("no tensor is lossy under this policy: nothing to optimize "
                           "(see --lossy / --min-lossy-numel)")
     qrange = _qrange(policy.codec)
     names = set(plan.curves)
     weights: dict[str, float] | None = None
-    if sensitivity is not None:
-        missing = sorted(names - set(sensitivity))
-        if missing:
-            raise TargetError(f"the given sensitivities lack tensor {missing[0]!r}")
-        weights = {n: float(sensitivity[n]) for n in names}
-        from llmc_format.rd.calibration import SELF
-
-        weighting = "calibration" if calibration not in (None, SELF) else "calibration-self"
-    elif calibration is None and weighting == "auto":
-        weights, weighting = _auto_weights(source, names, progress)
-    elif calibration is not None:
-        from llmc_format.rd.calibration import SELF, sensitivities
-
-        weights = sensitivities(source, calibration, names=names,  # has every one of names
-                                progress=progress)
-        weighting = "calibration-self" if calibration == SELF else "calibration"
+    if sens is not None:
+        weights = {n: float(sens[n]) for n in names}
+    note = {"activation": {"alpha": activation_alpha, "tensors": len(col_weights),
+                           "distortion": "activation-weighted MSE (rd.activation)"}
+            } if col_weights else {}
     if weights is None:
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
                    for n, c in plan.curves.items()}
@@ -360,7 +421,7 @@ def pack_to_target(
         work_dir = temp_dir(dst, ".rd")
         try:
             return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
-                           names, work_dir, progress, pack_kwargs)
+                           names, work_dir, progress, pack_kwargs, note)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -464,7 +525,8 @@ def _refuse_impossible(target: Target, plan: Plan, qrange: range) -> None:
 
 def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
             qrange: range, weights: dict[str, float], weighting: str, names: set[str],
-            work_dir: Path, progress: Progress | None, pack_kwargs: dict[str, Any]) -> dict[str, Any]:
+            work_dir: Path, progress: Progress | None, pack_kwargs: dict[str, Any],
+            note: dict[str, Any] | None = None) -> dict[str, Any]:
     # bytes outside the allocation: tensors it does not decide and attachments (measured
     # in step 1), and header, index and padding (estimated, then measured)
     outside = plan.exact_bytes + plan.attachment_bytes
@@ -495,7 +557,7 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
         choices = {n: alloc.choice(n) for n in names}
         if choices == prev:  # the same file again (e.g. everything kept exact, under a size)
             break
-        summary = _summary(target, alloc, weighting, npass)
+        summary = {**_summary(target, alloc, weighting, npass), **(note or {})}
         records = {n: {**_record(plan.curves[n], choices[n], exact_bits.get(n)),
                        **plan.carried.get(n, {})} for n in names}
         out = work_dir / f"pass{npass}.llmc"

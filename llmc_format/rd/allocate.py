@@ -1,7 +1,8 @@
 """Choose each tensor's QP: Lagrangian allocation under a rate budget, or a quality floor.
 
 Rate budget (``allocate_rate``): minimize Σ w_i·n_i·D_i(q_i) subject to
-Σ n_i·R_i(q_i) ≤ B, with D the MSE per weight, R the bits per weight and n the weight
+Σ n_i·R_i(q_i) ≤ B, with D the MSE per weight (the activation-weighted MSE when the
+curve measured one: ``RDCurve.cost``), R the bits per weight and n the weight
 count. For a multiplier λ each tensor independently picks
 q_i(λ) = argmin_q w_i·D_i(q) + λ·R_i(q); total rate falls as λ grows, so a bisection on
 log λ finds the smallest λ that fits the budget (Radio's single-multiplier solution).
@@ -76,7 +77,7 @@ class _Tables:
         rate = np.array([[curves[k].rate(int(q)) if v else np.inf
                           for q, v in zip(self.q, vs, strict=True)]
                          for k, vs in zip(self.names, valid, strict=True)]) + fixed[:, None]
-        dist = np.array([[curves[k].distortion(int(q)) if v else np.inf
+        dist = np.array([[curves[k].cost(int(q)) if v else np.inf
                           for q, v in zip(self.q, vs, strict=True)]
                          for k, vs in zip(self.names, valid, strict=True)])
         exact = np.array([exact_bits.get(k, np.inf) for k in self.names]) / np.maximum(self.n, 1)

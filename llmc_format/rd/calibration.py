@@ -19,7 +19,8 @@ yet the same ranking of tensors a real text gives (docs/results/rd.md).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,45 @@ SELF = "self"
 Progress = Callable[[str, str, int, int], None]
 
 
+@dataclass
+class Statistics:
+    """What one calibration pass measures (all from the same sequences and backward passes).
+
+    ``sensitivity``: per tensor, the mean of g² over its weights (the per-tensor diagonal
+    Fisher the RD allocator weighs each tensor's MSE by). Per weight matrix of an
+    ``nn.Linear`` (shape ``(out, in)``): ``input_power[n][j]`` = E[x_j²], the mean square
+    of input channel j over every calibration token (a linear layer's output error is
+    (W − Ŵ)·x, so column j's error reaches the output scaled by x_j); ``fisher_cols[n][j]``
+    = mean over rows i of g_ij², ``fisher_rows[n][i]`` = mean over columns j (the
+    per-element Fisher summed along one axis: where inside the tensor the loss feels an
+    error). Vectors are float64 numpy arrays.
+    """
+
+    sensitivity: dict[str, float]
+    input_power: dict[str, np.ndarray] = field(default_factory=dict)
+    fisher_cols: dict[str, np.ndarray] = field(default_factory=dict)
+    fisher_rows: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data (for a cache file); ``from_json`` reads it back exactly (float64 repr)."""
+        vec = {k: {n: [float(x) for x in v] for n, v in getattr(self, k).items()}
+               for k in ("input_power", "fisher_cols", "fisher_rows")}
+        return {"format": STATISTICS_FORMAT, "sensitivity": dict(self.sensitivity), **vec}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Statistics:
+        """The inverse of ``to_json``; a ValueError when ``d`` is not that format."""
+        if not isinstance(d, Mapping) or d.get("format") != STATISTICS_FORMAT:
+            raise ValueError(f"not calibration statistics of format {STATISTICS_FORMAT}")
+        vec = {k: {str(n): np.asarray(v, dtype=np.float64) for n, v in d[k].items()}
+               for k in ("input_power", "fisher_cols", "fisher_rows")}
+        return cls({str(n): float(v) for n, v in d["sensitivity"].items()}, **vec)
+
+
+#: version tag of ``Statistics.to_json`` (caches of an older layout are recomputed)
+STATISTICS_FORMAT = "llmc-calibration-statistics-1"
+
+
 def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int = 512,
                   names: set[str] | None = None, seed: int = 0,
                   progress: Progress | None = None) -> dict[str, float]:
@@ -46,6 +86,16 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
     tensor loaded, every token generated and every gradient computed: on a small CPU this
     step takes minutes, and a progress display must keep moving through it.
     """
+    return statistics(source, text, sequences=sequences, seq_len=seq_len, names=names,
+                      seed=seed, progress=progress).sensitivity
+
+
+def statistics(source: Source, text: str, *, sequences: int = 4, seq_len: int = 512,
+               names: set[str] | None = None, seed: int = 0,
+               progress: Progress | None = None) -> Statistics:
+    """``sensitivities`` and, in the same pass, the per-channel statistics of every
+    ``nn.Linear`` weight among ``names`` (``Statistics``): input second moments from
+    forward pre-hooks, Fisher row/column means from the gradients already computed."""
     report = progress or (lambda step, item, done, total: None)
     # importing transformers and building the model take seconds (minutes on a busy
     # machine) without a way to report inside them: at least the step is named
@@ -118,8 +168,26 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
         done[0] += 1
         report("calibration: gradients", item[0], min(done[0], steps), steps)
 
+    # the Linear layers whose weight is reported: their inputs' second moments
+    linears = {f"{m_name}.weight" if m_name else "weight": mod
+               for m_name, mod in model.named_modules() if isinstance(mod, torch.nn.Linear)}
+    linears = {n: m for n, m in linears.items()
+               if n in params and params[n].ndim == 2 and (names is None or n in names)}
+    power = {n: torch.zeros(m.in_features, dtype=torch.float64) for n, m in linears.items()}
+    tokens = {n: 0 for n in linears}
+    cols = {n: torch.zeros(params[n].shape[1], dtype=torch.float64) for n in linears}
+    rows = {n: torch.zeros(params[n].shape[0], dtype=torch.float64) for n in linears}
+
+    def pre_hook(n: str) -> Callable[..., None]:
+        def hook(module: Any, args: tuple[Any, ...]) -> None:
+            x = args[0].detach().reshape(-1, args[0].shape[-1]).double()
+            power[n] += x.pow(2).sum(0)
+            tokens[n] += x.shape[0]
+        return hook
+
     hooks = [p.register_hook(lambda g: step()) for p in trainable]
     hooks += [m.register_forward_hook(lambda *a: step()) for m in owners]
+    hooks += [m.register_forward_pre_hook(pre_hook(n)) for n, m in linears.items()]
     try:
         for b, batch in enumerate(batches):
             model.zero_grad(set_to_none=True)
@@ -128,12 +196,21 @@ def sensitivities(source: Source, text: str, *, sequences: int = 4, seq_len: int
             model(input_ids=batch, labels=batch).loss.backward()
             for n, p in params.items():
                 if p.grad is not None:
-                    sums[n] += p.grad.double().pow(2).mean()
+                    g2 = p.grad.double().pow(2)
+                    sums[n] += g2.mean()
+                    if n in cols:
+                        cols[n] += g2.mean(0)
+                        rows[n] += g2.mean(1)
     finally:
         for h in hooks:
             h.remove()
     out = {n: float(v) / len(batches) for n, v in sums.items()}
-    return {n: v for n, v in out.items() if names is None or n in names}
+    nb = len(batches)
+    return Statistics(
+        {n: v for n, v in out.items() if names is None or n in names},
+        {n: (power[n] / max(tokens[n], 1)).numpy() for n in linears},
+        {n: (cols[n] / nb).numpy() for n in linears},
+        {n: (rows[n] / nb).numpy() for n in linears})
 
 
 def self_generated(model: Any, tokenizer: Any, sequences: int, seq_len: int, seed: int,

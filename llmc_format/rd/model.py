@@ -23,7 +23,9 @@ class RDCurve:
 
     ``bpw`` counts only the bitstream (the video stage's blobs) per weight; quantization
     parameters are a fixed cost handled by the caller. ``rate_scale`` corrects the model
-    after a full encode measured the real rate (sample vs whole tensor).
+    after a full encode measured the real rate (sample vs whole tensor). ``weighted``: per
+    sample, the activation-weighted MSE (``rd.sample.measure``'s ``col_weights``), or None;
+    ``cost`` is what the rate allocation minimizes — it, when measured, else the MSE.
     """
 
     qps: list[int]
@@ -32,15 +34,17 @@ class RDCurve:
     numel: int
     signal_energy: float  # Σx² of the tensor (for SNR)
     rate_scale: float = 1.0
+    weighted: list[float] | None = None
 
     def __post_init__(self) -> None:
         order = np.argsort(self.qps)
         self.qps = [int(self.qps[i]) for i in order]
         self.bpw = [float(self.bpw[i]) for i in order]
-        mse = [max(float(self.mse[i]), 1e-30) for i in order]
-        for i in range(1, len(mse)):  # monotone: a higher QP never has less distortion
-            mse[i] = max(mse[i], mse[i - 1])
-        self.mse = mse
+        self.mse = _monotone([self.mse[i] for i in order])
+        if self.weighted is not None:
+            if len(self.weighted) != len(order):
+                raise ValueError(f"{len(self.weighted)} weighted MSEs for {len(order)} samples")
+            self.weighted = _monotone([self.weighted[i] for i in order])
 
     def _interp(self, q: float, ys: list[float]) -> float:
         xs = self.qps
@@ -64,6 +68,13 @@ class RDCurve:
         # extrapolating far beyond the samples must not overflow (exp(710) raises)
         return math.exp(min(self._interp(q, [math.log(m) for m in self.mse]), 700.0))
 
+    def cost(self, q: int) -> float:
+        """Predicted distortion the allocation weighs at QP ``q``: the activation-weighted
+        MSE when it was measured, else the MSE."""
+        if self.weighted is None:
+            return self.distortion(q)
+        return math.exp(min(self._interp(q, [math.log(m) for m in self.weighted]), 700.0))
+
     def snr_db(self, q: int) -> float:
         mse = self.distortion(q)
         if self.signal_energy <= 0 or self.numel <= 0:
@@ -72,15 +83,36 @@ class RDCurve:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the index: the samples and the model's description."""
-        return {
+        out: dict[str, Any] = {
             "samples": [[q, b, m] for q, b, m in zip(self.qps, self.bpw, self.mse, strict=True)],
             "model": "piecewise-linear rate and log-MSE in QP, end slopes extrapolated",
             "rate_scale": self.rate_scale,
             "signal_energy": self.signal_energy,
         }
+        if self.weighted is not None:
+            out["weighted_mse"] = list(self.weighted)
+            out["distortion"] = WEIGHTED_DISTORTION
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], numel: int) -> RDCurve:
         samples = d["samples"]
+        weighted = d.get("weighted_mse")
         return cls([s[0] for s in samples], [s[1] for s in samples], [s[2] for s in samples],
-                   numel, float(d.get("signal_energy", 0.0)), float(d.get("rate_scale", 1.0)))
+                   numel, float(d.get("signal_energy", 0.0)), float(d.get("rate_scale", 1.0)),
+                   [float(w) for w in weighted] if isinstance(weighted, list) else None)
+
+
+#: what an RD record's ``weighted_mse`` is (its ``distortion`` field says so in the archive)
+WEIGHTED_DISTORTION = ("activation-weighted MSE per sample: mean of u_j*(x-x^)^2 over the "
+                       "matrix, u_j = E[x_j^2]/mean_j E[x_j^2] of the layer's inputs; the "
+                       "rate allocation minimized weight * numel * it")
+
+
+def _monotone(values: list[Any]) -> list[float]:
+    """Floats clamped to > 0, non-decreasing in QP (measured noise can make samples cross;
+    the allocator needs monotone curves)."""
+    out = [max(float(v), 1e-30) for v in values]
+    for i in range(1, len(out)):  # monotone: a higher QP never has less distortion
+        out[i] = max(out[i], out[i - 1])
+    return out

@@ -9,6 +9,8 @@ two numbers crashed ``inspect --rd``. The rules (spec/FORMAT.md §6, ``rd``):
 - ``samples``: a non-empty list of ``[qp, bpw, mse]``; ``qp`` an integer in the codec's
   QP range, distinct across samples (the curve interpolates between them); ``bpw`` and
   ``mse`` finite and >= 0;
+- ``weighted_mse`` (activation-weighted MSE per sample): a list of finite numbers >= 0,
+  one per sample;
 - ``signal_energy``, ``mse``, ``bpw``, ``predicted_bpw``: finite and >= 0; ``rate_scale``
   finite and > 0; ``qp``/``chosen_qp`` integers in the QP range; ``snr_db`` a number, not
   NaN (+inf is a lossless tensor's).
@@ -59,7 +61,14 @@ def rd_problem(rd: Any, qp_range: tuple[int, int]) -> str | None:
     if "snr_db" in rd and not (_is_number(rd["snr_db"]) and not math.isnan(rd["snr_db"])):
         return f"snr_db = {rd['snr_db']!r:.40} is not a number"
     if "samples" in rd:
-        return samples_problem(rd["samples"], qp_range)
+        problem = samples_problem(rd["samples"], qp_range)
+        if problem is not None:
+            return problem
+    if "weighted_mse" in rd:
+        w = rd["weighted_mse"]
+        if not (isinstance(w, list) and all(_non_negative(v) for v in w)
+                and len(w) == len(rd.get("samples") or [])):
+            return "weighted_mse is not one finite number >= 0 per sample"
     return None
 
 

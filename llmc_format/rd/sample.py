@@ -65,8 +65,14 @@ class Measured:
 
 
 def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict[str, Any]]],
-            qps: Sequence[int], fraction: float = SAMPLE_FRACTION) -> Measured:
+            qps: Sequence[int], fraction: float = SAMPLE_FRACTION,
+            col_weights: np.ndarray | None = None) -> Measured:
     """RD samples of ``array`` at ``qps``; ``pipeline_at(qp)`` gives the codec configs.
+
+    ``col_weights`` (one per column of the matrix view, mean 1: E[x_j²]/mean E[x²] of a
+    linear layer's inputs) adds the *activation-weighted* MSE, mean of u_j·(x − x̂)², to
+    each sample (``RDCurve.weighted``): what a layer's output error is made of, and what
+    the rate allocation then minimizes; the plain MSE is kept for the SNR records.
 
     The array→array stages (affine quantization) run once on the *whole* tensor and only
     the final, QP-dependent stage runs on the sampled rows of their output: per-tensor
@@ -96,7 +102,13 @@ def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict
     sspec = ArraySpec(code_spec.dtype, (sample.shape[0], *code_spec.shape[1:]) if two_d
                       else code_spec.shape, name)
     sample = sample.reshape(sspec.shape)
-    bpw, mse = [], []
+    u = None
+    if col_weights is not None and two_d:
+        u = np.asarray(col_weights, dtype=np.float64).reshape(-1)
+        if u.size != matrix.shape[1] or not np.all(np.isfinite(u)) or np.any(u < 0):
+            raise ValueError(f"{where}: {u.size} column weights for {matrix.shape[1]} columns, "
+                             "or some not finite and >= 0")
+    bpw, mse, wmse = [], [], []
     for q in qps:
         enc = get_codec(pipeline_at(q)[-1], where).encode(sample, sspec)
         decoded = enc.reconstruction
@@ -104,7 +116,7 @@ def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict
             last = get_codec(enc.config, where)
             assert isinstance(last, ArrayBytesCodec)
             decoded = last.decode(lambda i, e=enc: e.blobs[i], len(enc.blobs), sspec)
-        err, at = 0.0, 0
+        err, werr, at = 0.0, 0.0, 0
         for a, b in blocks:
             block = decoded[at:at + b - a] if two_d else decoded
             at += b - a
@@ -113,8 +125,14 @@ def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict
                 block = array_stages[k].decode(block, lambda i, k=k: side[k][i], len(side[k]),
                                                specs[k], rows)
             err += error_energy(array[a:b] if two_d else array, block)[1]
+            if u is not None:
+                d = (array[a:b].reshape(b - a, -1).astype(np.float64)
+                     - np.asarray(block).reshape(b - a, -1))
+                werr += float(np.einsum("ij,ij,j->", d, d, u))
         bpw.append(8 * sum(len(b) for b in enc.blobs) / sample.size)
         mse.append(err / sample.size)
+        wmse.append(werr / sample.size)
     signal, _ = error_energy(array, np.zeros((), dtype=np.float32))
-    curve = RDCurve(list(qps), bpw, mse, int(array.size), signal)
+    curve = RDCurve(list(qps), bpw, mse, int(array.size), signal,
+                    weighted=wmse if u is not None else None)
     return Measured(curve, params_bytes, int(sample.size))

@@ -235,3 +235,45 @@ def test_exact_storage_is_an_rd_choice(tmp_path: Path) -> None:
             assert e.digest["source"] == e.digest["decoded"]
     assert out.stat().st_size <= 400_000
     assert verify(out).ok
+
+
+def test_self_calibrated_target_is_activation_aware(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """A target pack of a model transformers builds: every lossy Linear weight is coded
+    through a diagscale stage whose column multipliers come from its inputs' second
+    moments (c_j = (E[x_j²]/mean)^-ALPHA), its RD record holds the activation-weighted MSE
+    the allocator used, and the file decodes (verify); ``activation_alpha=None`` leaves
+    the policy as it was (the per-tensor weighting of before)."""
+    import llmc_format
+    from llmc_format.io import open_source
+    from llmc_format.pipeline.target import activation_policy, with_target_scaling
+    from llmc_format.rd.activation import ALPHA, column_multipliers
+    from llmc_format.rd.calibration import SELF, statistics
+
+    policy = Policy(codec="vvc", min_lossy_numel=1024, preset="faster")
+    with open_source(tiny_model_dir) as src:
+        st = statistics(src, SELF, sequences=2, seq_len=64)
+        on = pack_to_target(src, tmp_path / "on.llmc", Target.parse(bpw=3.0), policy=policy,
+                            jobs=2, sensitivity=st)
+        tensors = {n: e() for n, e in src.tensors()}
+    assert on["activation"]["alpha"] == ALPHA
+    assert on["activation"]["tensors"] == len(st.input_power) == 15  # 7 per layer + lm_head
+    with Reader(tmp_path / "on.llmc") as r:
+        lossy = [e for e in r.index.tensors if len(e.pipeline) > 1]
+        # Linear weights get the stage; the token embedding (an nn.Embedding) does not
+        assert {e.name for e in lossy if e.pipeline[0]["id"] == "diagscale"} == {
+            e.name for e in lossy if e.name in st.input_power} != set()
+        e = max(lossy, key=lambda e: e.numel)
+        assert len(e.rd["weighted_mse"]) == len(e.rd["samples"])
+        stored = np.frombuffer(r.read_blob(next(b for b in e.blobs if b.stage == 0)), dtype="<f2")
+        assert np.array_equal(stored, column_multipliers(st.input_power[e.name]).astype(np.float16))
+    assert verify(tmp_path / "on.llmc").ok
+    with llmc_format.safe_open(tmp_path / "on.llmc") as f:
+        got = f.get_tensor(e.name)
+    x = tensors[e.name]
+    assert float(np.mean((got - x) ** 2) / np.mean(x ** 2)) < 0.2  # the tensor, not its codes
+    shapes = {n: a.shape for n, a in tensors.items()}
+    target_policy = with_target_scaling(policy)
+    assert activation_policy(target_policy, st, shapes, None) == (target_policy, {})
+    assert activation_policy(target_policy, None, shapes) == (target_policy, {})
+    plain, weights = activation_policy(target_policy, st, shapes, 0.0)
+    assert plain == target_policy and set(weights) == set(st.input_power)

@@ -92,3 +92,22 @@ def test_snr_floor_takes_exact_when_cheaper_or_when_no_qp_reaches_it() -> None:
     assert cheap.exact == {"a"} and cheap.qps == {"b": q}
     unreachable = allocate_snr(curves, 500.0, QRANGE, exact_bits={"a": 1e9})
     assert unreachable.exact == {"a"} and "b" in unreachable.qps
+
+
+def test_rate_allocation_minimizes_the_weighted_distortion_when_measured() -> None:
+    """Two tensors with the same MSE curves, but one's activation-weighted MSE is 16x its
+    MSE (its error lands on the columns that meet large inputs): it gets the finer QP; the
+    SNR floor still works from the plain MSE."""
+    a, b = curve([22, 29, 36, 43], 0), curve([22, 29, 36, 43], 0)
+    b.weighted = [m * 16 for m in b.mse]
+    assert b.cost(30) == pytest.approx(16 * b.distortion(30))
+    assert a.cost(30) == a.distortion(30)
+    alloc = allocate_rate({"a": a, "b": b}, 3000.0, QRANGE)
+    # equal slopes would put them 24 QPs apart (16x = 4 doublings), the sample spans allow less
+    assert alloc.qps["a"] - alloc.qps["b"] >= 12
+    plain = allocate_rate({"a": a, "b": curve([22, 29, 36, 43], 0)}, 3000.0, QRANGE)
+    assert abs(plain.qps["a"] - plain.qps["b"]) <= 1
+    snr = allocate_snr({"a": a, "b": b}, 20.0, QRANGE)
+    assert snr.qps["a"] == snr.qps["b"]
+    again = RDCurve.from_dict(b.to_dict(), b.numel)
+    assert again.weighted == b.weighted and again.to_dict()["distortion"]

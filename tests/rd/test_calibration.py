@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -10,22 +9,6 @@ import torch
 
 from llmc_format.io import open_source
 from llmc_format.rd.calibration import sensitivities
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    d = tmp_path_factory.mktemp("tiny")
-    tok = AutoTokenizer.from_pretrained(str(minilm_dir))
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(
-        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256))
-    model.save_pretrained(d)
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_dir / f, d / f)
-    return d
 
 
 def test_sensitivities_are_mean_squared_gradients(tiny_model_dir: Path, lee_text: str) -> None:
@@ -81,3 +64,44 @@ def test_a_lossy_tensor_the_built_model_lacks_is_reported_first(tiny_model_dir: 
 
     with open_source(tiny_model_dir) as src, pytest.raises(SourceError, match=r"no parameter 'x\.weight'"):
         sensitivities(src, "self", names={"x.weight", "model.layers.0.mlp.up_proj.weight"})
+
+
+def test_statistics_measure_input_moments_and_fisher_axes(tiny_model_dir: Path, lee_text: str) -> None:
+    """E[x_j²] of each Linear's input and the Fisher row/column means, against a direct
+    computation on the original model (one sequence, so the per-batch grad² is exact)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmc_format.rd.calibration import Statistics, statistics
+
+    text = lee_text[:4000]
+    names = {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight",
+             "model.layers.0.input_layernorm.weight"}
+    with open_source(tiny_model_dir) as src:
+        st = statistics(src, text, sequences=1, seq_len=64, names=names)
+    linear = names - {"model.layers.0.input_layernorm.weight"}
+    assert set(st.sensitivity) == names and set(st.input_power) == linear  # a norm is no Linear
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    ids = tok(text, return_tensors="pt")["input_ids"][0][:64][None]
+    seen: dict[str, torch.Tensor] = {}
+    mods = dict(model.named_modules())
+    hooks = [mods[n.removesuffix(".weight")].register_forward_pre_hook(
+        lambda m, a, n=n: seen.__setitem__(n, a[0].detach().reshape(-1, a[0].shape[-1])))
+        for n in linear]
+    model(input_ids=ids, labels=ids).loss.backward()
+    for h in hooks:
+        h.remove()
+    params = dict(model.named_parameters())
+    for n in linear:
+        want = seen[n].double().pow(2).mean(0).numpy()
+        assert st.input_power[n].shape == (params[n].shape[1],)
+        assert st.input_power[n] == pytest.approx(want, rel=1e-4)
+        g2 = params[n].grad.double().pow(2)
+        assert st.fisher_cols[n] == pytest.approx(g2.mean(0).numpy(), rel=1e-4)
+        assert st.fisher_rows[n] == pytest.approx(g2.mean(1).numpy(), rel=1e-4)
+        assert st.fisher_cols[n].mean() == pytest.approx(st.sensitivity[n], rel=1e-6)
+    again = Statistics.from_json(st.to_json())
+    assert again.sensitivity == st.sensitivity
+    assert all((again.input_power[n] == st.input_power[n]).all() for n in linear)
+    with pytest.raises(ValueError):
+        Statistics.from_json({"format": "other", "sensitivity": {}})

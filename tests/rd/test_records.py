@@ -18,6 +18,7 @@ def test_a_real_record_passes() -> None:
     assert rd_problem(GOOD, (0, 63)) is None
     assert rd_problem({"bytes": 453, "bpw": 7.0, "snr_db": math.inf}, (0, 63)) is None
     assert check_rd(GOOD, (0, 63), "w") is GOOD
+    assert rd_problem({**GOOD, "weighted_mse": [2e-6, 5e-6, 3e-5]}, (0, 63)) is None
 
 
 @pytest.mark.parametrize(("change", "why"), [
@@ -37,6 +38,9 @@ def test_a_real_record_passes() -> None:
     ({"rate_scale": 0.0}, "rate_scale"),
     ({"snr_db": math.nan}, "snr_db"),
     ({"bpw": "fast"}, "bpw"),
+    ({"weighted_mse": [1e-6, 2e-6]}, "weighted_mse"),
+    ({"weighted_mse": [1e-6, math.nan, 3e-6]}, "weighted_mse"),
+    ({"weighted_mse": "x"}, "weighted_mse"),
 ])
 def test_bad_records_are_named(change: dict, why: str) -> None:
     rd = {**GOOD, **change}

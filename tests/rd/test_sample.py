@@ -42,3 +42,26 @@ def test_sample_predicts_full_encode(granularity: str) -> None:
         assert m.curve.mse[i] == pytest.approx(full_mse, rel=0.25), (qp, m.curve.mse[i], full_mse)
         assert m.curve.bpw[i] == pytest.approx(full_bpw, rel=0.25)
     assert m.params_bytes == (4 if granularity == "tensor" else 4 * x.shape[0])
+
+
+def test_column_weights_give_the_activation_weighted_mse() -> None:
+    """``col_weights`` u: each sample's weighted MSE is mean u_j·(x − x̂)², checked on the
+    real codec against the full encode; all-ones weights give the plain MSE."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((256, 256)) * 0.02).astype(np.float32)
+    spec = ArraySpec("float32", x.shape, "w")
+
+    def at(qp: int) -> list[dict]:
+        return [{"id": "blockdct", "bits": 10}, {"id": "vvc", "qp": qp, "preset": "faster"}]
+
+    u = np.where(np.arange(256) < 32, 8.0, 0.2)
+    u /= u.mean()
+    m = measure("w", x, at, (24, 32), fraction=1.0, col_weights=u)
+    ones = measure("w", x, at, (24, 32), fraction=1.0, col_weights=np.ones(256))
+    for i, qp in enumerate((24, 32)):
+        d = (x.astype(np.float64) - decode_encoded(encode_tensor(x, spec, at(qp)), spec)) ** 2
+        assert m.curve.weighted[i] == pytest.approx(float((d * u).mean()), rel=1e-9)
+        assert ones.curve.weighted[i] == pytest.approx(ones.curve.mse[i], rel=1e-9)
+    assert measure("w", x, at, (24,), fraction=1.0).curve.weighted is None
+    with pytest.raises(ValueError, match="column weights"):
+        measure("w", x, at, (24,), col_weights=np.ones(7))

@@ -1,0 +1,75 @@
+"""Activation-aware coding: from calibration statistics to column multipliers and weights.
+
+A linear layer's output error is (W − Ŵ)·x, so an error on column j of W reaches the
+output scaled by the input channel x_j: its cost is E[x_j²]·ΔW_ij², not ΔW_ij² (the
+observation behind AWQ, GPTQ, SqueezeLLM and llama.cpp's importance matrix). Two things
+follow, both computed here from ``rd.calibration.Statistics.input_power`` (E[x_j²]):
+
+- **column weights** u_j = E[x_j²] / mean_j E[x_j²] (mean 1): the RD samples measure the
+  *activation-weighted* MSE mean u_j·ΔW_ij² (``rd.sample.measure``), which the allocator
+  minimizes, weighted per tensor by its mean Fisher w_i as before. The normalisation
+  keeps w_i·D_i ≈ Σ_ij F_ij·ΔW_ij² when the Fisher factors as F_ij ∝ E[x_j²]·(row term)
+  (its K-FAC form), so the per-tensor weights stay what they were;
+- **column multipliers** for the ``diagscale`` stage (``codecs/diagscale.py``): the codec
+  codes W·diag(1/c), decoding multiplies by c_j = 1/s_j with
+  s_j = clip((E[x_j²]/mean)^α): a codec that spreads its error evenly over what it codes
+  then leaves column j an error ∝ 1/s_j², less on the columns that meet large inputs.
+  α = 0.5 would equalise the activation-weighted error per column (high-rate theory's
+  optimum), but LLM inputs have outlier channels (E[x_j²] up to 300x the mean on SmolLM2)
+  and one quantization scale per tensor: their magnified columns widen the code range and
+  coarsen every other column's step. Measured on SmolLM2 at 3.0 bits per weight
+  (``research/probe_actscale.py``, docs/results/actscale.md): perplexity 40.9 at α = 0.5,
+  34.9 at 0.35, 35.7 at 0.25 (49.2 without): ``ALPHA`` = 0.35.
+
+Columns whose inputs are (nearly) silent get the largest multiplier; ``CLIP`` bounds the
+ratio so the multipliers stay normal binary16 values and no column's error explodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+#: exponent of the column importance: s_j = (E[x_j²]/mean)^ALPHA (measured, see module doc)
+ALPHA = 0.35
+#: s_j is clipped to [1/CLIP, CLIP]: binary16 holds the multipliers 1/s exactly enough,
+#: and a dead input channel still gets a bounded error
+CLIP = 64.0
+#: relative input power below which a channel counts as silent (floors u and s)
+FLOOR = 1e-8
+
+
+def column_weights(power: np.ndarray) -> np.ndarray:
+    """u_j = E[x_j²] / mean E[x²] (float64, mean 1; silent channels floored at ``FLOOR``)."""
+    p = np.asarray(power, dtype=np.float64).reshape(-1)
+    mean = float(p.mean()) if p.size else 0.0
+    if not (mean > 0 and np.all(np.isfinite(p))):
+        return np.ones_like(p)
+    return np.maximum(p / mean, FLOOR)
+
+
+def column_multipliers(power: np.ndarray, alpha: float = ALPHA, clip: float = CLIP) -> np.ndarray:
+    """c_j = 1/s_j, the factors ``diagscale`` decoding multiplies column j by (float64)."""
+    s = np.clip(column_weights(power) ** alpha, 1.0 / clip, clip)
+    return 1.0 / s
+
+
+def plan_for(input_power: Mapping[str, np.ndarray], names: Iterable[str],
+             shapes: Mapping[str, tuple[int, ...]], alpha: float = ALPHA
+             ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """For the tensors ``names`` with a measured input power of the right length (2-D
+    weights of ``nn.Linear`` layers): the ``Policy.diagscale`` entries ``(cols, None)``
+    (none when ``alpha`` is 0) and the column weights of their RD samples."""
+    scales: dict[str, Any] = {}
+    weights: dict[str, np.ndarray] = {}
+    for n in names:
+        p = input_power.get(n)
+        shape = shapes.get(n, ())
+        if p is None or len(shape) != 2 or np.size(p) != shape[1]:
+            continue
+        weights[n] = column_weights(p)
+        if alpha > 0:
+            scales[n] = (column_multipliers(p, alpha), None)
+    return scales, weights
