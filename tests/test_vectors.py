@@ -112,3 +112,32 @@ def test_vector_under_a_strict_reader(name: str) -> None:
     assert [t.name for t in bad] == [expected["strict"]["tensor"]]
     assert f"frame {expected['strict']['frame']}" in bad[0].problem
     assert errors.BitstreamError.kind == expected["strict"]["error"]  # the taxonomy's name
+
+
+@pytest.mark.parametrize("name", [c for c in CASES if "gguf" in json.loads(
+    (VECTORS / f"{c}.json").read_text())])
+def test_vector_rebuilds_its_gguf_file(name: str, tmp_path: Path) -> None:
+    """FORMAT.md §7.8: the GGUF layout record and the ``ggml`` blocks give back the GGUF file
+    the vector was packed from, byte for byte (its SHA-256 and size are in the JSON)."""
+    import hashlib
+
+    from llmc_format.pipeline.unpack import unpack
+
+    want = json.loads((VECTORS / f"{name}.json").read_text())["gguf"]
+    result = unpack(VECTORS / f"{name}.llmc", tmp_path / "out", format="gguf")
+    assert result.files == ["model.gguf"]
+    data = (tmp_path / "out" / "model.gguf").read_bytes()
+    assert len(data) == want["size"]
+    assert hashlib.sha256(data).hexdigest() == want["sha256"]
+
+
+GRIDS = VECTORS.parent / "ggml-grids.txt"
+
+
+def test_ggml_grids_file_is_the_one_format_md_pins() -> None:
+    """spec/ggml-grids.txt is normative data (§7.6): its SHA-256 is quoted in FORMAT.md
+    (that its tables are gguf's: tests/tools/test_make_ggml_grids.py)."""
+    import hashlib
+
+    digest = hashlib.sha256(GRIDS.read_bytes()).hexdigest()
+    assert digest in (VECTORS.parent / "FORMAT.md").read_text()

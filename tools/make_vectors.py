@@ -116,6 +116,117 @@ def write_ggml_vector(p: Path) -> dict[str, int]:
     return blocks_digest
 
 
+#: the v1-gguf vector: GGUF name -> (ggml type, rows, blocks per row, rows per blob, array
+#: stages before ggml); every type llmc stores whose values §7.6 defines and v1-ggml lacks
+GGUF_VECTOR = {
+    "blk.0.attn_q.weight": ("Q2_K", 4, 1, 2, [{"id": "rowperm", "heads": 2}]),
+    "blk.0.attn_k.weight": ("Q3_K", 3, 1, 2, []),
+    "blk.0.attn_v.weight": ("Q5_K", 2, 1, 1, []),
+    "blk.0.ffn_up.weight": ("Q5_1", 3, 2, 2, []),
+    "blk.0.ffn_gate.weight": ("Q4_0", 2, 3, 2, []),
+    "blk.0.ffn_down.weight": ("Q4_K", 2, 1, 2, []),
+    "blk.1.attn_q.weight": ("Q6_K", 2, 1, 1, []),
+    "blk.1.attn_k.weight": ("TQ1_0", 2, 1, 1, []),
+    "blk.1.attn_v.weight": ("TQ2_0", 2, 1, 2, []),
+    "blk.1.ffn_up.weight": ("MXFP4", 3, 2, 2, []),
+    "blk.1.ffn_gate.weight": ("NVFP4", 2, 2, 1, []),
+    "blk.1.ffn_down.weight": ("IQ4_NL", 2, 2, 2, []),
+    "blk.2.attn_q.weight": ("IQ2_XXS", 2, 1, 1, []),
+    "blk.2.attn_k.weight": ("IQ2_XS", 2, 1, 2, []),
+    "blk.2.attn_v.weight": ("IQ2_S", 2, 1, 1, []),
+    "blk.2.ffn_up.weight": ("IQ3_XXS", 2, 1, 2, []),
+    "blk.2.ffn_gate.weight": ("IQ3_S", 2, 1, 1, []),
+    "blk.2.ffn_down.weight": ("IQ1_S", 2, 1, 2, []),
+    "blk.3.attn_q.weight": ("IQ1_M", 2, 1, 1, []),
+    "blk.3.attn_k.weight": ("Q8_0", 2, 2, 2, []),
+    "blk.3.attn_v.weight": ("BF16", 2, 40, 1, []),
+    "output_norm.weight": ("F32", 1, 24, 1, []),
+}
+
+
+def _gguf_blocks(type_name: str, rows: int, blocks_per_row: int, seed: int) -> np.ndarray:
+    """``_ggml_blocks``, plus realistic scales for the types without a float16 field:
+    MXFP4's E8M0 exponent in [118, 126] (scale 2^-9 .. 2^-1), NVFP4's E4M3 scales below
+    0x40, IQ1_S's qh words fully random, IQ1_M's float16 scale (spread over the top
+    nibbles of its 4 scale words) in [0, 0.01)."""
+    b = _ggml_blocks(type_name, rows, blocks_per_row, seed)
+    n = rows * blocks_per_row
+    rng = np.random.default_rng(seed + 1)
+    blocks = b.reshape(n, -1)
+    if type_name == "MXFP4":
+        blocks[:, 0] = rng.integers(118, 127, n)
+    elif type_name == "NVFP4":
+        blocks[:, 0:4] = rng.integers(1, 0x40, (n, 4))
+    elif type_name == "IQ1_S":  # qh is bits, not a float16: both signs of the delta
+        blocks[:, 34:50] = rng.integers(0, 256, (n, 16))
+    elif type_name == "IQ1_M":
+        d = rng.uniform(0, 0.01, n).astype(np.float16).view(np.uint16).astype(np.uint16)
+        sc = blocks[:, 48:56].copy().view("<u2")
+        for k in range(4):
+            sc[:, k] = (sc[:, k] & 0x0FFF) | (((d >> (4 * k)) & 0xF) << 12)
+        blocks[:, 48:56] = sc.view(np.uint8)
+    return b
+
+
+def write_gguf(path: Path) -> None:
+    """The small GGUF file of ``v1-gguf``: GGUF_VECTOR's tensors in that data order (32-byte
+    alignment, so gaps of padding between them), a few metadata keys, and ``rope_freqs``,
+    which the archive keeps only inside its layout record (``data``)."""
+    import gguf
+
+    from llmc_format.codecs.ggml_types import TYPES
+
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name("llmc conformance v1-gguf")
+    w.add_block_count(4)
+    w.add_uint32("llmc.vector.revision", 3)
+    for i, (name, (type_name, rows, bpr, _, _)) in enumerate(GGUF_VECTOR.items()):
+        raw = _gguf_blocks(type_name, rows, bpr, seed=300 + i)
+        qtype = gguf.GGMLQuantizationType[type_name]
+        w.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=qtype)
+        assert raw.shape[1] == bpr * TYPES[type_name].type_size
+    freqs = np.linspace(1.0, 2.0, 10, dtype=np.float32)
+    w.add_tensor("rope_freqs.weight", freqs)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def write_gguf_vector(p: Path) -> dict:
+    """v1-gguf (spec §7.6-§7.8): the tensors of a small GGUF file (``write_gguf``) stored as
+    ``ggml`` stages with ``digest.decoded``, and the GGUF layout record from which a reader
+    rebuilds that file byte for byte. Returns ``{"sha256", "size"}`` of the GGUF file."""
+    import tempfile
+
+    import gguf
+
+    from llmc_format.codecs.base import ArraySpec
+    from llmc_format.codecs.ggml_types import TYPES
+    from llmc_format.io.gguf_layout import LAYOUT_ATTACHMENT, layout_record
+    from llmc_format.pipeline.pack import encode_native_one
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "v1-gguf.gguf"
+        write_gguf(src)
+        reader = gguf.GGUFReader(str(src))
+        record = layout_record(src, reader.tensors, int(reader.data_offset),
+                               {name: name for name in GGUF_VECTOR})
+        data = src.read_bytes()
+        by_name = {t.name: t for t in reader.tensors}
+        with Writer(p, metadata={"purpose": "conformance", "vector": "v1-gguf"}) as w:
+            for name, (type_name, rows, bpr, per_blob, stages) in GGUF_VECTOR.items():
+                t = TYPES[type_name]
+                info = by_name[name]
+                start = int(info.data_offset)
+                raw = np.frombuffer(data[start:start + int(info.n_bytes)], np.uint8).reshape(rows, -1)
+                spec = ArraySpec(t.dtype, (rows, bpr * t.block_size), name)
+                ggml = {"id": "ggml", "type": type_name, "chunk_bytes": per_blob * raw.shape[1]}
+                write_packed(w, encode_native_one(name, raw, spec, [*stages, ggml]))
+            w.add_attachment(LAYOUT_ATTACHMENT, record, compress=True)
+        return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
 def make_valid(name: str, write: Callable[[Path], None], features: list[str] | None = None) -> None:
     path = VECTORS / f"{name}.llmc"
     write(path)
@@ -423,6 +534,11 @@ def main() -> None:
     def ggml_vector(p: Path) -> None:
         write_ggml_vector(p)
 
+    gguf_file: dict = {}
+
+    def gguf_vector(p: Path) -> None:
+        gguf_file.update(write_gguf_vector(p))
+
     def updated(p: Path) -> None:
         llmc_format.save_file({"t": np.arange(12, dtype=np.float32).reshape(3, 4)}, p)
         append_metadata_update(p, metadata={"user": {"updated": True}})
@@ -430,7 +546,12 @@ def main() -> None:
     valid: dict[str, tuple[Callable[[Path], None], list[str]]] = {
         "v1-exact-basic": (exact_basic, []), "v1-lossy-vvc": (lossy_vvc, []),
         "v1-metadata-update": (updated, []), "v1-lossy-vvc-blockdct": (lossy_vvc_blockdct, []),
-        "v1-ggml": (ggml_vector, []), **feature_vectors()}
+        "v1-ggml": (ggml_vector, []), **feature_vectors(),
+        "v1-gguf": (gguf_vector, ["ggml Q2_K Q3_K Q5_K Q5_1 Q4_0 Q4_K Q6_K Q8_0 IQ4_NL BF16 F32",
+                                  "ggml TQ1_0 TQ2_0 MXFP4 NVFP4",
+                                  "ggml codebook types IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S "
+                                  "IQ3_XXS IQ3_S", "digest.decoded of ggml tensors",
+                                  "rowperm behind Q2_K", "GGUF layout record (rebuild)"])}
     for name, (fn, features) in valid.items():
         if args.only not in (None, name):
             continue
@@ -438,6 +559,11 @@ def main() -> None:
             print(f"keep {name}")
             continue
         make_valid(name, fn, features)
+        if name == "v1-gguf":  # the GGUF file a reader rebuilds from the layout record
+            j = VECTORS / f"{name}.json"
+            expected = json.loads(j.read_text())
+            expected["gguf"] = gguf_file
+            j.write_text(json.dumps(expected, indent=1, sort_keys=True) + "\n")
         record_digest(VECTORS / f"{name}.llmc")
         print(f"wrote {name}")
     invalid = {

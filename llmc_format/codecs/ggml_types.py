@@ -340,6 +340,8 @@ def dequantize(raw: np.ndarray, t: GgmlType, shape: tuple[int, ...], where: str 
 
 
 def _grid_dequantize(blocks: np.ndarray, t: GgmlType, where: str) -> np.ndarray:
+    if not blocks.shape[0]:  # an empty row range: gguf's dequantizers cannot reshape 0 blocks
+        return np.empty((0, t.block_size), np.float32)
     try:
         import gguf
     except ImportError:

@@ -11,7 +11,7 @@ such as ``rope_freqs``, or ones it transforms beyond a row order). Rebuilding
 concatenates them and checks the whole file's SHA-256 against the recorded one.
 
 It is stored as the archive attachment ``.llmc/gguf-layout.msgpack`` (normative:
-spec/FORMAT.md §GGUF layout record); attachments under ``.llmc/`` are the archive's own
+spec/FORMAT.md §7.8, with its errors); attachments under ``.llmc/`` are the archive's own
 and are not written out by unpack.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import msgpack
 
-from llmc_format.errors import FormatError, SourceError
+from llmc_format.errors import CodecError, FormatError, SourceError
 
 #: attachment name of the record (the ``.llmc/`` prefix: internal, never unpacked)
 LAYOUT_ATTACHMENT = ".llmc/gguf-layout.msgpack"
@@ -84,34 +84,49 @@ def layout_record(path: Path, tensors: Iterable[Any], data_offset: int,
     return msgpack.packb(record, use_bin_type=True)
 
 
+def _is_uint(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 64
+
+
 def parse_record(data: bytes) -> dict[str, Any]:
-    """Validate a record's schema (``FormatError`` if anything is off)."""
-    try:
-        rec = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
-    except Exception as exc:
-        raise FormatError(f"GGUF layout record is not valid msgpack ({exc})") from None
+    """Validate a record (spec/FORMAT.md §7.8): the index's msgpack rules (no extension
+    types, str keys, no duplicate keys, one value), then the schema. Any fault is
+    ``CodecError`` (the taxonomy's ``Decode`` of the attachment): the archive stays
+    readable, only the GGUF file cannot be rebuilt."""
+    from llmc_format.container.index import unpack_index_bytes
+
     where = "GGUF layout record"
-    if not isinstance(rec, dict) or rec.get("version") != VERSION:
-        raise FormatError(f"{where}: version {rec.get('version') if isinstance(rec, dict) else rec!r}"
-                          f" is not {VERSION}")
-    for key, typ in (("size", int), ("sha256", str), ("prefix", bytes), ("tensors", list),
-                     ("tail", bytes)):
+    try:
+        rec = unpack_index_bytes(data)
+    except FormatError as exc:  # LimitError included: a record is read like an index
+        raise CodecError(f"{where}: {str(exc).replace('index', 'record')}") from None
+    if not isinstance(rec, dict) or not _is_uint(rec.get("version")) or \
+            rec["version"] != VERSION:  # not True, not 1.0: msgpack keeps the types apart
+        raise CodecError(f"{where}: version {rec.get('version') if isinstance(rec, dict) else rec!r:.40}"
+                         f" is not {VERSION}")
+    if not _is_uint(rec.get("size")):
+        raise CodecError(f"{where}: 'size' missing or not an unsigned integer")
+    sha = rec.get("sha256")
+    if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+        raise CodecError(f"{where}: 'sha256' missing or not 64 lowercase hex digits")
+    for key, typ in (("prefix", bytes), ("tensors", list), ("tail", bytes)):
         if not isinstance(rec.get(key), typ):
-            raise FormatError(f"{where}: {key!r} missing or not {typ.__name__}")
+            raise CodecError(f"{where}: {key!r} missing or not {typ.__name__}")
     total = len(rec["prefix"]) + len(rec["tail"])
     for t in rec["tensors"]:
         ok = isinstance(t, dict) and isinstance(t.get("name"), str) and \
-            isinstance(t.get("type"), str) and isinstance(t.get("size"), int) and \
-            t["size"] >= 0 and isinstance(t.get("gap", b""), bytes) and \
-            (isinstance(t.get("tensor"), str) != isinstance(t.get("data"), bytes))
+            isinstance(t.get("type"), str) and _is_uint(t.get("size")) and \
+            isinstance(t.get("gap", b""), bytes) and \
+            ("tensor" in t) != ("data" in t) and \
+            isinstance(t.get("tensor", ""), str) and isinstance(t.get("data", b""), bytes)
         if not ok:
-            raise FormatError(f"{where}: bad tensor record {str(t)[:80]}")
+            raise CodecError(f"{where}: bad tensor record {str(t)[:80]}")
         if "data" in t and len(t["data"]) != t["size"]:
-            raise FormatError(f"{where}: tensor {t['name']!r} holds {len(t['data'])} bytes, "
-                              f"declares {t['size']}")
+            raise CodecError(f"{where}: tensor {t['name']!r} holds {len(t['data'])} bytes, "
+                             f"declares {t['size']}")
         total += t["size"] + len(t.get("gap", b""))
     if total != rec["size"]:
-        raise FormatError(f"{where}: parts add up to {total} bytes, the file had {rec['size']}")
+        raise CodecError(f"{where}: parts add up to {total} bytes, the file had {rec['size']}")
     return rec
 
 
@@ -126,7 +141,8 @@ def rebuild(rec: dict[str, Any], tensor_bytes: Callable[[str], bytes | memoryvie
     """Write the GGUF file's bytes in order through ``write``; return their SHA-256 (hex).
 
     ``tensor_bytes(name)`` returns an archive tensor's ggml blocks. Sizes are checked
-    against the record as the bytes go out; the caller compares the digest.
+    against the record as the bytes go out (``CodecError``); the caller compares the digest
+    (``DigestError`` on a mismatch, spec/FORMAT.md §7.8).
     """
     sha = hashlib.sha256()
 
@@ -138,7 +154,7 @@ def rebuild(rec: dict[str, Any], tensor_bytes: Callable[[str], bytes | memoryvie
     for t in rec["tensors"]:
         data = t["data"] if "data" in t else tensor_bytes(t["tensor"])
         if len(data) != t["size"]:
-            raise FormatError(f"GGUF tensor {t['name']!r}: archive gave {len(data)} bytes, "
+            raise CodecError(f"GGUF tensor {t['name']!r}: archive gave {len(data)} bytes, "
                               f"the file had {t['size']}")
         out(data)
         if t.get("gap"):

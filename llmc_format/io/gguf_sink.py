@@ -128,9 +128,9 @@ def write_gguf_original(record: dict[str, Any], tensor_bytes: Callable[[str], by
 
     ``record`` is a parsed GGUF layout record (``io.gguf_layout``); ``tensor_bytes(name)``
     returns an archive tensor's ggml blocks. The file is published only if its SHA-256 is
-    the recorded one (``FormatError`` otherwise, nothing left behind).
+    the recorded one (``DigestError`` otherwise, spec/FORMAT.md §7.8; nothing left behind).
     """
-    from llmc_format.errors import FormatError
+    from llmc_format.errors import DigestError
     from llmc_format.io.gguf_layout import rebuild
 
     out = Path(out_dir)
@@ -149,7 +149,7 @@ def write_gguf_original(record: dict[str, Any], tensor_bytes: Callable[[str], by
             f.flush()
             back.finish()
         if digest != record["sha256"]:
-            raise FormatError(f"rebuilt GGUF has SHA-256 {digest}, the packed file had "
+            raise DigestError(f"rebuilt GGUF has SHA-256 {digest}, the packed file had "
                               f"{record['sha256']}")
         publish(tmp, out / GGUF_NAME)
     except BaseException:

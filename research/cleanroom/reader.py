@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 import stat
 import struct
 
@@ -173,10 +174,40 @@ def _check_blobmap(b, nstages):
         raise E("Malformed", "blob stage out of range")
 
 
+_DEVICES = {"con", "prn", "aux", "nul"} | {f"com{i}" for i in range(1, 10)} | {f"lpt{i}" for i in range(1, 10)}
+_WEIGHT = re.compile(r".*\.(safetensors|gguf|index\.json)|pytorch_model.*\.bin")
+
+
 def _valid_attachment_name(name):
-    if "\\" in name or ":" in name or "\x00" in name:
+    """§5.5 names (rev 1.4 'Names safe to unpack' included); the set rules are separate."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in name) or any(c in name for c in '\\<>:"|?*'):
         return False
-    return all(comp not in ("", ".", "..") for comp in name.split("/"))
+    for comp in name.split("/"):
+        if comp in ("", ".", ".."):
+            return False
+        try:
+            if len(comp.encode("utf-8")) > 255:
+                return False
+        except UnicodeEncodeError:
+            return False
+        if comp[-1] in ". " or comp.split(".")[0].lower() in _DEVICES:
+            return False
+    if "/" not in name and _WEIGHT.fullmatch(name.casefold()):
+        return False
+    return name.split("/")[0] != ".llmc-unpack-stage"
+
+
+def _check_name_set(names):
+    """§5.5: no two names equal after case folding; no file that is another's directory."""
+    folded = [n.casefold() for n in names]
+    if len(set(folded)) != len(folded):
+        raise E("Malformed", "attachment names equal after case folding")
+    fs = set(folded)
+    for f in folded:
+        parts = f.split("/")
+        for i in range(1, len(parts)):
+            if "/".join(parts[:i]) in fs:
+                raise E("Malformed", f"attachment {f!r} under a file of the same name")
 
 
 # ================================================================= Reader
@@ -284,6 +315,8 @@ class Reader:
                 raise E("Malformed", f"duplicate tensor name {name}")
             if len(name.encode()) > 1024:
                 raise E("Limit", "tensor name too long")
+            if name == "__metadata__":
+                raise E("Malformed", "reserved tensor name")
             if t.get("dtype") not in DTYPES:
                 raise E("Malformed", f"{name}: dtype")
             shape = t.get("shape")
@@ -364,6 +397,7 @@ class Reader:
             if a["encoding"] == "raw" and a["blob"]["length"] != a["size"]:
                 raise E("Malformed", "raw attachment length")
             self.attachments[name] = a
+        _check_name_set(list(self.attachments))
 
     # ------------------------------------------------------------ step 6
     def _check_tiling(self, idx):
@@ -466,6 +500,10 @@ class Reader:
                 if cfg["id"] == "blockdct" and len(s) < 2:
                     raise E("Decode", "blockdct rank < 2")
                 specs.append(("uint16", s))
+            elif cfg["id"] == "diagscale":  # §7.9
+                if d not in FLOATS or math.prod(s) == 0:
+                    raise E("Decode", f"diagscale on {d}{s}")
+                specs.append(("float32", s))
             else:
                 specs.append((d, s))
         stage_blobs = [[b for b in t["blobs"] if b["stage"] == i] for i in range(len(pl))]
@@ -511,6 +549,86 @@ class Reader:
         if dec is not None and h64(arr.tobytes()) != dec:
             raise E("DigestMismatch", name)
         return arr
+
+
+    def ggml_blocks(self, name, ggml_type):
+        """§7.8: the blocks a tensor's final ggml stage stores (stored row order), all rows."""
+        t = self.tensors[name]
+        if "alias_of" in t:
+            t = self.tensors[t["alias_of"]]
+        pl = t["pipeline"]
+        for i, cfg in enumerate(pl):
+            if cfg["id"] not in CODECS:
+                raise E("UnsupportedCodec", f"{name}: stage {i} id {cfg['id']!r}")
+            CODECS[cfg["id"]][1](cfg)
+        if pl[-1]["id"] != "ggml" or pl[-1]["type"] != ggml_type:
+            raise E("Decode", f"{name} is not stored as ggml {ggml_type}: cannot rebuild the GGUF")
+        if any(c["id"] != "rowperm" for c in pl[:-1]):  # only rowperm keeps the spec (§7)
+            raise E("Decode", f"{name}: an array stage other than rowperm before ggml")
+        spec = (t["dtype"], list(t["shape"]))
+        blobs = [b for b in t["blobs"] if b["stage"] == len(pl) - 1]
+        if math.prod(spec[1] or [1]) == 0:
+            return b""
+        return ggml_decode(self, pl[-1], spec, blobs, want_blocks=True).tobytes()
+
+    def rebuild_gguf(self):
+        """§7.8: the GGUF file (bytes) from '.llmc/gguf-layout.msgpack'."""
+        try:
+            raw = self.attachment(LAYOUT)
+            rec = parse_layout(raw)
+            import hashlib
+            out = [rec["prefix"]]
+            for ent in rec["tensors"]:
+                data = ent.get("data", None)
+                if data is None:
+                    ref = ent["tensor"]
+                    if ref not in self.tensors:
+                        raise E("Decode", f"layout record names no tensor {ref!r}")
+                    data = self.ggml_blocks(ref, ent["type"])
+                    if len(data) != ent["size"]:
+                        raise E("Decode", f"{ref}: {len(data)} block bytes, record says {ent['size']}")
+                out.append(data)
+                out.append(ent.get("gap", b""))
+            out.append(rec["tail"])
+            blob = b"".join(out)
+            if hashlib.sha256(blob).hexdigest() != rec["sha256"]:
+                raise E("DigestMismatch", "rebuilt GGUF SHA-256")
+            return blob
+        except LlmcError as e:
+            e.phase = "decode"
+            raise
+
+
+LAYOUT = ".llmc/gguf-layout.msgpack"
+
+
+def parse_layout(raw):
+    """§7.8 'Encoding': §5 msgpack rules and the schema; every fault is Decode."""
+    try:
+        rec = strict_unpack(bytes(raw))
+    except LlmcError as e:
+        raise E("Decode", f"layout record: {e}")
+    _need(isinstance(rec, dict), "layout record is not a map")
+    _need(is_int(rec.get("version")) and rec["version"] == 1, "layout record version")
+    _need(is_uint(rec.get("size")), "layout record size")
+    sha = rec.get("sha256")
+    _need(isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha),
+          "layout record sha256")
+    _need(isinstance(rec.get("prefix"), bytes) and isinstance(rec.get("tail"), bytes),
+          "layout record prefix/tail")
+    _need(isinstance(rec.get("tensors"), list), "layout record tensors")
+    total = len(rec["prefix"]) + len(rec["tail"])
+    for ent in rec["tensors"]:
+        _need(isinstance(ent, dict) and isinstance(ent.get("name"), str)
+              and isinstance(ent.get("type"), str) and is_uint(ent.get("size")), "layout entry")
+        _need(("tensor" in ent) != ("data" in ent), "layout entry: exactly one of tensor/data")
+        _need(isinstance(ent.get("tensor", ""), str) and isinstance(ent.get("data", b""), bytes)
+              and isinstance(ent.get("gap", b""), bytes), "layout entry types")
+        if "data" in ent:
+            _need(len(ent["data"]) == ent["size"], "layout entry data length")
+        total += ent["size"] + len(ent.get("gap", b""))
+    _need(total == rec["size"], "layout record parts do not add up")
+    return rec
 
 
 # ================================================================= codecs
@@ -897,13 +1015,26 @@ def _decode_frame(cid, blob, W, H, pix_fmt):
     _need(len(frames) == 1, f"{cid}: {len(frames)} pictures")
     fr = frames[0]
     _need(fr.width == W and fr.height == H, f"{cid}: picture {fr.width}x{fr.height} != {W}x{H}")
-    _need(fr.format.name == pix_fmt, f"{cid}: pix_fmt {fr.format.name} != {pix_fmt}")
-    pl = fr.planes[0]
+    # §7.3 (rev 1.4): compare chroma format and bit depth, not the decoder's format name
     depth = PIXFMT_DEPTH[pix_fmt]
+    comps = fr.format.components
+    _need(not fr.format.has_palette and not any(c.is_alpha for c in comps), f"{cid}: alpha/palette")
+    _need(all(c.bits == depth for c in comps), f"{cid}: bit depth {[c.bits for c in comps]} != {depth}")
+    _need(comps and comps[0].is_luma and (comps[0].width, comps[0].height) == (W, H), f"{cid}: luma plane")
+    if pix_fmt.startswith("gray"):
+        _need(len(comps) == 1, f"{cid}: picture is not 4:0:0 ({fr.format.name})")
+    else:  # 4:2:0
+        _need(len(comps) == 3 and all(c.is_chroma and (c.width, c.height) == (-(-W // 2), -(-H // 2))
+                                      for c in comps[1:]), f"{cid}: picture is not 4:2:0 ({fr.format.name})")
+    name = fr.format.name
+    pl = fr.planes[0]
     if depth == 8:
         a = np.frombuffer(memoryview(pl), dtype=np.uint8).reshape(H, pl.line_size)[:, :W].astype("<u2")
     else:
-        a = np.frombuffer(memoryview(pl), dtype="<u2").reshape(H, pl.line_size // 2)[:, :W]
+        dt = ">u2" if name.endswith("be") else "<u2"
+        a = np.frombuffer(memoryview(pl), dtype=dt).reshape(H, pl.line_size // 2)[:, :W].astype("<u2")
+        if name.startswith(("p0", "p2", "p4")):  # MSB-aligned semi-planar: same samples, shifted
+            a = a >> (16 - depth)
     return np.ascontiguousarray(a, dtype="<u2")
 
 
@@ -982,6 +1113,49 @@ def rowperm_decode(rd, cfg, spec, blobs, arr, rows=None, in_rows=None):
         a, b = rows
         return out[a - base:b - base]
     return out
+
+
+# ---------------------------------------------------------------- diagscale (§7.9)
+def diagscale_check(cfg):
+    _closed(cfg, ("cols", "rows"))
+    _need(isinstance(cfg["cols"], bool) and isinstance(cfg["rows"], bool), "diagscale: cols/rows not bool")
+    _need(cfg["cols"] or cfg["rows"], "diagscale: both false")
+
+
+def _half_vector(data, n):
+    _need(len(data) == 2 * n, f"diagscale: vector of {len(data)} bytes, expected {2 * n}")
+    bits = np.frombuffer(bytes(data), "<u2")
+    expo = (bits >> 10) & 31
+    _need(bool(np.all((bits >> 15) == 0) and np.all((expo >= 1) & (expo <= 30))),
+          "diagscale: entry not finite, positive and normal")
+    return bits.view("<f2").astype(np.float32)
+
+
+def diagscale_decode(rd, cfg, spec, blobs, y, rows=None, in_rows=None):
+    dtype, shape = spec
+    _need(dtype in FLOATS and (math.prod(shape) if shape else 1) >= 1, "diagscale: spec")
+    nb = int(cfg["cols"]) + int(cfg["rows"])
+    _need(len(blobs) == nb, "diagscale: blob count")
+    R = shape[0] if shape else 1
+    C = (math.prod(shape) // R) if shape else 1  # 1-D: C = 1 (rows are elements)
+    k = 0
+    cvec = rvec = None
+    if cfg["cols"]:
+        cvec = _half_vector(rd.read_blob(blobs[0]), C)
+        k = 1
+    if cfg["rows"]:
+        rvec = _half_vector(rd.read_blob(blobs[k]), R)
+    y = np.asarray(y)
+    _need(y.dtype == np.float32, "diagscale: next stage did not give float32")
+    _need(not np.isnan(y).any(), "diagscale: NaN from the next stage")
+    a, b = rows if rows is not None else (0, R)
+    m = y.reshape(b - a, C) if (b - a) else y.reshape(0, C)
+    with np.errstate(over="ignore"):
+        t = (m * cvec[None, :]).astype(np.float32) if cvec is not None else m
+        u = (t * rvec[a:b, None]).astype(np.float32) if rvec is not None else t
+    out = finish_float(u, dtype)
+    oshape = _row_shape(shape, a, b) if rows is not None else tuple(shape)
+    return out.reshape(oshape)
 
 
 # ---------------------------------------------------------------- ggml (§7.6)
@@ -1118,10 +1292,205 @@ def ggml_values(typ, blk):
             nib = np.concatenate([seg & 15, seg >> 4], axis=1)
             out[:, 32 * s:32 * s + 32] = (a * KNL[nib]).astype(f32)
         return out
+    if typ == "Q2_K":  # §7.6: e = 128h + 32k + l, q = (qs[32h + l] >> 2k) & 3, s = e div 16
+        sc = blk[:, 0:16].astype(np.int32)
+        qs = blk[:, 16:80].astype(np.int32)
+        d, dmin = _f16(blk, 80)[:, None], _f16(blk, 82)[:, None]
+        out = np.zeros((nbk, 256), f32)
+        for e0 in range(0, 256, 16):
+            s = e0 // 16
+            a = (d * _lo(sc[:, s:s + 1]).astype(f32)).astype(f32)
+            b = (dmin * _hi(sc[:, s:s + 1]).astype(f32)).astype(f32)
+            e = np.arange(e0, e0 + 16)
+            h, k, ll = e // 128, (e % 128) // 32, e % 32
+            q = (qs[:, 32 * h + ll] >> (2 * k)) & 3
+            out[:, e0:e0 + 16] = ((a * q.astype(f32)).astype(f32) - b).astype(f32)
+        return out
+    if typ == "Q3_K":  # §7.6: low 2 bits, high bit from hmask, 6-bit scales
+        hm = blk[:, 0:32].astype(np.int32)
+        qs = blk[:, 32:96].astype(np.int32)
+        sc = blk[:, 96:108].astype(np.int32)
+        d = _f16(blk, 108)[:, None]
+        out = np.zeros((nbk, 256), f32)
+        for e0 in range(0, 256, 16):
+            s = e0 // 16
+            low4 = _lo(sc[:, s]) if s < 8 else _hi(sc[:, s - 8])
+            scs = low4 | (((sc[:, 8 + s % 4] >> (2 * (s // 4))) & 3) << 4)
+            a = (d[:, 0] * (scs - 32).astype(f32)).astype(f32)[:, None]
+            e = np.arange(e0, e0 + 16)
+            h, k, ll = e // 128, (e % 128) // 32, e % 32
+            low = (qs[:, 32 * h + ll] >> (2 * k)) & 3
+            high = (hm[:, ll] >> (4 * h + k)) & 1
+            q = low - 4 * (1 - high)
+            out[:, e0:e0 + 16] = (a * q.astype(f32)).astype(f32)
+        return out
+    if typ == "TQ1_0":
+        qs = blk[:, 0:48].astype(np.int64)
+        qh = blk[:, 48:52].astype(np.int64)
+        d = _f16(blk, 52)[:, None]
+        digits = np.zeros((nbk, 256), np.int64)
+        for i in range(5):
+            for j in range(32):
+                digits[:, 32 * i + j] = (((qs[:, j] * 3 ** i) % 256) * 3) >> 8
+            for j in range(16):
+                digits[:, 160 + 16 * i + j] = (((qs[:, 32 + j] * 3 ** i) % 256) * 3) >> 8
+        for i in range(4):
+            for j in range(4):
+                digits[:, 240 + 4 * i + j] = (((qh[:, j] * 3 ** i) % 256) * 3) >> 8
+        return (d * (digits - 1).astype(f32)).astype(f32)
+    if typ == "TQ2_0":
+        qs = blk[:, 0:64].astype(np.int32)
+        d = _f16(blk, 64)[:, None]
+        e = np.arange(256)
+        h, k, ll = e // 128, (e % 128) // 32, e % 32
+        q = (qs[:, 32 * h + ll] >> (2 * k)) & 3
+        return (d * (q - 1).astype(f32)).astype(f32)
+    if typ == "MXFP4":
+        ev = blk[:, 0].astype(np.uint32)
+        bits = np.where(ev < 2, np.uint32(0x00200000) << ev, (ev - 1) << np.uint32(23)).astype(np.uint32)
+        scale = bits.view(np.float32)[:, None]
+        qs = blk[:, 1:17]
+        nib = np.concatenate([_lo(qs), _hi(qs)], axis=1)
+        return (scale * FP4[nib]).astype(f32)
+    if typ == "NVFP4":
+        sb = blk[:, 0:4].astype(np.int32)
+        ex, man = (sb >> 3) & 15, (sb & 7).astype(f32)
+        val = np.where(ex == 0, man * f32(2.0 ** -9),
+                       (f32(1) + man / f32(8)) * np.exp2((ex - 7).astype(f32)))
+        scale = np.where((sb == 0) | (sb == 0x7F), f32(0), (val * f32(0.5)).astype(f32)).astype(f32)
+        qs = blk[:, 4:36]
+        out = np.zeros((nbk, 64), f32)
+        for g in range(4):
+            seg = qs[:, 8 * g:8 * g + 8]
+            nib = np.concatenate([_lo(seg), _hi(seg)], axis=1)
+            out[:, 16 * g:16 * g + 16] = (scale[:, g:g + 1] * FP4[nib]).astype(f32)
+        return out
+    if typ in IQ_TYPES:
+        return iq_values(typ, blk)
     raise E("Decode", f"ggml: value decoding of {typ} not implemented in this clean-room reader")
 
 
-def ggml_decode(rd, cfg, spec, blobs, rows=None):
+FP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)
+IQ_TYPES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M")
+_GRIDS = {}
+
+
+def grids():
+    """The six tables of spec/ggml-grids.txt, by the rules in its header (§7.6)."""
+    if _GRIDS:
+        return _GRIDS
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "spec", "ggml-grids.txt")
+    with open(path, "rb") as f:
+        text = f.read()
+    import hashlib
+    if hashlib.sha256(text).hexdigest() != "685ec2f81d6056517372fabb89be58e24f74b54a2458694630bcce2d739a274f":
+        raise E("Decode", "spec/ggml-grids.txt does not have the SHA-256 §7.6 pins")
+    cur = None
+    for line in text.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("table "):
+            _, name, n, k = line.split()
+            cur = (name, int(n), int(k), [])
+            _GRIDS[name] = cur
+        else:
+            cur[3].append(int(line, 16))
+    for name, (_, n, k, ents) in list(_GRIDS.items()):
+        a = np.array([[(v >> (8 * j)) & 0xFF for j in range(k)] for v in ents], np.int64)
+        assert a.shape == (n, k)
+        if name == "iq1s_grid":
+            a = np.where(a >= 128, a - 256, a)
+        _GRIDS[name] = a.astype(np.float32)
+    return _GRIDS
+
+
+def _ks(x):
+    x = np.asarray(x, np.int64)
+    pop = np.zeros_like(x)
+    for b in range(7):
+        pop += (x >> b) & 1
+    return x + 128 * (pop % 2)
+
+
+def _sgn(v, t):
+    return np.where(((np.asarray(v, np.int64) >> t) & 1) == 1, np.float32(-1), np.float32(1))
+
+
+def iq_values(typ, blk):
+    """§7.6 codebook types: e = 32 gr + 8 l + t; values exact in binary32."""
+    f32 = np.float32
+    G = grids()
+    nbk = blk.shape[0]
+    b = blk.astype(np.int64)
+
+    def u16(off):
+        return b[:, off] | (b[:, off + 1] << 8)
+
+    def u32(off):
+        return u16(off) | (u16(off + 2) << 16)
+
+    out = np.zeros((nbk, 256), f32)
+    d = _f16(blk, 0) if typ != "IQ1_M" else None
+    if typ == "IQ1_M":
+        sc = [u16(48 + 2 * i) for i in range(4)]
+        dbits = (sc[0] >> 12) | ((sc[1] >> 8) & 0xF0) | ((sc[2] >> 4) & 0xF00) | (sc[3] & 0xF000)
+        d = dbits.astype(np.uint16).view(np.float16).astype(f32)
+    for gr in range(8):
+        for ll in range(4):
+            for t in range(8):
+                e = 32 * gr + 8 * ll + t
+                if typ == "IQ2_XXS":
+                    w = u32(2 + 8 * gr + 4)
+                    db = ((d * (f32(0.5) + (w >> 28).astype(f32))).astype(f32) * f32(0.25)).astype(f32)
+                    g = G["iq2xxs_grid"][b[:, 2 + 8 * gr + ll], t]
+                    v = (db * g).astype(f32) * _sgn(_ks((w >> (7 * ll)) & 127), t)
+                elif typ in ("IQ2_XS", "IQ2_S"):
+                    sbyte = b[:, (66 if typ == "IQ2_XS" else 74) + gr]  # scales[gr]
+                    s = (sbyte & 15) if ll < 2 else (sbyte >> 4)
+                    db = ((d * (f32(0.5) + s.astype(f32))).astype(f32) * f32(0.25)).astype(f32)
+                    if typ == "IQ2_XS":
+                        vv = u16(2 + 2 * (4 * gr + ll))
+                        g = G["iq2xs_grid"][vv & 511, t]
+                        sg = _sgn(_ks(vv >> 9), t)
+                    else:
+                        m = 4 * gr + ll
+                        idx = b[:, 2 + m] | (((b[:, 66 + gr] >> (2 * ll)) & 3) << 8)
+                        g = G["iq2s_grid"][idx, t]
+                        sg = _sgn(b[:, 34 + m], t)
+                    v = (db * g).astype(f32) * sg
+                elif typ == "IQ3_XXS":
+                    w = u32(66 + 4 * gr)
+                    db = ((d * (f32(0.5) + (w >> 28).astype(f32))).astype(f32) * f32(0.5)).astype(f32)
+                    idx = b[:, 2 + 8 * gr + 2 * ll + t // 4]
+                    g = G["iq3xxs_grid"][idx, t % 4]
+                    v = (db * g).astype(f32) * _sgn(_ks((w >> (7 * ll)) & 127), t)
+                elif typ == "IQ3_S":
+                    m = e // 4
+                    idx = b[:, 2 + m] | (((b[:, 66 + m // 8] >> (m % 8)) & 1) << 8)
+                    sbyte = b[:, 106 + gr // 2]
+                    s = (sbyte & 15) if gr % 2 == 0 else (sbyte >> 4)
+                    db = (d * (1 + 2 * s).astype(f32)).astype(f32)
+                    g = G["iq3s_grid"][idx, e % 4]
+                    v = (db * g).astype(f32) * _sgn(b[:, 74 + e // 8], e % 8)
+                elif typ == "IQ1_S":
+                    h = u16(34 + 2 * gr)
+                    dl = (d * (2 * ((h >> 12) & 7) + 1).astype(f32)).astype(f32)
+                    delta = np.where(((h >> 15) & 1) == 1, f32(-0.125), f32(0.125))
+                    idx = b[:, 2 + 4 * gr + ll] | (((h >> (3 * ll)) & 7) << 8)
+                    v = dl * (G["iq1s_grid"][idx, t] + delta).astype(f32)
+                else:  # IQ1_M
+                    s = (sc[gr // 2] >> (6 * (gr % 2) + 3 * (ll // 2))) & 7
+                    dl = (d * (2 * s + 1).astype(f32)).astype(f32)
+                    m = 4 * gr + ll
+                    n = (b[:, 32 + m // 2] >> (4 * (m % 2))) & 15
+                    idx = b[:, m] | ((n & 7) << 8)
+                    delta = np.where((n & 8) != 0, f32(-0.125), f32(0.125))
+                    v = dl * (G["iq1s_grid"][idx, t] + delta).astype(f32)
+                out[:, e] = np.asarray(v, f32)
+    return out
+
+
+def ggml_decode(rd, cfg, spec, blobs, rows=None, want_blocks=False):
     rng = rows
     dtype, shape = spec
     typ = cfg["type"]
@@ -1139,6 +1508,7 @@ def ggml_decode(rd, cfg, spec, blobs, rows=None):
         return np.zeros(tuple(shape), _np_dtype(dtype))
     _need(1 <= R <= rows, "ggml: rows_per_blob")
     W = numel // rows
+    _need(W % bs == 0, "ggml: a row is not a whole number of blocks (1-D blocked tensor?)")
     bpr = W // bs
     _need(len(blobs) == -(-rows // R), "ggml: blob count")
     fields = cfg["fields"]
@@ -1168,6 +1538,8 @@ def ggml_decode(rd, cfg, spec, blobs, rows=None):
             off += n_i
         allblk.append(blk)
     blk = np.concatenate(allblk, axis=0)
+    if want_blocks:
+        return blk
     if rng is not None:
         r0 = jsel[0] * R
         blk = blk[(ra - r0) * bpr:(rb - r0) * bpr]
@@ -1189,6 +1561,7 @@ CODECS = {
     "av1": ("ab", video_check, video_decode),
     "ffv1": ("ab", video_check, video_decode),
     "rowperm": ("aa", rowperm_check, rowperm_decode),
+    "diagscale": ("aa", diagscale_check, diagscale_decode),
     "ggml": ("ab", ggml_check, ggml_decode),
 }
 
@@ -1264,3 +1637,144 @@ def _walk_chain(r):
         next_start = po
         prev = nxt
     return links
+
+
+# ================================================================= strict bitstream checks (§7.3)
+# "Bitstream validity" is a writer rule outside §8 and §12 (a lenient reader decodes such
+# blobs); these are the checks that can be made from §7.3's text and the standards it
+# cites without parsing slice data. Returns a list of problems (empty: none found).
+VVC_RESERVED_TYPES = {4, 5, 6, 11, 26, 27}            # H.266 Table 5 (RSV_*)
+VVC_PARAMETER_SETS = {12, 13, 14, 15, 16, 17}         # OPI, DCI, VPS, SPS, PPS, PREFIX_APS
+VVC_VCL = set(range(0, 12))
+HEVC_RESERVED_TYPES = set(range(10, 16)) | {22, 23} | set(range(24, 32)) | set(range(41, 48))
+HEVC_PARAMETER_SETS = {32, 33, 34}
+HEVC_VCL = set(range(0, 32))
+
+
+def _annexb_nals(blob):
+    """Split an Annex B byte stream into NAL units (bytes), or raise ValueError."""
+    n = len(blob)
+    i = 0
+    while i < n and blob[i] == 0:  # leading zero bytes (the first start code's zeros too)
+        i += 1
+    if i < 2 or i >= n or blob[i] != 1:
+        raise ValueError("does not begin with a start code")
+    i += 1
+    nals = []
+    while True:
+        j = blob.find(b"\x00\x00\x01", i)
+        end = n if j < 0 else j
+        nal = blob[i:end]
+        k = len(nal)
+        while k and nal[k - 1] == 0:  # trailing_zero_8bits (and a 4-byte start code's zero)
+            k -= 1
+        nals.append(nal[:k])
+        if j < 0:
+            return nals
+        i = j + 3
+
+
+def strict_problems(cid, blob):
+    blob = bytes(blob)
+    if cid == "av1":
+        return _strict_av1(blob)
+    if cid not in ("vvc", "hevc"):
+        return []
+    probs = []
+    try:
+        nals = _annexb_nals(blob)
+    except ValueError as e:
+        return [str(e)]
+    seen_vcl = False
+    for k, nal in enumerate(nals):
+        if len(nal) < 3:
+            probs.append(f"NAL {k}: shorter than its header")
+            continue
+        h0, h1 = nal[0], nal[1]
+        if h0 & 0x80:
+            probs.append(f"NAL {k}: forbidden_zero_bit")
+        if cid == "vvc":
+            layer, typ, tid1 = h0 & 0x3F, h1 >> 3, h1 & 7
+            if h0 & 0x40:
+                probs.append(f"NAL {k}: nuh_reserved_zero_bit")
+            reserved, psets, vcl = VVC_RESERVED_TYPES, VVC_PARAMETER_SETS, VVC_VCL
+            if layer > 55:
+                probs.append(f"NAL {k}: reserved nuh_layer_id {layer}")
+        else:
+            typ, layer, tid1 = (h0 >> 1) & 0x3F, ((h0 & 1) << 5) | (h1 >> 3), h1 & 7
+            reserved, psets, vcl = HEVC_RESERVED_TYPES, HEVC_PARAMETER_SETS, HEVC_VCL
+            if layer == 63:
+                probs.append(f"NAL {k}: reserved nuh_layer_id 63")
+        if typ in reserved:
+            probs.append(f"NAL {k}: reserved nal_unit_type {typ}")
+        if tid1 == 0:
+            probs.append(f"NAL {k}: nuh_temporal_id_plus1 = 0")
+        for pat in (b"\x00\x00\x00", b"\x00\x00\x01", b"\x00\x00\x02"):
+            if pat in nal:
+                probs.append(f"NAL {k}: forbidden byte pattern {pat.hex()}")
+        p = nal.find(b"\x00\x00\x03")
+        while p >= 0:
+            if p + 3 < len(nal) and nal[p + 3] > 3:
+                probs.append(f"NAL {k}: 000003 followed by {nal[p + 3]:#x}")
+            p = nal.find(b"\x00\x00\x03", p + 1)
+        body = nal
+        if typ in vcl:  # cabac_zero_words (0x0000, after emulation prevention 0x000003)
+            while body.endswith(b"\x00\x00\x03"):
+                body = body[:-3]
+        if not body or body[-1] == 0:
+            probs.append(f"NAL {k}: RBSP does not end in rbsp_stop_one_bit")
+        if typ in vcl:
+            seen_vcl = True
+        elif typ in psets and seen_vcl:
+            probs.append(f"NAL {k}: parameter set after the slice")
+    if not seen_vcl:
+        probs.append("no slice")
+    return probs
+
+
+def _leb128(b, i):
+    v = 0
+    for k in range(8):
+        if i >= len(b):
+            raise ValueError("leb128 runs past the end")
+        v |= (b[i] & 0x7F) << (7 * k)
+        i += 1
+        if not b[i - 1] & 0x80:
+            return v, i
+    raise ValueError("leb128 longer than 8 bytes")
+
+
+def _strict_av1(blob):
+    probs, i, k = [], 0, 0
+    while i < len(blob):
+        h = blob[i]
+        typ, ext, has_size = (h >> 3) & 15, (h >> 2) & 1, (h >> 1) & 1
+        if h & 0x80:
+            probs.append(f"OBU {k}: obu_forbidden_bit")
+        if h & 1:
+            probs.append(f"OBU {k}: obu_reserved_1bit")
+        if typ == 0 or 9 <= typ <= 14:
+            probs.append(f"OBU {k}: reserved obu_type {typ}")
+        i += 1
+        if ext:
+            if i >= len(blob):
+                return [*probs, f"OBU {k}: extension header past the end"]
+            if blob[i] & 7:
+                probs.append(f"OBU {k}: extension_header_reserved_3bits")
+            i += 1
+        if not has_size:
+            return [*probs, f"OBU {k}: obu_has_size_field = 0"]
+        try:
+            size, i = _leb128(blob, i)
+        except ValueError as e:
+            return [*probs, f"OBU {k}: {e}"]
+        if i + size > len(blob):
+            return [*probs, f"OBU {k}: payload runs past the end of the blob"]
+        payload = blob[i:i + size]
+        if typ == 2 and size:
+            probs.append(f"OBU {k}: temporal delimiter with a payload")
+        if typ in (1, 3) and (not payload or payload[-1] == 0):  # trailing_bits()
+            probs.append(f"OBU {k}: no trailing_bits")
+        i += size
+        k += 1
+    return probs

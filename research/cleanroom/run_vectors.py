@@ -82,6 +82,16 @@ def run_one(path, exp):
                 bad.append(f"attachment {name}: CRASH {e!r}")
         if set(r.attachment_names()) != set(exp.get("attachments", {})):
             bad.append("attachment names differ")
+        if "gguf" in exp:  # §12 item 4: the GGUF file rebuilt from the layout record (§7.8)
+            import hashlib
+            try:
+                g = r.rebuild_gguf()
+                if len(g) != exp["gguf"]["size"] or hashlib.sha256(g).hexdigest() != exp["gguf"]["sha256"]:
+                    bad.append("gguf: rebuilt file differs")
+                else:
+                    notes.append(f"gguf: rebuilt {len(g)} bytes, sha256 {exp['gguf']['sha256'][:16]}... agrees")
+            except LlmcError as e:
+                bad.append(f"gguf: {e.name} ({e})")
         n = len(exp["tensors"])
         badt = {b.split(":")[0] for b in bad if not b.startswith("attachment")}
         got = "valid" if not bad else f"{n - len(badt)}/{n} tensors ok"
@@ -141,6 +151,29 @@ def main():
         vagree += ok == exp
         print(f"| {name} | {'intact' if ok else 'not intact: ' + pr[0][1]} | {'intact' if exp else 'not intact'} | {'yes' if ok == exp else 'NO'} |")
     print(f"\nverify agree: {vagree}/{len(rows)}")
+    # §7.3 bitstream validity (writer check, outside §12): byte-level checks only
+    from reader import Reader as _R
+    from reader import strict_problems
+    print("\n| vector | video blobs | byte-level problems | JSON `strict` |\n|---|---|---|---|")
+    for name, *_ in rows:
+        exp = json.load(open(os.path.join(VEC, name + ".json")))
+        if not exp["valid"]:
+            continue
+        r = _R(os.path.join(VEC, name + ".llmc"))
+        nblobs, found = 0, []
+        for tn in r.tensor_names():
+            t = r.tensors[tn]
+            if "alias_of" in t or t["pipeline"][-1]["id"] not in ("vvc", "hevc", "av1"):
+                continue
+            st = len(t["pipeline"]) - 1
+            for k, b in enumerate(x for x in t["blobs"] if x["stage"] == st):
+                nblobs += 1
+                if strict_problems(t["pipeline"][-1]["id"], r.read_blob(b)):
+                    found.append(f"{tn} frame {k}")
+        if nblobs:
+            want = exp.get("strict")
+            print(f"| {name} | {nblobs} | {', '.join(found) or 'none'} | "
+                  f"{want['tensor'] + ' frame ' + str(want['frame']) if want else '-'} |")
     for name, e, g, a, notes in rows:
         if notes and (not a or "-v" in sys.argv):
             print(f"\n{name}:")

@@ -83,6 +83,15 @@ def test_grid_types_are_the_gguf_delegated_ones() -> None:
     assert {"IQ2_XXS", "IQ3_S", "IQ1_M"} <= GRID_TYPES <= set(QUANTIZED)
 
 
+@pytest.mark.parametrize("name", sorted(QUANTIZED))
+def test_dequantize_no_blocks(name: str) -> None:
+    """An empty row range is zero blocks: every type gives an empty array (gguf's grid
+    dequantizers cannot reshape zero blocks; found by the v1-gguf vector's row ranges)."""
+    t = TYPES[name]
+    out = dequantize(np.empty(0, np.uint8), t, (0, t.block_size))
+    assert out.shape == (0, t.block_size) and out.dtype == np.float32
+
+
 def _encode(name: str, raw: np.ndarray, shape: tuple[int, ...], chunk_bytes: int = 1 << 20):
     t = TYPES[name]
     spec = ArraySpec(t.dtype, shape, "w")

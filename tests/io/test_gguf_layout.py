@@ -9,7 +9,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
-from llmc_format.errors import FormatError
+from llmc_format.errors import CodecError
 from llmc_format.io.gguf_layout import layout_record, parse_record, rebuild, referenced
 
 
@@ -51,7 +51,7 @@ def test_rebuild_is_byte_identical_with_gaps_and_inline_tensors(tmp_path: Path) 
 def test_rebuild_refuses_wrong_sizes(tmp_path: Path) -> None:
     path, tensors, a, _ = _file(tmp_path)
     rec = parse_record(layout_record(path, tensors, 16, {"a": "archive.a"}))
-    with pytest.raises(FormatError, match="40"):
+    with pytest.raises(CodecError, match="40"):
         rebuild(rec, lambda name: a[:-1], lambda b: None)
 
 
@@ -60,7 +60,35 @@ def test_parse_rejects_inconsistent_records(tmp_path: Path) -> None:
     good = msgpack.unpackb(layout_record(path, tensors, 16, {}), raw=False)
     for bad in ({**good, "version": 2}, {**good, "size": good["size"] + 1},
                 {**good, "prefix": "text"}, {**good, "tensors": [{"name": "x"}]}):
-        with pytest.raises(FormatError):
+        with pytest.raises(CodecError):
             parse_record(msgpack.packb(bad, use_bin_type=True))
-    with pytest.raises(FormatError):
+    with pytest.raises(CodecError):
         parse_record(b"\xc1")
+    raw = msgpack.packb(good, use_bin_type=True)
+    for bad_bytes in (raw + b"\x00",  # trailing bytes
+                      raw.replace(b"\xa4tail", b"\xa4size", 1),  # 'size' twice
+                      msgpack.packb({**good, "user": msgpack.ExtType(5, b"x")}, use_bin_type=True),
+                      msgpack.packb({**good, "sha256": good["sha256"].upper()}, use_bin_type=True),
+                      msgpack.packb({**good, "size": True}, use_bin_type=True),
+                      msgpack.packb({**good, "version": 1.0}, use_bin_type=True),
+                      msgpack.packb({**good, "tensors": [{**good["tensors"][0], "tensor": "t"}]},
+                                    use_bin_type=True)):  # both 'data' and 'tensor'
+        with pytest.raises(CodecError) as info:
+            parse_record(bad_bytes)
+        assert info.value.kind == "Decode"
+
+
+def test_wrong_sha256_is_a_digest_mismatch_and_leaves_nothing(tmp_path: Path) -> None:
+    """spec/FORMAT.md §7.8: a rebuilt file whose SHA-256 differs from the record's is
+    ``DigestMismatch``, and it is never published."""
+    from llmc_format.errors import DigestError
+    from llmc_format.io.gguf_sink import write_gguf_original
+
+    path, tensors, a, _ = _file(tmp_path)
+    rec = parse_record(layout_record(path, tensors, 16, {"a": "archive.a"}))
+    rec["sha256"] = "0" * 64
+    out = tmp_path / "out"
+    with pytest.raises(DigestError) as info:
+        write_gguf_original(rec, {"archive.a": a}.__getitem__, out)
+    assert info.value.kind == "DigestMismatch"
+    assert list(out.iterdir()) == []
