@@ -704,9 +704,11 @@ def _print_rd(d: dict[str, Any]) -> None:
                   f"{rd.get('passes')} pass(es)"), highlight=False)
     rows = [t for t in natural_sorted(d["tensors"], key=lambda t: t["name"])
             if "qp" in (t.get("rd") or {}) or (t.get("rd") or {}).get("kept_exact")]
-    if not rows:  # an empty table says nothing: say why, as --plot does
-        raise UsageError(f"{d['path']} has no RD records to show: only a lossy archive (packed "
-                         "at a QP or to a target) has them")
+    if not rows:  # an empty table says nothing: say why (not an error: the archive is fine)
+        out.print(plain(f"{d['path']} has no RD records to show: only a lossy archive (packed "
+                        "at a QP or to a target) has them"), highlight=False, soft_wrap=True)
+        _warn_rd_problems(d)
+        return
     table = Table(title="rate-distortion per lossy tensor")
     for col in ("tensor", "samples (QP: bpw / SNR dB)", "QP", "predicted bpw", "bpw", "SNR dB"):
         table.add_column(col)

@@ -12,7 +12,7 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.codecs.base import ArraySpec, Rows
-from llmc_format.codecs.pipeline import build, decode_tensor
+from llmc_format.codecs.stages import build, decode_tensor
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.reader import ZSTD_MAX_EXPANSION, Reader
@@ -42,6 +42,7 @@ def check_expansion(reader: Reader, entry: TensorEntry) -> None:
     copies = 1 + reader.alias_counts.get(entry.name, 0)
     ids = [c.get("id") for c in entry.pipeline]
     exact = ids == ["exact"]
+    # spec/FORMAT.md §8 rule 10 names these pipelines by id (ids are forever, §7):
     # ggml blocks: at most GGML_MAX_VALUE_EXPANSION value bytes per block byte, then zstd
     native = bool(ids) and ids[-1] == "ggml" and set(ids) <= {"ggml", "rowperm"}
     limit = EXACT_MAX_EXPANSION * (GGML_MAX_VALUE_EXPANSION if native else 1)

@@ -93,14 +93,11 @@ def header(d: dict[str, Any]) -> list[str]:
     if src:
         name = f" {src['name']}" if src.get("name") else ""
         lines.append(f"source:    {src.get('format', '?')}{name}" + (f" ({files})" if files else ""))
-    stored = [t for t in d["tensors"] if _alias_target(t) is None]
-    lossy = [t for t in stored if not t.get("lossless", t["codec"] == "exact")]
+    lossy = [t for t in d["tensors"] if t.get("lossless") is False]  # aliases have no key
     rd = meta.get("rd")
     pol = meta.get("policy") or {}
     if not lossy:
-        codecs = sorted({t["codec"] for t in stored})
-        lines.append("policy:    lossless (every tensor exact)" if codecs in ([], ["exact"])
-                     else f"policy:    lossless ({', '.join(codecs)})")
+        lines.append("policy:    lossless (every tensor bit-exact)")
     else:
         pipes = sorted({t["codec"] for t in lossy})
         qp = "a QP per tensor (RD)" if rd else f"QP {pol.get('qp')}"

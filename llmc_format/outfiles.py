@@ -13,6 +13,10 @@ share or redirect it; then it is renamed into place in one step. The rules here:
 - ``OutputLock``: an advisory ``flock`` on ``.NAME.lock`` beside the destination, held
   while it is written, so two writers of one destination cannot both succeed (the second
   gets ``OutputError`` at once); the lock file is removed by its holder on release;
+- ``check_still_new``: an output that did not exist when the command began must still not
+  exist when it is renamed into place (checked under the lock): two packs to one new name
+  run one after the other — each past its own "does it exist" check before the other
+  finished — would otherwise both succeed, the second silently replacing the first;
 - ``output_errors``: an ``OSError`` while writing (disk full, quota, permission, missing
   directory) becomes an ``OutputError`` naming the path — exit code 3, one line.
 """
@@ -63,6 +67,14 @@ def check_output_file(path: Path) -> None:
     if st is not None and not stat.S_ISREG(st.st_mode):
         raise OutputError(f"{path} is {_kind(st.st_mode)}; llmc only replaces regular files "
                           f"(even with --force)")
+
+
+def check_still_new(path: Path, new: bool) -> None:
+    """``OutputError`` if ``path`` was to be ``new`` (absent when the write began) but
+    exists now: another process created it meanwhile, and it is not replaced."""
+    if new and _lstat(path) is not None:
+        raise OutputError(f"{path} was created by another process while llmc was writing it; "
+                          f"it was not replaced (pass --force to overwrite it)")
 
 
 def check_output_dir(path: Path) -> None:

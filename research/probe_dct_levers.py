@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import decode_encoded, encode_tensor
+from llmc_format.codecs.stages import decode_encoded, encode_tensor
 from research.tune_vvc import _perms, perm_bytes
 from tools.bench_lossy import equal_step_qp
 from tools.models import smollm2_decoder_linear_weights

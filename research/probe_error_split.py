@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import llmc_format
-from llmc_format.codecs.pipeline import is_lossless
+from llmc_format.codecs.stages import is_lossless
 from llmc_format.container.reader import Reader
 from llmc_format.io import open_source
 from tools.models import smollm2_gguf_path

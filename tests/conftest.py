@@ -80,6 +80,111 @@ def rewrite_index() -> Callable[[Path, Callable[[dict], None]], None]:
     return _rewrite_index
 
 
+def _raw_blocks(type_name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Raw blocks of a ggml type gguf-py cannot quantize: random bytes, float16 fields sane."""
+    from llmc_format.codecs.ggml_types import TYPES
+
+    t = TYPES[type_name]
+    n = shape[0] * shape[1] // t.block_size
+    b = rng.integers(0, 256, size=(n, t.type_size), dtype=np.uint8)
+    off = 0
+    for size, width in t.fields:
+        if width == 2:
+            vals = rng.uniform(0, 0.01, size=(n, size // 2)).astype(np.float16)
+            b[:, off:off + size] = vals.view(np.uint8).reshape(n, size)
+        off += size
+    return b.reshape(shape[0], -1)
+
+
+def write_llama_gguf(path: Path, type_of: Callable[[str], str], *, hidden: int = 64,
+                     ff: int = 128, heads: int = 4, kv: int = 2, layers: int = 2,
+                     vocab: int = 96, name: str = "tiny", tied: bool = True,
+                     rope_freqs: bool = False, scale: float = 1.0, seed: int = 0) -> dict[str, str]:
+    """A llama GGUF with random weights, written by gguf-py's ``GGUFWriter`` as llama.cpp
+    lays one out; ``type_of(gguf_name)`` gives each tensor's ggml type (asked in file
+    order). Types gguf-py quantizes (Q4_0..Q8_0) are quantized from the values, other
+    block types are raw blocks with sane scales, F16/BF16/F32 are cast. ``rope_freqs``
+    adds a tensor transformers drops. Returns GGUF name -> ggml type."""
+    import gguf
+    from gguf import GGMLQuantizationType as Q
+
+    rng = np.random.default_rng(seed)
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_name(name)
+    w.add_block_count(layers)
+    w.add_context_length(128)
+    w.add_embedding_length(hidden)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(hidden // heads)
+    w.add_vocab_size(vocab)
+    types: dict[str, str] = {}
+
+    def add(tensor: str, shape: tuple[int, ...]) -> None:
+        type_name = types[tensor] = type_of(tensor)
+        a = (rng.standard_normal(shape) * scale).astype(np.float32)
+        if type_name == "F32":
+            w.add_tensor(tensor, a)
+        elif type_name == "F16":
+            w.add_tensor(tensor, a.astype(np.float16))
+        elif type_name == "BF16":
+            bits = (a.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8).reshape(shape[0], -1)
+            w.add_tensor(tensor, bits, raw_shape=bits.shape, raw_dtype=Q.BF16)
+        elif type_name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
+            q = gguf.quants.quantize(a, Q[type_name])
+            w.add_tensor(tensor, q, raw_shape=q.shape, raw_dtype=Q[type_name])
+        else:
+            q = _raw_blocks(type_name, shape, rng)
+            w.add_tensor(tensor, q, raw_shape=q.shape, raw_dtype=Q[type_name])
+
+    add("token_embd.weight", (vocab, hidden))
+    if rope_freqs:
+        add("rope_freqs.weight", (hidden // heads // 2,))
+    kv_rows = kv * hidden // heads
+    for i in sorted(range(layers), key=str):  # string order (blk.1, blk.10, blk.2), as converters write
+        add(f"blk.{i}.attn_norm.weight", (hidden,))
+        add(f"blk.{i}.attn_q.weight", (hidden, hidden))
+        add(f"blk.{i}.attn_k.weight", (kv_rows, hidden))
+        add(f"blk.{i}.attn_v.weight", (kv_rows, hidden))
+        add(f"blk.{i}.attn_output.weight", (hidden, hidden))
+        add(f"blk.{i}.ffn_norm.weight", (hidden,))
+        add(f"blk.{i}.ffn_gate.weight", (ff, hidden))
+        add(f"blk.{i}.ffn_up.weight", (ff, hidden))
+        add(f"blk.{i}.ffn_down.weight", (hidden, ff))
+    add("output_norm.weight", (hidden,))
+    if not tied:
+        add("output.weight", (vocab, hidden))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return types
+
+
+@pytest.fixture(scope="session")
+def make_llama_gguf() -> Callable[..., dict[str, str]]:
+    """``make_llama_gguf(path, type_of, **sizes)``: see ``write_llama_gguf``."""
+    return write_llama_gguf
+
+
+@pytest.fixture(scope="session")
+def make_tiny_gguf() -> Callable[..., dict[str, str]]:
+    """A 2-layer llama GGUF with random weights, quantized like llama.cpp would:
+    ``make_tiny_gguf(path, lin_type="Q4_1", emb_type="Q8_0", norm_type="F32", tied=True)``."""
+
+    def make(path: Path, lin_type: str = "Q4_1", emb_type: str = "Q8_0",
+             norm_type: str = "F32", tied: bool = True, seed: int = 0) -> dict[str, str]:
+        def type_of(name: str) -> str:
+            return emb_type if name == "token_embd.weight" else \
+                norm_type if "norm" in name else lin_type
+
+        return write_llama_gguf(path, type_of, tied=tied, seed=seed)
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
     """A tiny randomly initialised transformers Llama (2 layers, width 32) with MiniLM's

@@ -47,7 +47,7 @@ from typing import Any
 import numpy as np
 
 import llmc_format
-from llmc_format.codecs.pipeline import is_lossless
+from llmc_format.codecs.stages import is_lossless
 from llmc_format.container.reader import Reader
 from llmc_format.io import open_source
 from llmc_format.pipeline.pack import pack_source

@@ -57,7 +57,7 @@ if __package__ in (None, ""):  # run as a script: make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import EncodedTensor, decode_encoded, encode_tensor
+from llmc_format.codecs.stages import EncodedTensor, decode_encoded, encode_tensor
 from llmc_format.errors import LlmcError
 from llmc_format.metrics import error_energy, snr_record
 from llmc_format.quant.affine import dequantize, quantize

@@ -50,6 +50,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `tools` and `llmc_format` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from llmc_format.codecs.registry import get_codec_class
+
 LLMC = [sys.executable, "-m", "llmc_format.cli"]
 GIB = 1 << 30
 MIB = 1 << 20
@@ -219,7 +221,7 @@ def run_pack_unpack(src: Path, work: Path, codecs: Sequence[str], qp: int, jobs:
             if "pack" in steps or not arc.exists():
                 cmd = [*LLMC, "pack", str(src), "-o", str(arc), "--codec", codec, "-j", str(j),
                        "-q", "-f"]
-                if codec != "exact":
+                if get_codec_class(codec).qp_range is not None:  # type: ignore[attr-defined]  # a QP codec
                     cmd += ["--qp", str(qp)] + (["--preset", preset] if preset else [])
                 rows.append(_row(measure(f"pack {codec} -j{j}", cmd, env=env), arc))
             if "unpack" in steps:
@@ -372,7 +374,7 @@ def encode_setting(tensors: dict[str, np.ndarray], qp: int, preset: str, threads
                    target_pixels: int) -> dict[str, Any]:
     """Encode every tensor with one VVC setting; CPU, wall, rate and SNR."""
     from llmc_format.codecs.base import ArraySpec
-    from llmc_format.codecs.pipeline import decode_encoded, encode_tensor
+    from llmc_format.codecs.stages import decode_encoded, encode_tensor
     from llmc_format.metrics import distortion
 
     pipe = [{"id": "affine", "bits": 10},

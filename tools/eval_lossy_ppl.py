@@ -33,6 +33,7 @@ if __package__ in (None, ""):  # run as a script: make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import llmc_format
+from llmc_format.codecs.stages import is_lossless
 from llmc_format.errors import LlmcError
 from llmc_format.metrics import error_energy, snr_record
 from tools.bench_lossy import Clock, parse_layers
@@ -59,9 +60,9 @@ def evaluate(archive: Path, params: dict[str, Any]) -> dict[str, Any]:
             if "alias_of" in entry:
                 continue
             source = params[name].detach().numpy()
-            if entry["pipeline"][-1]["id"] == "exact":
+            if is_lossless(entry["pipeline"]):
                 if decoded[name].tobytes() != source.astype(decoded[name].dtype).tobytes():
-                    raise LlmcError(f"tensor {name!r} is stored exact but does not match the model")
+                    raise LlmcError(f"tensor {name!r} is stored losslessly but does not match the model")
                 continue
             lossy[name] = decoded[name]
             n += source.size

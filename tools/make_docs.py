@@ -95,6 +95,23 @@ RUNS: dict[str, Run] = {
                                              "--tied", "copy", "--dtype", "bf16"), fast=False),
     "unpack-smollm2-config": Run("unpack.md", ("-n", "dtype", "smol-copy/config.json"),
                                  program="grep", pipe=True, fast=False),
+    "extract-pack": Run("extract.md", ("pack", "minilm", "-o", "minilm-bpw3.llmc", "--codec",
+                                       "vvc", "--bpw", "3"), fast=False),
+    "extract-raw": Run("extract.md", ("extract", "minilm-bpw3.llmc",
+                                      "encoder.layer.0.attention.self.query.weight", "--raw",
+                                      "-o", "q"), fast=False),
+    "extract-npy": Run("extract.md", ("extract", "minilm-bpw3.llmc",
+                                      "encoder.layer.0.attention.self.query.weight", "-o", "q"),
+                       fast=False),
+    "extract-exact-raw": Run("extract.md", ("extract", "minilm-bpw3.llmc",
+                                            "embeddings.LayerNorm.weight", "--raw"),
+                             fast=False),
+    "repack-help": Run("repack.md", ("repack", "-h"), head=8),
+    "repack-lossless": Run("repack.md", ("repack", "minilm.llmc", "-o", "x.llmc", "--bpw", "2")),
+    "repack-bpw": Run("repack.md", ("repack", "minilm-bpw3.llmc", "-o", "minilm-bpw2.5.llmc",
+                                    "--bpw", "2.5"), fast=False),
+    "repack-above": Run("repack.md", ("repack", "minilm-bpw3.llmc", "-o", "y.llmc", "--bpw",
+                                      "4"), fast=False),
 }
 
 

@@ -96,7 +96,7 @@ def write_ggml_vector(p: Path) -> dict[str, int]:
     Returns name -> XXH3-64 of each tensor's blocks (what ``decode_blocks`` must give)."""
     from llmc_format.codecs.base import ArraySpec
     from llmc_format.codecs.ggml_types import TYPES
-    from llmc_format.codecs.pipeline import encode_native
+    from llmc_format.codecs.stages import encode_native
     from llmc_format.container.index import TensorEntry
     from llmc_format.container.writer import Writer
 
@@ -279,6 +279,41 @@ def _affine(bits: int = 10, **kw: object) -> dict:
     return {"id": "affine", "bits": bits, **kw}
 
 
+def _factors(n: int, seed: int, lo: float = -3.0, hi: float = 3.0) -> np.ndarray:
+    """Positive multipliers spread log-uniformly over 2^lo..2^hi (not binary16 values:
+    the encoder rounds them)."""
+    return 2.0 ** np.random.default_rng(seed).uniform(lo, hi, n)
+
+
+def _diagscale(cols: np.ndarray | None, rows: np.ndarray | None) -> dict:
+    return {"id": "diagscale", "col_scale": cols, "row_scale": rows}
+
+
+def diagscale_tensors() -> list[tuple[str, np.ndarray, list[dict]]]:
+    """``v1-lossy-diagscale`` (spec §7.9): the stage before each quantization, on several
+    ranks and dtypes, and before ``exact``; ``ds.extremes`` has the smallest and largest
+    normal binary16 multipliers (its weights sized so nothing overflows)."""
+    bf16 = ml_dtypes.bfloat16
+    ext = np.ones(24)
+    ext[::3], ext[1::3] = 2.0**-14, 65504.0
+    return [
+        ("ds.both.blockdct", _w((64, 96), 28),
+         [_diagscale(_factors(96, 29), _factors(64, 30, -1, 1)), {"id": "blockdct", "bits": 10},
+          {"id": "vvc", "bits": 10, "qp": 30}]),
+        ("ds.cols.affine.bf16", _w((40, 72), 31, bf16),
+         [_diagscale(_factors(72, 32), None), _affine(10), {"id": "hevc", "bits": 10, "qp": 28}]),
+        ("ds.rows.rank3.f16", _w((12, 4, 10), 33, np.float16),
+         [_diagscale(None, _factors(12, 34)), _affine(10), {"id": "vvc", "bits": 10, "qp": 30}]),
+        ("ds.rank1", _w((200,), 35), [_diagscale(np.array([0.7]), _factors(200, 36)),
+                                      _affine(10), {"id": "vvc", "bits": 10, "qp": 30}]),
+        ("ds.exact.f64", _w((5, 24), 37, np.float64) * np.repeat([1e-4, 1.0, 100.0, 1.0, 1.0],
+                                                                  24).reshape(5, 24),
+         [_diagscale(ext, _factors(5, 38)), {"id": "exact"}]),
+        ("ds.exact.0d", np.array(1.5, dtype=np.float32),
+         [_diagscale(np.array([1 / 3]), np.array([3.0])), {"id": "exact"}]),
+    ]
+
+
 def feature_vectors() -> dict[str, tuple[Callable[[Path], None], list[str]]]:
     """The vectors of issue 20: one per feature a reader must get right (a few KB each)."""
     bf16 = ml_dtypes.bfloat16
@@ -387,7 +422,14 @@ def feature_vectors() -> dict[str, tuple[Callable[[Path], None], list[str]]]:
                          ("empty.txt", b"", True),  # an empty file is an empty zstd frame
                          ("notes/raw.txt", b"stored without compression\n" * 4, False)])
 
+    def lossy_diagscale(p: Path) -> None:
+        write_archive(p, diagscale_tensors())
+
     return {
+        "v1-lossy-diagscale": (lossy_diagscale, [
+            "diagscale cols+rows before blockdct+vvc", "diagscale cols before affine+hevc, "
+            "bfloat16", "diagscale rows on rank 3 float16", "diagscale on rank 1 (n x 1 view)",
+            "diagscale + exact, float64, 0-d", "binary16 multipliers from 2^-14 to 65504"]),
         "v1-lossy-vvc-2": (lossy_vvc_2, ["vvc", "affine row", "exact", "clean bitstream"]),
         "v1-lossy-hevc": (lossy_hevc, ["hevc", "gray10le", "gray12le", "shift 2", "blockdct"]),
         "v1-lossy-av1": (lossy_av1, ["av1 libsvtav1 yuv420p10le", "av1 libaom-av1 gray12le",
@@ -510,6 +552,23 @@ RULE_VECTORS: dict[str, tuple[Callable[[bytearray], None], dict]] = {
 }
 
 
+def write_bad_diagscale(path: Path) -> dict:
+    """``bad-diagscale-subnormal``: an intact file (every checksum matches) whose tensor
+    ``w.bad``'s column vector holds a subnormal binary16 (bits 0x0001): ``Decode`` when it
+    is decoded (spec §7.9), while ``w.ok`` (the same tensor, valid vector) reads."""
+    x = _w((4, 6), 39)
+    with Writer(path, metadata={"purpose": "conformance"}) as w:
+        for name in ("w.ok", "w.bad"):
+            packed = encode_one(name, x, [_diagscale(_factors(6, 40), None), {"id": "exact"}])
+            if name == "w.bad":
+                blobs = packed.encoded.blobs
+                stage, vec = blobs[0]
+                assert stage == 0 and len(vec) == 12
+                blobs[0] = (0, vec[:2] + (1).to_bytes(2, "little") + vec[4:])
+            write_packed(w, packed)
+    return expect_error("Decode", "decode", tensor="w.bad")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--only")
@@ -577,6 +636,16 @@ def main() -> None:
                              expect_error("Checksum", "decode", tensor="layer.weight.f32")),
         **RULE_VECTORS,
     }
+    for name, write in {"bad-diagscale-subnormal": write_bad_diagscale}.items():
+        if args.only not in (None, name):
+            continue
+        if (VECTORS / f"{name}.llmc").exists() and not args.force:
+            print(f"keep {name}")
+            continue
+        expect = write(VECTORS / f"{name}.llmc")
+        (VECTORS / f"{name}.json").write_text(json.dumps(expect) + "\n")
+        record_digest(VECTORS / f"{name}.llmc")
+        print(f"wrote {name}")
     for name, (patch, error) in invalid.items():
         if args.only not in (None, name):
             continue

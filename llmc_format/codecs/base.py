@@ -108,6 +108,11 @@ class Codec(ABC):
         self.params = params
 
     @classmethod
+    def label(cls, config: dict[str, Any]) -> str:
+        """How ``inspect`` names a stage with this stored config (default: the codec id)."""
+        return cls.codec_id
+
+    @classmethod
     def check_stored_config(cls, config: dict[str, Any], where: str = "") -> None:
         """Refuse a stored config that lacks a required key or holds an unlisted one.
 
@@ -233,6 +238,15 @@ class ArrayBytesCodec(Codec):
     #: ``extract --raw``: the file extension of each blob (a standalone file some other
     #: tool reads); None: the blobs have no raw form and ``--raw`` refuses
     raw_extension: ClassVar[str | None] = None
+
+    @classmethod
+    def kept_encoding(cls, config: dict[str, Any]) -> dict[str, Any] | None:
+        """The source file's own encoding a stored config of this codec keeps (``ggml``
+        keeps a GGUF tensor's blocks), as the encoder config that stores the same blocks
+        again (``{"id": "ggml", "type": "Q4_1"}``); None: the codec stores values. A tensor
+        stored so can be written back byte for byte (``unpack --format gguf``) and is
+        repacked without decoding."""
+        return None
 
     def raw_record(self, spec: ArraySpec, files: list[str], sizes: list[int]) -> dict[str, Any]:
         """What ``extract --raw`` writes about this stage's blobs (one file each, ``files``

@@ -157,6 +157,12 @@ class DiagScales:
                              f"may be None; got {type(value).__name__}") from None
         return cls(cols, rows)
 
+    @classmethod
+    def by_name(cls, mapping: Any) -> dict[str, DiagScales]:
+        """``{tensor name: DiagScales}`` from a mapping of ``DiagScales`` or pairs (what
+        ``Policy.diagscale`` and ``PackOptions.diagscale`` hold); CodecError if one is bad."""
+        return {str(k): cls.of(v) for k, v in dict(mapping).items()}
+
     def check_shape(self, shape: Sequence[int], name: str) -> None:
         """CodecError unless the vectors fit the tensor of ``shape`` (C columns, R rows)."""
         r, c = matrix_shape(shape)

@@ -111,6 +111,14 @@ class GgmlCodec(ArrayBytesCodec):
         super().__init__(**params)
 
     @classmethod
+    def label(cls, config: dict[str, Any]) -> str:
+        return f"{cls.codec_id}:{config.get('type')}"  # ggml:Q4_1
+
+    @classmethod
+    def kept_encoding(cls, config: dict[str, Any]) -> dict[str, Any] | None:
+        return {"id": cls.codec_id, "type": config.get("type")}
+
+    @classmethod
     def from_config(cls, config: dict[str, Any]) -> GgmlCodec:
         unknown = set(config) - _CONFIG_KEYS
         if unknown:

@@ -16,7 +16,7 @@ import msgpack
 
 from llmc_format import dtypes
 from llmc_format.container import layout
-from llmc_format.container.names import check_names
+from llmc_format.container.names import check_attachment_name, check_names
 from llmc_format.errors import FormatError, LimitError
 from llmc_format.plaindata import too_deep
 
@@ -325,7 +325,10 @@ def _attachment(d: Any, i: int) -> AttachmentEntry:
     where = f"index attachment #{i}"
     if not isinstance(d, dict):
         raise FormatError(f"{where}: not a map")
-    name = _attachment_name(_name(d.get("name"), where), where)
+    name = _name(d.get("name"), where)
+    # safe to write anywhere (FORMAT.md §5.5), checked at open so no reader has to trust
+    # it later: the one check (container.names), by itself here, as a set in parse_index
+    check_attachment_name(name)
     where = f"attachment {name!r}"
     enc = _get(d, "encoding", str, where)
     if enc not in ("raw", "zstd"):
@@ -337,17 +340,6 @@ def _attachment(d: Any, i: int) -> AttachmentEntry:
         raise FormatError(f"{where}: raw attachment of {size} bytes stored in a blob of "
                           f"{blob.length}")
     return AttachmentEntry(name, size, enc, blob)
-
-
-def _attachment_name(name: str, where: str) -> str:
-    """Attachment names are relative POSIX paths that stay inside any directory they are
-    written to (FORMAT.md §5.5), checked at open so no reader has to trust them later."""
-    if any(c in name for c in "\\\x00:"):
-        raise FormatError(f"{where}: attachment name {name!r} contains '\\', ':' or NUL")
-    if any(part in ("", ".", "..") for part in name.split("/")):
-        raise FormatError(f"{where}: attachment name {name!r} is absolute or has an empty, "
-                          "'.' or '..' component")
-    return name
 
 
 def parse_index(obj: Any, *, data_start: int, index_offset: int, alignment: int) -> Index:

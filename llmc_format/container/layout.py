@@ -56,10 +56,13 @@ MAX_UPDATE_CHAIN = 4096
 ZSTD_WINDOW_FLOOR = 1 << 17
 
 #: msgpack maps and arrays an index may hold: one per this many index bytes, plus a slack
-#: for small files. A real index spends 10-65 bytes per container; an empty map costs one
-#: byte but ~72 bytes of Python memory, so without the bound a 50 MB index of empty maps
-#: took 3.6 GB to decode. With it, decoding costs at most ~20x the index size.
-INDEX_BYTES_PER_CONTAINER = 8
+#: for small files. An empty map costs one byte but ~72 bytes of Python memory, so without
+#: the bound a 50 MB index of empty maps took 3.6 GB to decode. Indexes llmc writes spend
+#: 26-68 bytes per container (a tensor entry with one blob is ~7 containers in ~250 bytes),
+#: so 16 leaves them a 1.6x margin at the densest and halves the worst case against 8: a
+#: 4.2 MB index of the most empty maps allowed peaks at 26 MiB traced (was 44 MiB, 300k
+#: maps grew the fuzzer's RSS by 189 MB) — ``python tools/index_budget.py``.
+INDEX_BYTES_PER_CONTAINER = 16
 INDEX_CONTAINER_SLACK = 1 << 16
 #: deepest nesting of the free-form maps (metadata, quant, rd, codec configs): readers
 #: walk them recursively (JSON output, rendering); real ones nest 3-4 levels

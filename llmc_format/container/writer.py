@@ -37,6 +37,7 @@ from llmc_format.errors import FormatError, LlmcError
 from llmc_format.outfiles import (
     OutputLock,
     check_output_file,
+    check_still_new,
     fsync_dir,
     output_errors,
     temp_file,
@@ -63,10 +64,14 @@ class Writer:
         journal: str | None = None,
         resume: bool = False,
         journal_interval: float = DEFAULT_JOURNAL_INTERVAL,
+        new: bool | None = None,
     ) -> None:
         """``journal``: a fingerprint of the source and options; enables the resume
         journal. ``resume``: continue the interrupted write with that fingerprint, if any
-        (``resumed`` then lists the tensors already in the file)."""
+        (``resumed`` then lists the tensors already in the file). ``new``: ``path`` did not
+        exist when the command began (None: whether it exists now, under the lock); a new
+        output that exists by the time it would be renamed into place is not replaced
+        (``OutputError``), at the start and again before the rename."""
         if not layout.valid_alignment(alignment):
             raise FormatError(f"alignment {alignment} must be a power of two in "
                               f"[{layout.MIN_ALIGNMENT}, {layout.MAX_ALIGNMENT}]")
@@ -81,6 +86,8 @@ class Writer:
         self._lock = OutputLock(self.path)
         self._f: Any = None
         try:
+            self._new = not os.path.lexists(self.path) if new is None else new
+            check_still_new(self.path, self._new)
             self._start(journal, resume, journal_interval)
         except BaseException:
             self._lock.release()
@@ -237,6 +244,7 @@ class Writer:
                 os.fsync(self._f.fileno())
                 self._f.close()
                 check_output_file(self.path)  # nothing swapped in meanwhile (we hold the lock)
+                check_still_new(self.path, self._new)
                 os.replace(self.tmp_path, self.path)
                 fsync_dir(self.path.parent)
             if self._journal is not None:
@@ -300,8 +308,16 @@ def append_metadata_update(
     by appending a new index and footer; the data region is not rewritten.
 
     The old index and footer stay in place (recorded as ``previous``) so the file stays
-    fully covered by checksums; ``llmc verify`` walks that chain.
+    fully covered by checksums; ``llmc verify`` walks that chain. The file is locked
+    (``OutputLock``) meanwhile, like every write: a pack or another update of it fails at
+    once instead of interleaving with this append.
     """
+    with OutputLock(Path(path)):
+        _append_metadata_update(path, metadata, tensors)
+
+
+def _append_metadata_update(path: str | os.PathLike[str], metadata: dict[str, Any] | None,
+                            tensors: Iterable[TensorEntry] | None) -> None:
     from llmc_format.container.reader import Reader  # local: reader imports nothing of us
 
     with Reader(path) as r:

@@ -8,7 +8,11 @@ model transformers builds from it). Every source yields tensors lazily, one at a
 
 from typing import Any
 
-from llmc_format.io.base import Source, TensorEntry
+from llmc_format.io.base import Source, SourceTensor
+
+#: the earlier name of ``SourceTensor`` (kept: it was public); ``container.index.TensorEntry``
+#: is the archive index's entry, a different thing
+TensorEntry = SourceTensor
 
 # Lazy: the sinks and torch helpers import torch, which costs seconds at CLI start-up.
 _LAZY = {
@@ -30,6 +34,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Source",
+    "SourceTensor",
     "TensorEntry",
     "from_torch",
     "open_source",

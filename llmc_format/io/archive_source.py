@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from llmc_format.codecs.stages import kept_encoding
 from llmc_format.container.reader import Reader
-from llmc_format.io.base import NativeData, Source, TensorEntry
+from llmc_format.io.base import NativeData, Source, SourceTensor
 
 
 class ArchiveSource(Source):
@@ -23,21 +24,21 @@ class ArchiveSource(Source):
         super().__init__(Path(path))
         self.reader = Reader(path)
 
-    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
+    def tensors(self) -> Iterator[tuple[str, SourceTensor]]:
         from llmc_format.decode import read_tensor
 
         for e in self.reader.index.tensors:
             if e.alias_of is None:
-                yield e.name, TensorEntry(e.name, e.dtype, e.shape,
+                yield e.name, SourceTensor(e.name, e.dtype, e.shape,
                                           lambda n=e.name: read_tensor(self.reader, n),
                                           self.path.name, native=self._native(e))
 
     def _native(self, e: Any) -> NativeData | None:
         from llmc_format.decode import read_native_blocks
 
-        if not e.pipeline or e.pipeline[-1].get("id") != "ggml":
+        last = kept_encoding(e.pipeline)
+        if last is None:
             return None
-        last = {"id": "ggml", "type": e.pipeline[-1].get("type")}
         return NativeData((*(dict(c) for c in e.pipeline[:-1]), last),
                           lambda n=e.name: np.frombuffer(read_native_blocks(self.reader, n),
                                                          np.uint8))

@@ -1,7 +1,7 @@
 """What every input model looks like to llmc: a lazy, ordered stream of tensors.
 
 A model may be larger than RAM, so a ``Source`` never loads tensors up front: it lists
-``(name, TensorEntry)`` pairs whose dtype and shape are known from the file's header, and
+``(name, SourceTensor)`` pairs whose dtype and shape are known from the file's header, and
 a tensor's data is read only when its entry is called. Packing is then one pass, one
 tensor in memory at a time (plus whatever the encoder holds).
 """
@@ -40,7 +40,7 @@ class NativeData:
 
 
 @dataclass(frozen=True)
-class TensorEntry:
+class SourceTensor:
     """One tensor of a source: its name, dtype and shape, and how to read it.
 
     Calling the entry reads the data (the "loader"); everything else is free. The read
@@ -98,7 +98,7 @@ class Source(ABC):
         self.path = path
 
     @abstractmethod
-    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
+    def tensors(self) -> Iterator[tuple[str, SourceTensor]]:
         """``(name, entry)`` for every stored tensor, in file order; ``entry()`` reads it."""
 
     def specs(self) -> list[ArraySpec]:
@@ -144,7 +144,7 @@ def require_exists(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def check_unique(entries: list[tuple[str, TensorEntry]]) -> None:
+def check_unique(entries: list[tuple[str, SourceTensor]]) -> None:
     """``SourceError`` naming both files if two entries share a tensor name."""
     seen: dict[str, str] = {}
     for name, entry in entries:

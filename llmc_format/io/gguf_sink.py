@@ -214,6 +214,7 @@ def original_gguf(r: Reader) -> dict | None:
     """The archive's GGUF layout record when every tensor it takes from the archive is
     stored in its GGUF type (a lossless pack of a GGUF file), else None: the GGUF is then
     written from decoded values (``write_gguf``)."""
+    from llmc_format.codecs.stages import kept_encoding
     from llmc_format.io.gguf_layout import LAYOUT_ATTACHMENT, parse_record, referenced
 
     if LAYOUT_ATTACHMENT not in r.attachment_names():
@@ -222,8 +223,8 @@ def original_gguf(r: Reader) -> dict | None:
     names = set(r.keys())
     for name, (ggml_type, _) in referenced(record).items():
         e = r.resolve(name) if name in names else None
-        last = e.pipeline[-1] if e is not None and e.pipeline else {}
-        if last.get("id") != "ggml" or last.get("type") != ggml_type:
+        kept = kept_encoding(e.pipeline) if e is not None else None
+        if kept is None or kept.get("type") != ggml_type:
             return None
     return record
 

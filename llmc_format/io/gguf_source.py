@@ -51,7 +51,7 @@ import numpy as np
 
 from llmc_format import dtypes
 from llmc_format.errors import SourceError
-from llmc_format.io.base import NativeData, Source, TensorEntry, check_unique, file_facts
+from llmc_format.io.base import NativeData, Source, SourceTensor, check_unique, file_facts
 from llmc_format.io.gguf_layout import LAYOUT_ATTACHMENT, layout_record
 from llmc_format.io.torchconv import contiguous, dtype_name_of_torch, from_torch
 from llmc_format.naming import natural_sorted
@@ -255,7 +255,7 @@ class GgufFile(Source):
 
     # -- tensors -----------------------------------------------------------------------
 
-    def _lazy_entries(self) -> list[tuple[str, TensorEntry]]:
+    def _lazy_entries(self) -> list[tuple[str, SourceTensor]]:
         name_map = self._name_map()
         proc_name = type(self._processor).__name__
         entries = []
@@ -268,7 +268,7 @@ class GgufFile(Source):
             dtype, shape = self._out_spec(tensor, proc_name)
             load = functools.partial(self._load_one, tensor, proc_name, name_map)
             native = self._native(tensor, proc_name, name_map, dtype, shape)
-            entries.append((hf_name, TensorEntry(hf_name, dtype, shape, load,
+            entries.append((hf_name, SourceTensor(hf_name, dtype, shape, load,
                                                  file=self.path.name, native=native)))
         return entries
 
@@ -367,7 +367,7 @@ class GgufFile(Source):
             )
         return contiguous(np.asarray(result.weights))
 
-    def _eager_entries(self) -> list[tuple[str, TensorEntry]]:
+    def _eager_entries(self) -> list[tuple[str, SourceTensor]]:
         """Whole-model fallback for processors that merge tensors (MoE experts, GPT-2)."""
         from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
@@ -384,7 +384,7 @@ class GgufFile(Source):
             dtype = dtype_name_of_torch(tensor.dtype, f"{self.path.name}: tensor {name!r}")
             load = functools.partial(self._eager_get, name)
             entries.append(
-                (name, TensorEntry(name, dtype, tuple(tensor.shape), load, file=self.path.name))
+                (name, SourceTensor(name, dtype, tuple(tensor.shape), load, file=self.path.name))
             )
         return entries
 
@@ -409,7 +409,7 @@ class GgufFile(Source):
                     aliases[n] = targets[0]
         return aliases
 
-    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
+    def tensors(self) -> Iterator[tuple[str, SourceTensor]]:
         return iter(list(self._entries))
 
     def aliases(self) -> dict[str, str]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from llmc_format.errors import SourceError
-from llmc_format.io.base import Source, TensorEntry, check_unique, file_facts
+from llmc_format.io.base import Source, SourceTensor, check_unique, file_facts
 from llmc_format.io.safetensors_source import SafetensorsFile
 from llmc_format.plaindata import loads_json
 
@@ -176,7 +176,7 @@ class HfDirectory(Source):
                     f"{self.index_name}: maps tensor {name!r} to {shard}, but it is {found}"
                 )
 
-    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
+    def tensors(self) -> Iterator[tuple[str, SourceTensor]]:
         return iter(list(self._entries))
 
     def aliases(self) -> dict[str, str]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from llmc_format.dtypes import name_of
 from llmc_format.errors import SourceError
-from llmc_format.io.base import Source, TensorEntry
+from llmc_format.io.base import Source, SourceTensor
 
 
 def _as_numpy(name: str, value: Any) -> np.ndarray:
@@ -39,9 +39,9 @@ class MemorySource(Source):
                 raise SourceError(f"tensor names must be non-empty strings, got {name!r}")
             self._arrays[name] = _as_numpy(name, value)
 
-    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
+    def tensors(self) -> Iterator[tuple[str, SourceTensor]]:
         for name, arr in self._arrays.items():
-            yield name, TensorEntry(name, name_of(arr.dtype), tuple(arr.shape),
+            yield name, SourceTensor(name, name_of(arr.dtype), tuple(arr.shape),
                                     lambda a=arr: a, "<memory>")
 
     def describe(self) -> dict[str, Any]:

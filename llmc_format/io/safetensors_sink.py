@@ -23,14 +23,13 @@ from llmc_format.errors import SourceError
 from llmc_format.io.sink_base import (
     CheckpointLayout,
     Writeback,
-    atomic_write,
     check_aliases,
     missing_targets,
     prepare,
-    publish,
+    publish_shards,
     write_sharded,
 )
-from llmc_format.io.sinks import SinkJob, remove_stale
+from llmc_format.io.sinks import SinkJob
 
 if TYPE_CHECKING:
     import torch
@@ -169,28 +168,15 @@ def write_safetensors_streamed(
                 writeback.finish()
         if next(stream, None) is not None:
             raise SourceError("safetensors writer got more tensors than planned")
-        n = len(temps)
-        finals = [SAFETENSORS.single] if n == 1 else [SAFETENSORS.shard(i + 1, n) for i in range(n)]
-        for tmp, final in zip(temps, finals, strict=True):
-            publish(tmp, out / final)
-        temps = []
-    except BaseException:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
-        raise
-    written = list(finals)
-    if n > 1:
-        weight_map = {name: finals[k] for k, members in enumerate(shards) for i in members
-                      for name in (groups[i][0], *groups[i][4])}
+        shard_of = {name: k for k, members in enumerate(shards) for i in members
+                    for name in (groups[i][0], *groups[i][4])}
         total_size = sum(g[3] * (1 + len(g[4])) for g in groups)
         total_params = sum(math.prod(g[2]) * (1 + len(g[4])) for g in groups)
-        index = {"metadata": {"total_parameters": total_params, "total_size": total_size},
-                 "weight_map": dict(sorted(weight_map.items()))}
-        atomic_write(out / SAFETENSORS.index, (json.dumps(index, indent=2, sort_keys=True)
-                                               + "\n").encode())
-        written.append(SAFETENSORS.index)
-    remove_stale(out, set(written))
-    return written
+        return publish_shards(out, SAFETENSORS, temps, shard_of, total_size, total_params)
+    except BaseException:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)  # those published are gone from here already
+        raise
 
 
 def write(job: SinkJob) -> list[str]:

@@ -25,7 +25,7 @@ from safetensors import SafetensorError, safe_open
 from llmc_format import dtypes
 from llmc_format.dtypes import SAFETENSORS_NAMES
 from llmc_format.errors import SourceError
-from llmc_format.io.base import Source, TensorEntry, file_facts
+from llmc_format.io.base import Source, SourceTensor, file_facts
 from llmc_format.plaindata import loads_json
 
 
@@ -63,7 +63,7 @@ class SafetensorsFile(Source):
         offset_keys = getattr(self._handle, "offset_keys", None)
         return list(offset_keys() if offset_keys is not None else self._handle.keys())
 
-    def _entry(self, name: str) -> TensorEntry:
+    def _entry(self, name: str) -> SourceTensor:
         view = self._handle.get_slice(name)
         code = view.get_dtype()
         dtype = SAFETENSORS_NAMES.get(code)
@@ -73,7 +73,7 @@ class SafetensorsFile(Source):
                 f"which llmc cannot store"
             )
         shape = tuple(int(d) for d in view.get_shape())
-        return TensorEntry(name, dtype, shape, lambda: self._load(name, dtype, shape),
+        return SourceTensor(name, dtype, shape, lambda: self._load(name, dtype, shape),
                            file=self.display_name)
 
     def _load(self, name: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -93,7 +93,7 @@ class SafetensorsFile(Source):
                               f"(bytes {start}..{end}): {exc}") from None
         return out.view(dtypes.to_numpy(dtype)).reshape(shape)
 
-    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
+    def tensors(self) -> Iterator[tuple[str, SourceTensor]]:
         return iter(list(self._entries))
 
     @property

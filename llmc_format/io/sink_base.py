@@ -151,29 +151,38 @@ class ShardWriter:
         """Write the last shard, then give every shard its final name; the names written."""
         if self._current or not self.temp_files:
             self.flush()
-        n = len(self.temp_files)
-        layout = self.layout
-        finals = [layout.single] if n == 1 else [layout.shard(i + 1, n) for i in range(n)]
-        for tmp, final in zip(self.temp_files, finals, strict=True):
-            publish(tmp, self.out_dir / final)
-        self.temp_files = []
-        written = list(finals)
-        if n > 1:
-            # what save_pretrained writes (transformers reads "weight_map"; "metadata" is informative)
-            index = {
-                "metadata": {"total_parameters": self.total_parameters, "total_size": self.total_size},
-                "weight_map": {k: finals[v] for k, v in sorted(self.shard_of.items())},
-            }
-            text = json.dumps(index, indent=2, sort_keys=True) + "\n"
-            atomic_write(self.out_dir / layout.index, text.encode())
-            written.append(layout.index)
-        remove_stale(self.out_dir, set(written))
-        return written
+        temps, self.temp_files = self.temp_files, []
+        return publish_shards(self.out_dir, self.layout, temps, self.shard_of,
+                              self.total_size, self.total_parameters)
 
     def abort(self) -> None:
         for tmp in self.temp_files:
             tmp.unlink(missing_ok=True)
         self.temp_files = []
+
+
+def publish_shards(out_dir: Path, layout: CheckpointLayout, temps: list[Path],
+                   shard_of: Mapping[str, int], total_size: int, total_parameters: int
+                   ) -> list[str]:
+    """Give finished shard files (``temps``, in order) their final names, write the index
+    when there are several (``shard_of``: tensor name -> shard number), then remove stale
+    weight files; the names written. Every sharded writer ends here."""
+    n = len(temps)
+    finals = [layout.single] if n == 1 else [layout.shard(i + 1, n) for i in range(n)]
+    for tmp, final in zip(temps, finals, strict=True):
+        publish(tmp, out_dir / final)
+    written = list(finals)
+    if n > 1:
+        # what save_pretrained writes (transformers reads "weight_map"; "metadata" is informative)
+        index = {
+            "metadata": {"total_parameters": total_parameters, "total_size": total_size},
+            "weight_map": {k: finals[v] for k, v in sorted(shard_of.items())},
+        }
+        text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+        atomic_write(out_dir / layout.index, text.encode())
+        written.append(layout.index)
+    remove_stale(out_dir, set(written))
+    return written
 
 
 def write_sharded(

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from llmc_format.errors import SourceError
-from llmc_format.io.base import Source, TensorEntry, file_facts
+from llmc_format.io.base import Source, SourceTensor, file_facts
 from llmc_format.io.torchconv import dtype_name_of_torch, from_torch
 
 
@@ -69,7 +69,7 @@ class TorchFile(Source):
         self.display_name = display_name or path.name
         self._state: dict[str, torch.Tensor] | None = load_state_dict(path, self.display_name)
         self._aliases: dict[str, str] = {}
-        self._entries: list[tuple[str, TensorEntry]] = []
+        self._entries: list[tuple[str, SourceTensor]] = []
         first_of: dict[tuple[Any, ...], str] = {}
         for name, tensor in self._state.items():
             ident = _identity(tensor)
@@ -78,7 +78,7 @@ class TorchFile(Source):
                 continue
             first_of.setdefault(ident, name)
             dtype = dtype_name_of_torch(tensor.dtype, f"{self.display_name}: tensor {name!r}")
-            entry = TensorEntry(
+            entry = SourceTensor(
                 name, dtype, tuple(tensor.shape), lambda n=name: self._load(n), file=self.display_name
             )
             self._entries.append((name, entry))
@@ -90,7 +90,7 @@ class TorchFile(Source):
         # so copy to hand the caller memory that does not depend on the file staying put.
         return np.array(from_torch(self._state[name]), copy=True)
 
-    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
+    def tensors(self) -> Iterator[tuple[str, SourceTensor]]:
         return iter(list(self._entries))
 
     def aliases(self) -> dict[str, str]:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import final_stage
+from llmc_format.codecs.stages import final_stage
 from llmc_format.codecs.video import bitstream, crossdecode
 from llmc_format.codecs.video.codecs import StoredFrame, VideoCodec, luma_hash
 from llmc_format.container.index import BlobRef, TensorEntry

@@ -5,16 +5,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from llmc_format.codecs.pipeline import is_lossless
+from llmc_format.codecs.stages import is_lossless, stage_label
 from llmc_format.container.layout import is_internal_attachment
 from llmc_format.container.reader import Reader
 from llmc_format.rd.records import qp_range_of, rd_problem, summary_problem
 
 
 def _codec_label(pipeline: tuple[dict[str, Any], ...]) -> str:
-    """Stage ids joined by ``+``; a ``ggml`` stage shows its block type (``ggml:Q4_1``)."""
-    return "+".join(f"ggml:{c.get('type')}" if c.get("id") == "ggml" else str(c.get("id"))
-                    for c in pipeline)
+    """Stage labels joined by ``+`` (a ``ggml`` stage shows its block type: ``ggml:Q4_1``)."""
+    return "+".join(stage_label(c) for c in pipeline)
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -35,11 +34,11 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "lossless": is_lossless(entry.pipeline),
             }
             if t.alias_of is None:
+                row["lossless"] = is_lossless(entry.pipeline)
                 weights += t.numel
                 source_bytes += t.nbytes
                 stored += t.stored_bytes
-                if not is_lossless(entry.pipeline):
-                    lossy += 1
+                lossy += not row["lossless"]
             problem = rd_problem(t.rd, qp_range_of(entry.pipeline))
             if problem is not None:  # shown as unknown, with why; never computed with
                 row["rd_problem"] = problem

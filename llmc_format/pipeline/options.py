@@ -122,7 +122,7 @@ class PackOptions:
         from llmc_format.codecs.diagscale import DiagScales
 
         try:  # rounded to binary16 once, here
-            scales = {str(k): DiagScales.of(v) for k, v in dict(self.diagscale).items()}
+            scales = DiagScales.by_name(self.diagscale)
         except CodecError as exc:
             raise UsageError(str(exc)) from None
         object.__setattr__(self, "diagscale", scales)
@@ -239,7 +239,7 @@ class PackOptions:
         hold the ranges), on a stand-in tensor, without encoding anything."""
         if not final_codec(self.codec).takes_samples:
             return
-        from llmc_format.codecs.pipeline import build
+        from llmc_format.codecs.stages import build
 
         policy = self.policy()
         if self.targeted:
@@ -420,6 +420,9 @@ def run_pack(options: PackOptions, source: Any, dst: str | os.PathLike[str], *,
     """
     from llmc_format.pipeline.pack import pack_source
 
+    # an output absent now must still be absent when it is renamed into place: another
+    # pack to the same new name that finished meanwhile is not silently replaced
+    new = not os.path.lexists(dst)
     if progress is not None:
         progress("reading source", "", 0, 0)
     items = list(source.tensors())
@@ -431,7 +434,7 @@ def run_pack(options: PackOptions, source: Any, dst: str | os.PathLike[str], *,
             warn(w)
     common: dict[str, Any] = {"jobs": options.jobs, "user_metadata": dict(options.metadata),
                               "created": options.created, "executor": executor,
-                              "record_timings": options.record_timings}
+                              "record_timings": options.record_timings, "new": new}
     if options.targeted:
         from llmc_format.pipeline.target import pack_to_target
 

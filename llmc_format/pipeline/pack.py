@@ -31,22 +31,23 @@ import msgpack
 import numpy as np
 
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import (
+from llmc_format.codecs.registry import get_codec_class
+from llmc_format.codecs.stages import (
     EncodedTensor,
     decode_encoded,
     encode_native,
     encode_tensor,
     is_lossless,
+    kept_encoding,
 )
-from llmc_format.codecs.registry import get_codec_class
 from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
+from llmc_format.container.names import check_names
 from llmc_format.container.reader import Reader
 from llmc_format.container.writer import Writer
 from llmc_format.dtypes import name_of
 from llmc_format.errors import CodecError, LlmcError, SourceError
-from llmc_format.io.base import Source
-from llmc_format.io.base import TensorEntry as SourceTensor
+from llmc_format.io.base import Source, SourceTensor
 from llmc_format.metrics import distortion
 from llmc_format.pipeline.executor import Executor, LocalExecutor, Ready, ahead_window
 from llmc_format.pipeline.policy import Policy
@@ -157,7 +158,7 @@ def encode_native_one(name: str, raw: np.ndarray, spec: ArraySpec,
 def native_pipeline(entry: SourceTensor, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     """The pipeline keeping ``entry``'s source encoding, when ``pipeline`` (the policy's
     choice) is lossless and the source offers one; else None."""
-    if entry.native is None or [c.get("id") for c in pipeline] != ["exact"]:
+    if entry.native is None or not is_lossless(pipeline):
         return None
     return [dict(c) for c in entry.native.pipeline]
 
@@ -175,8 +176,7 @@ def encode_entry(name: str, entry: SourceTensor, pipeline: list[dict[str, Any]])
 def source_digest(entry: SourceTensor, stored: TensorEntry) -> int:
     """The source digest a stored tensor records: of the source's own bytes when it was
     stored natively (its final stage holds source blocks), else of its values."""
-    native = entry.native is not None and stored.pipeline and \
-        stored.pipeline[-1].get("id") == "ggml"
+    native = entry.native is not None and kept_encoding(stored.pipeline) is not None
     return tensor_digest(entry.native.load() if native else entry())  # type: ignore[union-attr]
 
 
@@ -331,6 +331,7 @@ def pack_source(
     record_timings: bool = False,
     resume: bool = False,
     journal_interval: float | None = None,
+    new: bool | None = None,
 ) -> Path:
     """Pack an open ``Source`` into the archive ``dst``.
 
@@ -341,7 +342,8 @@ def pack_source(
     ``pipeline.executor`` for Ray); the caller keeps ownership of it. ``resume``
     continues an interrupted pack of the same source with the same options;
     ``journal_interval`` is the seconds between resume-journal commits (default: the
-    writer's; 0 = after every tensor).
+    writer's; 0 = after every tensor). ``new``: ``dst`` did not exist when the command
+    began (``Writer``'s ``new``; None: whether it exists when the writer starts).
 
     RD packing adds: ``rd_records`` (merged into each tensor's ``rd``), ``extra_metadata``
     (merged into the file metadata), and ``reuse``/``reuse_names``: tensors copied blob
@@ -374,6 +376,9 @@ def pack_source(
     reuse_names = reuse_names or set()
     items = list(source.tensors())
     attachments = list(source.attachments())
+    # names the writer would refuse, refused before anything is written (not after the
+    # blobs of every tensor before them)
+    check_names([name for name, _ in items] + list(source.aliases()), [a for a, _ in attachments])
     tied = _tied_record(source.aliases(), attachments, [name for name, _ in items])
     if tied is not None:
         metadata["tied"] = tied
@@ -411,7 +416,7 @@ def pack_source(
         "journal_interval": journal_interval}
     try:
         with Writer(dst, alignment=alignment, metadata=metadata, journal=fingerprint,
-                    resume=resume, **journal_opts) as writer:
+                    resume=resume, new=new, **journal_opts) as writer:
             done = _check_resumed(writer.resumed, items, progress, total)
             todo = items[len(writer.resumed):]
             # closing: an error while writing stops the executor's work at once

@@ -32,6 +32,14 @@ from llmc_format.errors import CodecError, SourceError, UnknownCodecError
 #: unless an affine granularity is chosen, else ``none``
 #: (``pipeline.target.with_target_scaling``)
 TRANSFORMS = ("auto", "none", "dct")
+#: the quantization stage (codec id) each transform puts in front of a codec of samples;
+#: ``repack`` reads an archive's transform back from it (``transform_of``)
+QUANT_STAGES = {"none": "affine", "dct": "blockdct"}
+
+
+def transform_of(quant_stage_id: str) -> str | None:
+    """The transform whose quantization stage is ``quant_stage_id``; None for another stage."""
+    return next((t for t, sid in QUANT_STAGES.items() if sid == quant_stage_id), None)
 
 
 def codec_choices() -> list[str]:
@@ -87,7 +95,7 @@ class Policy:
 
     def __post_init__(self) -> None:
         try:
-            scales = {str(k): DiagScales.of(v) for k, v in dict(self.diagscale).items()}
+            scales = DiagScales.by_name(self.diagscale)
         except CodecError as exc:
             raise SourceError(str(exc)) from None
         object.__setattr__(self, "diagscale", scales)
@@ -140,5 +148,5 @@ class Policy:
         scales = self.diagscale.get(name)
         front = [] if scales is None else [scales.stage_config()]
         if self.transform == "dct" and len(shape) >= 2:  # (a 1-D tensor named by --lossy:
-            return [*front, {"id": "blockdct", "bits": self.bits}, video]  # affine, one row =
-        return [*front, {"id": "affine", "bits": self.bits, **self.affine}, video]  # per tensor)
+            return [*front, {"id": QUANT_STAGES["dct"], "bits": self.bits}, video]  # affine, one row =
+        return [*front, {"id": QUANT_STAGES["none"], "bits": self.bits, **self.affine}, video]  # per tensor)

@@ -43,14 +43,19 @@ from typing import Any
 import numpy as np
 
 from llmc_format.codecs.base import ArrayBytesCodec
-from llmc_format.codecs.pipeline import is_lossless
 from llmc_format.codecs.registry import final_codecs, get_codec
+from llmc_format.codecs.stages import is_lossless
 from llmc_format.container import layout
 from llmc_format.container.reader import Reader
 from llmc_format.errors import TargetError
-from llmc_format.io.base import Source
-from llmc_format.io.base import TensorEntry as SourceTensor
-from llmc_format.outfiles import OutputLock, check_output_file, check_outside_source, temp_dir
+from llmc_format.io.base import Source, SourceTensor
+from llmc_format.outfiles import (
+    OutputLock,
+    check_output_file,
+    check_outside_source,
+    check_still_new,
+    temp_dir,
+)
 from llmc_format.pipeline.pack import (
     encode_entry,
     encode_one,
@@ -58,7 +63,7 @@ from llmc_format.pipeline.pack import (
     pack_source,
     with_encoder_threads,
 )
-from llmc_format.pipeline.policy import Policy, final_codec
+from llmc_format.pipeline.policy import QUANT_STAGES, Policy, final_codec, transform_of
 from llmc_format.rd.activation import ALPHA
 from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr, min_bits
 from llmc_format.rd.calibration import Statistics
@@ -331,9 +336,14 @@ def pack_to_target(
     calibration: str | None = None,
     sensitivity: Mapping[str, float] | Statistics | None = None,
     activation_alpha: float | None = ALPHA,
+    new: bool | None = None,
     **pack_kwargs: Any,
 ) -> dict[str, Any]:
     """Pack ``source`` into ``dst`` meeting ``target``; returns the RD summary recorded.
+
+    ``new``: ``dst`` did not exist when the command began (None: whether it exists now);
+    then it is not replaced if another process creates it meanwhile
+    (``outfiles.check_still_new``).
 
     ``calibration`` (a text, or ``rd.calibration.SELF`` for text the model samples itself)
     replaces the data-free weighting by each tensor's mean squared loss gradient on that
@@ -356,6 +366,7 @@ def pack_to_target(
     """
     check_outside_source(Path(dst), source.path)  # before measuring anything
     check_output_file(Path(dst))
+    new = not os.path.lexists(dst) if new is None else new
     if not (policy.codec_class.sample_qps and policy.codec_class.qp_range):
         raise TargetError(f"size/quality targets need a lossy codec ({', '.join(target_codecs())}), "
                           f"not {policy.codec!r}")
@@ -365,7 +376,7 @@ def pack_to_target(
     policy = with_target_scaling(policy)
     if plan is None:
         whole = pack_exact_if_it_fits(source, dst, target, policy=policy, jobs=jobs,
-                                      progress=progress, **pack_kwargs)
+                                      progress=progress, new=new, **pack_kwargs)
         if whole is not None:
             return whole
     # the candidates (read from the plan when given; else their entries, no data read)
@@ -421,14 +432,14 @@ def pack_to_target(
         work_dir = temp_dir(dst, ".rd")
         try:
             return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
-                           names, work_dir, progress, pack_kwargs, note)
+                           names, work_dir, progress, pack_kwargs, new, note)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: Target, *,
                           policy: Policy, jobs: int | None = None,
-                          progress: Progress | None = None,
+                          progress: Progress | None = None, new: bool = False,
                           **pack_kwargs: Any) -> dict[str, Any] | None:
     """Keep every tensor exact when that meets a size or bpw target; None if it does not.
 
@@ -464,7 +475,22 @@ def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: T
             if total > budget:
                 return None  # (the pool finishes the tensors already started)
     dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.exact")
+    # a private directory of a unique name (0700, created exclusively) holds the pack until
+    # it is renamed over dst: no fixed name another process could pre-create or race on
+    private = temp_dir(dst, ".exact")
+    tmp = private / dst.name
+    try:
+        return _publish_exact(source, dst, tmp, target, names, policy=policy, jobs=jobs,
+                              progress=progress, new=new, **pack_kwargs)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _publish_exact(source: Source, dst: Path, tmp: Path, target: Target, names: set[str], *,
+                   policy: Policy, jobs: int, progress: Progress | None, new: bool,
+                   **pack_kwargs: Any) -> dict[str, Any] | None:
+    """Pack every candidate exact into ``tmp`` and rename it over ``dst`` if it meets the
+    target (None, and nothing renamed, when the index estimate was short)."""
     summary: dict[str, Any] = {"target": target.describe(), "lambda": None,
                                "weighting": "none (every candidate fits exact)", "passes": 1,
                                "predicted_lossy_bits": 0.0, "kept_exact": sorted(names)}
@@ -476,11 +502,13 @@ def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: T
     achieved = _achieved(tmp, names)
     value = achieved["file_bytes"] if target.kind == "size" else achieved["rd_bpw_all_in"]
     if value > target.value:  # the estimate of the index was short: allocate after all
-        tmp.unlink()
         return None
     if value < target.value * (1 - target.tolerance):
         summary["within_tolerance"] = False
-    os.replace(tmp, dst)
+    with OutputLock(dst):  # a pack or repack writing dst meanwhile: fail, do not interleave
+        check_output_file(dst)
+        check_still_new(dst, new)
+        os.replace(tmp, dst)
     summary["achieved"] = achieved
     return summary
 
@@ -526,7 +554,7 @@ def _refuse_impossible(target: Target, plan: Plan, qrange: range) -> None:
 def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
             qrange: range, weights: dict[str, float], weighting: str, names: set[str],
             work_dir: Path, progress: Progress | None, pack_kwargs: dict[str, Any],
-            note: dict[str, Any] | None = None) -> dict[str, Any]:
+            new: bool, note: dict[str, Any] | None = None) -> dict[str, Any]:
     # bytes outside the allocation: tensors it does not decide and attachments (measured
     # in step 1), and header, index and padding (estimated, then measured)
     outside = plan.exact_bytes + plan.attachment_bytes
@@ -614,6 +642,7 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
                               f"{npass} passes (last file {file_bytes:,} bytes)")
     assert previous is not None
     check_output_file(dst)
+    check_still_new(dst, new)  # (we hold dst's lock: pack_to_target)
     if progress:
         progress("writing", dst.name, 0, 1)
     os.replace(previous, dst)
@@ -715,6 +744,7 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
     """
     from llmc_format.io.archive_source import ArchiveSource
 
+    new = not os.path.lexists(dst)  # (decided before the work: see pack_to_target)
     with ArchiveSource(src) as source:
         entries = [e for e in source.reader.index.tensors if e.alias_of is None]
         lossy = [e for e in entries if not is_lossless(e.pipeline)]
@@ -730,7 +760,11 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
             raise TargetError(f"{src}: {where} is not coded by a codec a target can drive "
                               f"({video.codec_id}; those are {', '.join(target_codecs())}): "
                               f"nothing to re-target")
-        dct = affine.codec_id == "blockdct"
+        transform = transform_of(affine.codec_id)
+        if transform is None:
+            raise TargetError(f"{src}: {where} is not quantized by a stage a target packs with "
+                              f"({', '.join(QUANT_STAGES.values())}): nothing to re-target")
+        dct = transform == "dct"
         policy = Policy(codec=video.codec_id, preset=video.params.get("preset"),
                         bits=int(affine.params.get("bits", 10)), min_lossy_numel=2**62,
                         affine={} if dct else
@@ -762,7 +796,7 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
                                   progress=progress)
             plan.carried = carried
         summary = pack_to_target(source, dst, target, policy=policy, jobs=jobs,
-                                 weighting=weighting, progress=progress, plan=plan)
+                                 weighting=weighting, progress=progress, plan=plan, new=new)
     summary["repacked_from"] = Path(src).name
     summary["versus_original"] = _versus_original(Path(dst))
     return summary

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from llmc_format.codecs.pipeline import is_lossless
+from llmc_format.codecs.stages import is_lossless
 from llmc_format.container import layout
 from llmc_format.container.index import unpack_index_bytes
 from llmc_format.container.reader import Reader

@@ -500,11 +500,6 @@ class AffineCodec(ArrayArrayCodec):
         self._check_input(spec)
         return ArraySpec(CODES_DTYPE, spec.shape, spec.name)
 
-    def params_nbytes(self, spec: ArraySpec, param_dtype: str | None = None) -> int:
-        """Size of the params blob for ``spec`` (``auto`` counts as 2-byte params)."""
-        pd = param_dtype or self.params["param_dtype"]
-        return 2 * self.grid(spec).n_cells * (4 if pd == "float32" else 2)
-
     def encode(self, array: np.ndarray, spec: ArraySpec) -> Encoded:
         self._check_input(spec)
         spec.check(array, what="input")

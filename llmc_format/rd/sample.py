@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec
-from llmc_format.codecs.pipeline import build
 from llmc_format.codecs.registry import get_codec
+from llmc_format.codecs.stages import build
 from llmc_format.dtypes import name_of
 from llmc_format.metrics import error_energy
 from llmc_format.rd.model import RDCurve

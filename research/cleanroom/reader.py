@@ -150,7 +150,7 @@ def strict_unpack(data: bytes):
         raise E("Malformed", f"invalid msgpack: {e!r}")
     counter = [0]
     _walk_check(obj, 0, counter)
-    if counter[0] > n // 8 + 65536:
+    if counter[0] > n // 16 + 65536:
         raise E("Limit", "too many containers")
     return obj
 

@@ -14,8 +14,8 @@ from hypothesis.extra import numpy as hnp
 import llmc_format
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.codecs.diagscale import DiagScaleCodec, DiagScales, matrix_shape
-from llmc_format.codecs.pipeline import build, decode_encoded, decode_tensor, encode_tensor
 from llmc_format.codecs.registry import get_codec
+from llmc_format.codecs.stages import build, decode_encoded, decode_tensor, encode_tensor
 from llmc_format.container.reader import Reader
 from llmc_format.errors import CodecError, UsageError
 from llmc_format.pipeline.policy import Policy

@@ -225,3 +225,17 @@ def test_conformance_vector_blocks_and_values() -> None:
                 ref = stored_to_rows(ref, e.pipeline[0]["heads"])
             got = read_tensor(r, name)
             assert got.astype(np.float32).tobytes() == ref.astype(np.float32).tobytes(), name
+
+
+def test_the_codec_says_what_source_encoding_it_keeps() -> None:
+    """pack, repack and ``unpack --format gguf`` ask the stored pipeline's final codec
+    (``kept_encoding``), and inspect its ``label``, instead of comparing ids to "ggml"."""
+    from llmc_format.codecs.stages import kept_encoding, stage_label
+
+    stored = [{"id": "rowperm", "heads": 4},
+              {"id": "ggml", "type": "Q4_1", "layout": 1, "fields": [], "rows_per_blob": 8}]
+    assert kept_encoding(stored) == {"id": "ggml", "type": "Q4_1"}
+    assert [stage_label(c) for c in stored] == ["rowperm", "ggml:Q4_1"]
+    assert kept_encoding([{"id": "exact", "layout": 1, "chunk_elems": 8}]) is None
+    assert kept_encoding([{"id": "no-such-codec"}]) is None and kept_encoding([]) is None
+    assert stage_label({"id": "no-such-codec"}) == "no-such-codec"

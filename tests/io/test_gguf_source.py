@@ -236,7 +236,7 @@ def test_smollm2_attachments_make_a_loadable_directory(smollm_gguf: Path, tmp_pa
 
 
 def test_tensors_come_in_natural_order_and_the_gguf_still_comes_back(
-        tmp_path: Path, make_tiny_gguf) -> None:
+        tmp_path: Path, make_llama_gguf) -> None:
     """A GGUF written in string order (blk.1, blk.10, blk.11, blk.2) is packed in natural
     order — what pack's progress shows — and unpacks to the same file byte for byte."""
     import llmc_format
@@ -244,7 +244,7 @@ def test_tensors_come_in_natural_order_and_the_gguf_still_comes_back(
     from llmc_format.pipeline.unpack import unpack
 
     path = tmp_path / "twelve.gguf"
-    make_tiny_gguf(path, layers=12)
+    make_llama_gguf(path, lambda name: "F32" if "norm" in name else "Q4_1", layers=12)
     with open_source(path) as src:
         names = [n for n, _ in src.tensors()]
     assert names == natural_sorted(names) and len(names) == 12 * 9 + 2

@@ -115,8 +115,8 @@ def test_corrupt_header_is_a_source_error(tmp_path: Path) -> None:
 
 def test_declared_shape_mismatch_is_caught_on_load(tmp_path: Path) -> None:
     """A loader that returns something else than the header promised is reported."""
-    from llmc_format.io.base import TensorEntry
+    from llmc_format.io.base import SourceTensor
 
-    entry = TensorEntry("w", "float32", (2, 2), lambda: np.zeros(3, np.float32), file="f")
+    entry = SourceTensor("w", "float32", (2, 2), lambda: np.zeros(3, np.float32), file="f")
     with pytest.raises(SourceError, match=r"'w'.*float32\[2, 2\]"):
         entry()

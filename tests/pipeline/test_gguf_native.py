@@ -1,15 +1,17 @@
 """GGUF in, the same GGUF out: a lossless pack keeps every tensor in its ggml type.
 
-The GGUF is written here with gguf-py's ``GGUFWriter``: its tensors in many ggml types
-(Q4_0 ... Q8_0 quantized by ``gguf.quants.quantize``, K-quants and IQ4 as raw blocks with
-sane scales, F16, BF16, F32) and one tensor transformers drops (``rope_freqs``, kept in
-the layout record). Gaps and padding: tests/io/test_gguf_layout.py.
+The GGUF is written with gguf-py's ``GGUFWriter`` (``make_llama_gguf``, tests/conftest.py):
+its tensors in many ggml types (Q4_0 ... Q8_0 quantized by ``gguf.quants.quantize``,
+K-quants and IQ4 as raw blocks with sane scales, F16, BF16, F32) and one tensor
+transformers drops (``rope_freqs``, kept in the layout record). Gaps and padding:
+tests/io/test_gguf_layout.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,79 +33,18 @@ LINEAR_TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", 
                 "Q6_K", "IQ4_NL", "IQ4_XS", "F16", "BF16"]
 
 
-def _blocks(name: str, shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Raw blocks of a type gguf-py cannot quantize: random bytes, float16 fields sane."""
-    from llmc_format.codecs.ggml_types import TYPES
-
-    t = TYPES[name]
-    n = shape[0] * shape[1] // t.block_size
-    b = rng.integers(0, 256, size=(n, t.type_size), dtype=np.uint8)
-    off = 0
-    for size, width in t.fields:
-        if width == 2:
-            vals = rng.uniform(0, 0.01, size=(n, size // 2)).astype(np.float16)
-            b[:, off:off + size] = vals.view(np.uint8).reshape(n, size)
-        off += size
-    return b.reshape(shape[0], -1)
-
-
-def write_mixed_gguf(path: Path, seed: int = 0) -> dict[str, str]:
-    """A 2-layer llama GGUF whose linear tensors cycle through ``LINEAR_TYPES``; returns
-    GGUF name -> ggml type."""
-    Q = gguf.GGMLQuantizationType
-    rng = np.random.default_rng(seed)
-    w = gguf.GGUFWriter(str(path), "llama")
-    w.add_name("mixed")
-    w.add_block_count(LAYERS)
-    w.add_context_length(128)
-    w.add_embedding_length(HIDDEN)
-    w.add_feed_forward_length(FF)
-    w.add_head_count(HEADS)
-    w.add_head_count_kv(KV)
-    w.add_layer_norm_rms_eps(1e-5)
-    w.add_rope_dimension_count(HIDDEN // HEADS)
-    w.add_vocab_size(VOCAB)
-    types: dict[str, str] = {}
-
-    def add(name: str, shape: tuple[int, ...], type_name: str) -> None:
-        types[name] = type_name
-        a = (rng.standard_normal(shape) * 0.02).astype(np.float32)
-        if type_name == "F32":
-            w.add_tensor(name, a)
-        elif type_name == "F16":
-            w.add_tensor(name, a.astype(np.float16))
-        elif type_name == "BF16":
-            bits = (a.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
-            w.add_tensor(name, bits.reshape(shape[0], -1), raw_shape=bits.reshape(shape[0], -1).shape,
-                         raw_dtype=Q.BF16)
-        elif type_name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
-            q = gguf.quants.quantize(a, Q[type_name])
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=Q[type_name])
-        else:
-            q = _blocks(type_name, shape, rng)  # type: ignore[arg-type]
-            w.add_tensor(name, q, raw_shape=q.shape, raw_dtype=Q[type_name])
-
-    add("token_embd.weight", (VOCAB, HIDDEN), "Q8_0")
-    add("rope_freqs.weight", (HIDDEN // HEADS // 2,), "F32")  # transformers drops it
-    kv_rows = KV * HIDDEN // HEADS
-    linear = iter(LINEAR_TYPES * 2)
-    for i in range(LAYERS):
-        add(f"blk.{i}.attn_norm.weight", (HIDDEN,), "F32")
-        add(f"blk.{i}.attn_q.weight", (HIDDEN, HIDDEN), next(linear))
-        add(f"blk.{i}.attn_k.weight", (kv_rows, HIDDEN), next(linear))
-        add(f"blk.{i}.attn_v.weight", (kv_rows, HIDDEN), next(linear))
-        add(f"blk.{i}.attn_output.weight", (HIDDEN, HIDDEN), next(linear))
-        add(f"blk.{i}.ffn_norm.weight", (HIDDEN,), "F16")
-        add(f"blk.{i}.ffn_gate.weight", (FF, HIDDEN), next(linear))
-        add(f"blk.{i}.ffn_up.weight", (FF, HIDDEN), next(linear))
-        add(f"blk.{i}.ffn_down.weight", (HIDDEN, FF), next(linear))
-    add("output_norm.weight", (HIDDEN,), "F32")
-    add("output.weight", (VOCAB, HIDDEN), "Q6_K")
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return types
+def mixed_types(name: str, linear: Iterator[str]) -> str:
+    """The ggml type of each tensor of the mixed GGUF: linear ones cycle through
+    ``LINEAR_TYPES`` (``linear``), the rest as llama.cpp stores them."""
+    if name == "token_embd.weight":
+        return "Q8_0"
+    if name == "output.weight":
+        return "Q6_K"
+    if name.endswith("ffn_norm.weight"):
+        return "F16"
+    if "norm" in name or name == "rope_freqs.weight":
+        return "F32"
+    return next(linear)
 
 
 def _sha(path: Path) -> str:
@@ -111,10 +52,14 @@ def _sha(path: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, str]]:
+def mixed(tmp_path_factory: pytest.TempPathFactory,
+          make_llama_gguf: Callable[..., dict[str, str]]) -> tuple[Path, Path, dict[str, str]]:
     d = tmp_path_factory.mktemp("mixed")
     src = d / "mixed.gguf"
-    types = write_mixed_gguf(src)
+    linear = iter(LINEAR_TYPES * 2)
+    types = make_llama_gguf(src, lambda n: mixed_types(n, linear), hidden=HIDDEN, ff=FF,
+                            heads=HEADS, kv=KV, layers=LAYERS, vocab=VOCAB, name="mixed",
+                            tied=False, rope_freqs=True, scale=0.02)
     arc = d / "mixed.llmc"
     pack(src, arc)
     return src, arc, types
@@ -145,6 +90,9 @@ def test_every_tensor_keeps_its_ggml_type(mixed: tuple[Path, Path, dict[str, str
     assert labels["model.layers.0.self_attn.q_proj.weight"] == \
         f"rowperm+ggml:{types['blk.0.attn_q.weight']}"
     assert d["summary"]["lossy_tensors"] == 0
+    from llmc_format.inspect_view import header
+
+    assert "policy:    lossless (every tensor bit-exact)" in header(d)  # not "N lossy (ggml:..)"
     mapped = dict(types)
     mapped.pop("rope_freqs.weight")
     assert sorted(stored_types) == sorted(mapped.values())

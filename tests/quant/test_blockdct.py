@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import decode_tensor, encode_tensor
+from llmc_format.codecs.stages import decode_tensor, encode_tensor
 from llmc_format.errors import CodecError
 from llmc_format.quant.blockdct import BlockDctCodec, dct_matrix
 from llmc_format.rd.sample import sample_blocks

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from llmc_format.codecs.base import ArraySpec
-from llmc_format.codecs.pipeline import decode_encoded, encode_tensor, stage_bytes
+from llmc_format.codecs.stages import decode_encoded, encode_tensor, stage_bytes
 from llmc_format.metrics import error_energy
 from llmc_format.rd.sample import measure, sample_blocks
 

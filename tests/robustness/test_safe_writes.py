@@ -261,3 +261,86 @@ def test_extract_never_writes_through_a_symlink_or_into_a_fifo(tmp_path: Path, k
     assert victim.read_text() == "precious"
     assert out.is_symlink() if kind == "symlink" else out.is_fifo()
     assert _hidden(tmp_path) == []
+
+
+def test_a_new_output_made_by_someone_else_meanwhile_is_not_replaced(tmp_path: Path) -> None:
+    """Two packs to one new name, one after the other, each past its own 'does it exist'
+    check before the other finished: the second must not silently replace the first.
+    The writer rechecks under its lock, at its start and before the final rename."""
+    out = tmp_path / "out.llmc"
+    t = {"w": np.ones((8, 8), np.float32)}
+    llmc_format.save_file({"theirs": np.arange(3, dtype=np.int32)}, out)  # finished first
+    with pytest.raises(OutputError, match="created by another process"):
+        pack_source(MemorySource(t), out, new=True)  # refused at the writer's start
+    assert llmc_format.load_file(out).keys() == {"theirs"}
+    out.unlink()
+
+    def appears(event: str, name: str, done: int, total: int) -> None:
+        if event == "tensor" and not out.exists():  # mid-pack, by a process that takes
+            out.write_bytes(b"not ours")             # no lock (llmc's own ones fail at it)
+
+    with pytest.raises(OutputError, match="created by another process"):
+        pack_source(MemorySource(t), out, progress=appears)  # new: absent at the start
+    assert out.read_bytes() == b"not ours"
+    leftovers = [n for n in _hidden(tmp_path) if not n.endswith((".partial", ".journal"))]
+    assert leftovers == []  # no temp or lock file (a resumable partial may stay)
+    pack_source(MemorySource(t), out, new=False)  # --force: replacing is what was asked
+    assert llmc_format.load_file(out).keys() == {"w"}
+
+
+def test_run_pack_treats_an_absent_output_as_new(tmp_path: Path) -> None:
+    """What ``llmc pack`` and ``llmc_format.pack`` run: an output absent when the pack began
+    is refused if it appears before the rename (both plain and target packs)."""
+    from llmc_format.pipeline.options import PackOptions, run_pack
+
+    out = tmp_path / "out.llmc"
+
+    def appears(event: str, name: str, done: int, total: int) -> None:
+        if event == "tensor" and not out.exists():
+            out.write_bytes(b"someone else's file")
+
+    with pytest.raises(OutputError, match="created by another process"):
+        run_pack(PackOptions(), MemorySource({"w": np.ones((8, 8), np.float32)}), out,
+                 progress=appears)
+    assert out.read_bytes() == b"someone else's file"
+
+
+def test_metadata_update_takes_the_output_lock(tmp_path: Path) -> None:
+    from llmc_format.container.writer import append_metadata_update
+
+    out = tmp_path / "out.llmc"
+    llmc_format.save_file({"a": np.arange(3, dtype=np.int32)}, out)
+    before = out.read_bytes()
+    with Writer(out):  # a pack of out in progress
+        with pytest.raises(OutputError, match="another llmc process"):
+            append_metadata_update(out, metadata={"user": {"k": 1}})
+        assert out.read_bytes() == before  # nothing appended under the writer's feet
+    append_metadata_update(out, metadata={"user": {"k": 1}})
+    assert llmc_format.safe_open(out).__enter__().metadata()["user"] == {"k": 1}
+    assert _hidden(tmp_path) == []
+
+
+def test_names_the_writer_refuses_are_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """A ``__metadata__`` tensor (or an unsafe attachment name) used to be refused by the
+    writer after every tensor before it was encoded and written (and journaled: a
+    resumable partial stayed behind). Now before the writer starts."""
+    from llmc_format.errors import FormatError
+
+    out = tmp_path / "out.llmc"
+    rng = np.random.default_rng(0)
+    t = {"a": rng.standard_normal((64, 64)).astype(np.float32),
+         "__metadata__": np.zeros(2, np.float32)}
+    seen: list[str] = []
+    with pytest.raises(FormatError, match="reserved"):
+        pack_source(MemorySource(t), out, progress=lambda ev, n, d, tot: seen.append(ev),
+                    journal_interval=0)
+    assert "tensor" not in seen and not out.exists()
+    assert _hidden(tmp_path) == []  # no partial file, journal or lock
+    class WithAttachment(MemorySource):
+        def attachments(self):  # type: ignore[no-untyped-def]
+            yield "../config.json", b"{}"
+
+    bad = WithAttachment({"a": t["a"]})
+    with pytest.raises(FormatError, match="component"):
+        pack_source(bad, out)
+    assert _hidden(tmp_path) == [] and not out.exists()

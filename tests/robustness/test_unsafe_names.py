@@ -20,7 +20,7 @@ import llmc_format
 from llmc_format.cli import app
 from llmc_format.container.writer import Writer
 from llmc_format.errors import SourceError
-from llmc_format.io.base import Source, TensorEntry
+from llmc_format.io.base import Source, SourceTensor
 from llmc_format.pipeline.pack import encode_one, write_packed
 
 runner = CliRunner()
@@ -104,8 +104,8 @@ class _AttachmentsSource(Source):
         super().__init__(Path("<test>"))
         self._attachments = attachments
 
-    def tensors(self) -> Iterator[tuple[str, TensorEntry]]:
-        yield "w", TensorEntry("w", "float32", (2, 2), lambda: np.ones((2, 2), np.float32))
+    def tensors(self) -> Iterator[tuple[str, SourceTensor]]:
+        yield "w", SourceTensor("w", "float32", (2, 2), lambda: np.ones((2, 2), np.float32))
 
     def attachments(self) -> Iterator[tuple[str, bytes]]:
         return iter(self._attachments)

@@ -34,6 +34,33 @@ def is_lossless(configs: Sequence[dict[str, Any]]) -> bool:
     return True
 
 
+def _final_class(configs: Sequence[dict[str, Any]]) -> type[ArrayBytesCodec] | None:
+    """The codec class of a stored pipeline's last stage; None if not installed here."""
+    last = configs[-1] if configs else None
+    try:
+        cls = get_codec_class(last.get("id") if isinstance(last, dict) else None)
+    except CodecError:
+        return None
+    return cls if issubclass(cls, ArrayBytesCodec) else None
+
+
+def kept_encoding(configs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The source file's own encoding a stored pipeline keeps in its final stage, as the
+    config storing it again (``ArrayBytesCodec.kept_encoding``); None: it stores values."""
+    cls = _final_class(configs)
+    return cls.kept_encoding(configs[-1]) if cls is not None else None
+
+
+def stage_label(config: dict[str, Any]) -> str:
+    """A stage's name for people (``inspect``): the codec's ``label`` (``ggml:Q4_1``), or
+    the stored id when the codec is not installed here."""
+    codec_id = config.get("id") if isinstance(config, dict) else None
+    try:
+        return get_codec_class(codec_id).label(config)
+    except CodecError:
+        return str(codec_id)
+
+
 @dataclass
 class EncodedTensor:
     blobs: list[tuple[int, bytes]]  # (stage, bytes)
