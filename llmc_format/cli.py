@@ -19,43 +19,84 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
+import inspect as pyinspect
 import json
 import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 from typer.exceptions import TyperException
 
 import llmc_format
 from llmc_format.errors import LlmcError, UsageError
+from llmc_format.naming import natural_sorted, printable
 from llmc_format.units import format_size, parse_size
+
+_CODEC_HELP = ("exact (lossless; a GGUF's tensors keep their ggml types, unpack --format gguf "
+               "returns the same file) or a lossy video codec: vvc, hevc, av1; ffv1 is a "
+               "lossless video codec for comparison.")
 
 
 def _codec_help() -> str:
     """``pack --codec``'s help, naming every codec installed (plugins included).
 
-    Listing them imports every codec module and entry point (~0.2 s), so it is done only
-    when help is asked for, not on every start of the CLI.
+    Listing them imports every codec module and entry point (~0.2 s), so ``_PackCommand``
+    asks for it only when the help is drawn, not on every start of the CLI.
     """
-    text = ("exact (lossless; a GGUF's tensors keep their ggml types, unpack --format gguf "
-            "returns the same file) or a lossy video codec: vvc, hevc, av1; ffv1 is a lossless "
-            "video codec for comparison.")
-    if not {"--help", "-h"} & set(sys.argv[1:]):
-        return text
     try:
         from llmc_format.pipeline.policy import codec_choices
 
-        return f"{text} Installed: {', '.join(codec_choices())}."
+        return f"{_CODEC_HELP} Installed: {', '.join(codec_choices())}."
     except LlmcError as exc:  # a broken plugin: say so in the help rather than fail
-        return f"{text} ({exc})"
+        return f"{_CODEC_HELP} ({exc})"
+
+
+def _tidy_help(ctx: Any, command: Any) -> None:
+    """A command's help as it should read at any width: docstring paragraphs rewrapped
+    (typer keeps the source's line breaks after the first paragraph: ragged lines at 80
+    columns); nothing after a flag (typer writes ``<bool>``) or a text argument
+    (``<str>``); choices and metavars (``[exact|vvc...]``, ``SIZE``) are set where the
+    option is declared."""
+    if command.help:
+        command.help = "\n\n".join(" ".join(p.split()) for p in
+                                    pyinspect.cleandoc(command.help).split("\n\n"))
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+        elif param.param_type_name == "argument" and param.display_type(ctx) == "<str>":
+            param.display_type_rich = lambda ctx: None  # the name column says it
+
+
+class _Command(TyperCommand):
+    """Every ``llmc`` command: a help without type placeholders."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _tidy_help(ctx, self)
+        super().format_help(ctx, formatter)
+
+
+class _PackCommand(_Command):
+    """``pack``: its ``--codec`` help lists the installed codecs, looked up when the help
+    is drawn (whatever the command line: ``-h``, ``--help``, ``app(["pack", "-h"])``)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        for param in self.params:
+            if param.name == "codec":
+                param.help = _codec_help()  # type: ignore[attr-defined]
+        super().format_help(ctx, formatter)
+
+
+def _examples(*lines: str) -> str:
+    """A command's help epilog: ``Examples:`` and one command per line."""
+    return "Examples:\n\n" + "\n\n".join(f"  {line}" for line in lines)
 
 
 EXIT_VERIFY_FAILED = 1
@@ -64,29 +105,26 @@ EXIT_LLMC_ERROR = 3
 EXIT_INTERRUPTED = 130
 
 
-def printable(value: object) -> str:
-    """``value`` as text safe for a terminal: control characters (escape sequences,
-    newlines, carriage returns, bidi overrides) are shown as ``\\xNN``/``\\uNNNN``.
-
-    Names come from archives and model directories: printed raw, ``\\x1b[2J`` clears
-    the screen and a newline forges a line of output. Rich markup is not interpreted
-    where this text is printed (``Text``), so ``x[/]`` is printed as it is.
-    """
-    s = str(value)
-    if s.isprintable():
-        return s
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
-                   if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in s)
-
-
 def plain(value: object, style: str = "") -> Text:
     """A rich ``Text`` of ``printable(value)``: no markup, no escapes reach the terminal."""
     return Text(printable(value), style=style)
 
 
-def _error_line(exc: object, prefix: str = "error:") -> None:
-    err.print(Text.assemble((prefix, "bold red"), " ", printable(exc)), highlight=False,
+def _error_line(exc: object, prefix: str = "error:", style: str = "bold red") -> None:
+    err.print(Text.assemble((prefix, style), " ", printable(exc)), highlight=False,
               soft_wrap=True)
+
+
+def _usage_line(exc: TyperException) -> NoReturn:
+    """A usage error of click (unknown option, missing or bad value) as one line like
+    every other error — not typer's boxed panel — naming the help to read; exit 2 (the
+    exception's own code). ``llmc`` alone prints the help: passed on as it is."""
+    if type(exc).__name__ == "NoArgsIsHelpError":
+        raise exc
+    ctx = getattr(exc, "ctx", None)
+    where = f" (see {ctx.command_path} -h)" if ctx is not None else ""
+    _error_line(f"{exc.format_message()}{where}")  # type: ignore[attr-defined]
+    raise typer.Exit(getattr(exc, "exit_code", EXIT_USAGE))
 
 
 def _exit_code(exc: LlmcError) -> int:
@@ -102,14 +140,29 @@ def _os_error_text(exc: OSError) -> str:
 
 
 class _OneLineErrors(TyperGroup):
-    """Every command runs inside this: whatever escapes it becomes one line on stderr and
-    the documented exit code (3 an llmc or system error, 130 interrupted), never a
-    traceback (``LLMC_DEBUG=1`` shows it). Usage errors (2) and ``Exit`` pass through."""
+    """The one error handler: every command runs inside it, and whatever escapes becomes
+    one line on stderr and the documented exit code (2 an option value llmc refuses,
+    ``UsageError``; 3 any other llmc or system error; 130 interrupted), never a traceback
+    (``LLMC_DEBUG=1`` shows it). Click's usage errors (2) and ``Exit`` pass through.
+    Commands therefore just raise; none catches errors to print them."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _tidy_help(ctx, self)
+        super().format_help(ctx, formatter)
+
+    def make_context(self, info_name: str | None, args: list[str], parent: Any = None,
+                     **extra: Any) -> Any:
+        try:  # ``llmc --bogus``: a usage error of the group itself
+            return super().make_context(info_name, args, parent, **extra)
+        except TyperException as exc:
+            _usage_line(exc)
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
-        except (TyperException, typer.Exit, typer.Abort):  # usage errors (2), exits
+        except TyperException as exc:  # a command's options: unknown, missing, bad value
+            _usage_line(exc)
+        except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
             if os.environ.get("LLMC_DEBUG"):
@@ -181,44 +234,62 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+class _Chatter:
+    """What a command prints besides its result and its errors: set by the global
+    ``llmc -q/-v`` and by a command's own ``-q/-v`` (either place works, as with git)."""
+
+    quiet = False  # errors only: no progress, summary, notes or warnings
+    verbose = False  # also a line per tensor done and each step's duration
+
+
+_chatter = _Chatter()
+
+_QUIET_HELP = "Errors only: no progress, summary or warnings (the exit code tells)."
+_VERBOSE_HELP = "Also a line per tensor done and each step's duration, on stderr."
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help=_QUIET_HELP)]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP)]
+
+
+def _set_chatter(quiet: bool, verbose: bool = False) -> bool:
+    """Merge a command's ``-q/-v`` into the global ones; returns whether quiet."""
+    quiet, verbose = quiet or _chatter.quiet, verbose or _chatter.verbose
+    if quiet and verbose:
+        raise UsageError("-q/--quiet and -v/--verbose contradict each other: give one")
+    _chatter.quiet, _chatter.verbose = quiet, verbose
+    return quiet
+
+
+@app.callback(epilog="Every command takes -h; -q/-v go before or after the command "
+              "(llmc -q pack ... or llmc pack ... -q). Exit codes: 0 ok, 1 verify found a "
+              "problem, 2 bad usage, 3 an llmc error (one line on stderr), 130 interrupted.")
 def main(
     version: Annotated[bool, typer.Option("--version", "-V", callback=_version, is_eager=True,
                                           help="Print llmc's, the format's, FFmpeg's, the "
                                           "encoders' and PyAV's versions and exit.")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """llmc: compress and archive model weights."""
+    _chatter.quiet, _chatter.verbose = False, False  # a fresh start for every invocation
+    _set_chatter(quiet, verbose)
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Turn llmc errors into one clear line and exit code 3."""
-    try:
-        yield
-    except LlmcError as exc:
-        if os.environ.get("LLMC_DEBUG"):
-            raise
-        _error_line(exc)
-        raise typer.Exit(_exit_code(exc)) from None
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-
-
-@contextmanager
-def _progress(quiet: bool, what: str, step: str = "",
-              verbose: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+def _progress(what: str, step: str = "", *, hidden: bool = False
+              ) -> Iterator[Callable[[str, int, int], None]]:
     """A progress line on stderr (``progress_view``) fed ``(item, done, total)`` for one
-    named ``step``; nothing drawn when quiet."""
-    with _view(quiet, what, verbose) as view:
+    named ``step``."""
+    with _view(what, hidden=hidden) as view:
         yield lambda item, done, total: view(step, item, done, total)
 
 
-def _view(quiet: bool, what: str, verbose: bool = False) -> Any:
-    """The progress view of a command: step, item, bar, counts and a running clock."""
+def _view(what: str, *, hidden: bool = False) -> Any:
+    """The progress view of a command: step, item, bar, counts and a running clock; nothing
+    drawn when quiet or ``hidden`` (``--json``), per-tensor lines when verbose."""
     from llmc_format.progress_view import from_environment
 
-    return from_environment(err, what, quiet=quiet, verbose=verbose)
+    return from_environment(err, what, quiet=_chatter.quiet or hidden,
+                            verbose=_chatter.verbose)
 
 
 def _parse_meta(items: list[str]) -> dict[str, Any]:
@@ -244,17 +315,17 @@ _RUN = "Execution"
 _OUT = "Output"
 
 
-@app.command(epilog="Examples:\n\n"
-             "  llmc pack model_dir -o m.llmc                     # lossless\n\n"
-             "  llmc pack model.gguf -o m.llmc --codec vvc --bpw 3  # 3 bits per lossy weight\n\n"
-             "  llmc pack model_dir -o m.llmc --codec vvc --qp 34  # one QP for every tensor")
+@app.command(cls=_PackCommand, epilog=_examples(
+    "llmc pack model_dir -o m.llmc                       # lossless",
+    "llmc pack model.gguf -o m.llmc --codec vvc --bpw 3  # 3 bits per lossy weight",
+    "llmc pack model_dir -o m.llmc --codec vvc --qp 34   # one QP for every tensor"))
 def pack(
     src: Annotated[Path, typer.Argument(help="A .safetensors file, a Hugging Face model "
                                         "directory, a torch state dict (.bin/.pt) or a .gguf file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.",
                                          rich_help_panel=_OUT)],
     codec: Annotated[str, typer.Option(metavar="[exact|vvc|hevc|av1|ffv1]",
-                                       help=_codec_help(),
+                                       help=_CODEC_HELP,
                                        rich_help_panel=_LOSSY)] = "exact",
     qp: Annotated[int | None, typer.Option(help="One quantizer for every lossy tensor "
                                            "(higher = smaller) \\[default: 37].",
@@ -329,10 +400,10 @@ def pack(
                                         rich_help_panel=_OUT)] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.",
                                           rich_help_panel=_OUT)] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help=_QUIET_HELP,
                                         rich_help_panel=_OUT)] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also print each step's "
-                                          "duration as it ends.", rich_help_panel=_OUT)] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help=_VERBOSE_HELP,
+                                          rich_help_panel=_OUT)] = False,
 ) -> None:
     """Pack a model into one .llmc archive (lossless by default)."""
     from llmc_format.io import open_source
@@ -343,48 +414,48 @@ def pack(
                             ("lossy", lossy), ("calibration", calibration)) if v}
     given |= {k for k, v, d in (("transform", transform, "auto"), ("weighting", weighting, "auto"),
                                 ("allow_over", allow_over, False)) if v != d}
-    with _errors():
-        created = None
-        if timestamp:
-            from datetime import UTC, datetime
+    quiet = _set_chatter(quiet, verbose)
+    created = None
+    if timestamp:
+        from datetime import UTC, datetime
 
-            created = datetime.now(UTC).isoformat(timespec="seconds")
-        options = PackOptions(
-            codec=codec, qp=qp, bpw=bpw, size=size, snr=snr, weighting=weighting,
-            allow_over=allow_over, calibration=calibration, preset=preset, bits=bits,
-            scaling=scaling, transform=transform, lossy=tuple(lossy or ()),
-            lossless=tuple(lossless or ()), min_lossy_numel=min_lossy_numel, jobs=jobs,
-            executor=executor, ray_address=ray_address, metadata=_parse_meta(meta or []),
-            created=created, record_timings=timestamp, resume=resume, given=frozenset(given))
-        check_paths(src, output, force=force)
-        for w in options.warnings():
-            _warn(w)
-        with open_source(src) as source, \
-                make_executor(executor, jobs=jobs, address=ray_address) as ex, \
-                _view(quiet or as_json, "pack:", verbose) as view:
-            try:
-                rd = run_pack(options, source, output, executor=ex, warn=_warn,
-                              progress=lambda ev, name, d, t: view(
-                                  "encoding" if ev in ("tensor", "start") else ev, name, d, t))
-            except (LlmcError, KeyboardInterrupt):
-                from llmc_format.container.journal import leftovers
+        created = datetime.now(UTC).isoformat(timespec="seconds")
+    options = PackOptions(
+        codec=codec, qp=qp, bpw=bpw, size=size, snr=snr, weighting=weighting,
+        allow_over=allow_over, calibration=calibration, preset=preset, bits=bits,
+        scaling=scaling, transform=transform, lossy=tuple(lossy or ()),
+        lossless=tuple(lossless or ()), min_lossy_numel=min_lossy_numel, jobs=jobs,
+        executor=executor, ray_address=ray_address, metadata=_parse_meta(meta or []),
+        created=created, record_timings=timestamp, resume=resume, given=frozenset(given))
+    check_paths(src, output, force=force)
+    for w in options.warnings():
+        _warn(w)
+    with open_source(src) as source, \
+            make_executor(executor, jobs=jobs, address=ray_address) as ex, \
+            _view("pack:", hidden=as_json) as view:
+        try:
+            rd = run_pack(options, source, output, executor=ex, warn=_warn,
+                          progress=lambda ev, name, d, t: view(
+                              "encoding" if ev in ("tensor", "start") else ev, name, d, t))
+        except (LlmcError, KeyboardInterrupt):
+            from llmc_format.container.journal import leftovers
 
-                if not options.targeted and any(j.exists() for _, j in leftovers(output)):
-                    err.print("note: finished tensors were kept; rerun the same command "
-                              "with --resume to continue")
-                raise
-        if as_json:
-            from llmc_format.pipeline.inspect import summarize
+            if not options.targeted and any(j.exists() for _, j in leftovers(output)):
+                err.print("note: finished tensors were kept; rerun the same command "
+                          "with --resume to continue")
+            raise
+    if as_json:
+        from llmc_format.pipeline.inspect import summarize
 
-            out.print_json(data=_jsonable({"wrote": str(output), **summarize(output),
-                                           "rd": rd}))
-        elif not quiet:
-            _print_summary(output, view.elapsed)
-            if rd is not None:
-                target = options.target()
-                _print_target(target.kind, target.value, rd)
+        out.print_json(data=_jsonable({"wrote": str(output), **summarize(output),
+                                       "rd": rd}))
+    elif not quiet:
+        _print_summary(output, view.elapsed)
         if rd is not None:
-            _warn_low_snr(rd)
+            target = options.target()
+            _print_target(target.kind, target.value, rd)
+    if rd is not None:
+        _warn_low_snr(rd)
 
 
 def _print_target(kind: str, value: float, rd: dict[str, Any]) -> None:
@@ -406,7 +477,10 @@ def _fmt_target(target: Any) -> str:
 
 
 def _warn(message: str) -> None:
-    err.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    """A warning line on stderr (not with -q). ``message`` may hold names from a model or
+    an archive: printed escaped, no markup."""
+    if not _chatter.quiet:
+        _error_line(message, "warning:", "yellow")
 
 
 def _warn_low_snr(rd: dict[str, Any]) -> None:
@@ -429,8 +503,8 @@ def _print_summary(path: Path, seconds: float | None = None) -> None:
                     f"{format_size(s['file_bytes'])}, {s['file_bpw']:.3f} bits/weight all-in"))
     out.print(plain(_ratio_text(s)))  # a line of its own: 80 columns do not hold both
     if s["input_bytes"] and s["file_bytes"] > s["input_bytes"]:
-        err.print(f"warning: the archive ({format_size(s['file_bytes'])}) is larger than its "
-                  f"input ({format_size(s['input_bytes'])})")
+        _warn(f"the archive ({format_size(s['file_bytes'])}) is larger than its input "
+              f"({format_size(s['input_bytes'])})")
 
 
 def _ratio_text(s: dict[str, Any]) -> str:
@@ -446,19 +520,26 @@ def _ratio_text(s: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- unpack
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    'llmc unpack m.llmc -o restored              # safetensors + config/tokenizer',
+    'llmc unpack m.llmc -o restored --dtype bf16 --shard-size 2GB',
+    'llmc unpack m.llmc -o out --format gguf     # a lossless GGUF: the same file'))
 def unpack(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Directory to write.")],
-    fmt: Annotated[str, typer.Option("--format", help="safetensors (what save_pretrained writes), "
+    fmt: Annotated[str, typer.Option("--format", metavar="[safetensors|pt|gguf]",
+                                     help="safetensors (what save_pretrained writes), "
                                      "pt (pytorch_model.bin) or gguf (model.gguf: the packed GGUF "
                                      "byte for byte when the archive holds it losslessly, else "
                                      "float tensors under the archive's names).")] = "safetensors",
-    dtype: Annotated[str | None, typer.Option(help="Cast float tensors to bf16, fp16 or fp32 "
+    dtype: Annotated[str | None, typer.Option(metavar="[bf16|fp16|fp32]",
+                                              help="Cast float tensors to bf16, fp16 or fp32 "
                                               "(default: the stored dtype).")] = None,
-    shard_size: Annotated[str | None, typer.Option(help="Split safetensors/pt into shards of at "
+    shard_size: Annotated[str | None, typer.Option(metavar="SIZE",
+                                                   help="Split safetensors/pt into shards of at "
                                                    "most this size, e.g. 2GB.")] = None,
-    tied: Annotated[str, typer.Option(help="Tied weights (stored once): auto leaves out those "
+    tied: Annotated[str, typer.Option(metavar="[auto|copy|drop]",
+                                      help="Tied weights (stored once): auto leaves out those "
                                       "transformers re-ties from config.json, as save_pretrained "
                                       "does; copy writes them all; drop writes none.")] = "auto",
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors decoded at once, "
@@ -466,7 +547,8 @@ def unpack(
     force: Annotated[bool, typer.Option("--force", "-f", help="Write into OUTPUT even if it is a "
                                         "non-empty directory.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or summary.")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Unpack an archive to a model directory (weights plus config/tokenizer attachments).
 
@@ -488,15 +570,15 @@ def unpack(
         raise typer.BadParameter(str(exc), param_hint="--dtype/--shard-size") from None
     if shard is not None and fmt == "gguf":
         raise typer.BadParameter("GGUF is written as one file", param_hint="--shard-size")
-    with _errors():
-        if output.is_dir() and any(output.iterdir()) and not force:
-            raise LlmcError(f"{output} is a non-empty directory; pass --force to write into it "
-                            f"(weight files there are replaced, other files kept)")
-        if str(output) == "-":
-            raise UsageError("-o -: unpack writes a directory; give its path")
-        with _progress(quiet or as_json, "unpack:", "decoding") as update:
-            result = up.unpack(archive, output, format=fmt, dtype=dtype, shard_size=shard,
-                               tied=tied, progress=update, jobs=jobs or default_jobs())
+    quiet = _set_chatter(quiet, verbose)
+    if output.is_dir() and any(output.iterdir()) and not force:
+        raise LlmcError(f"{output} is a non-empty directory; pass --force to write into it "
+                        f"(weight files there are replaced, other files kept)")
+    if str(output) == "-":
+        raise UsageError("-o -: unpack writes a directory; give its path")
+    with _progress("unpack:", "decoding", hidden=as_json) as update:
+        result = up.unpack(archive, output, format=fmt, dtype=dtype, shard_size=shard,
+                           tied=tied, progress=update, jobs=jobs or default_jobs())
     if as_json:
         out.print_json(data=_jsonable({
             "wrote": str(output), "files": list(result.files),
@@ -507,7 +589,8 @@ def unpack(
         files = result.files[0] if len(result.files) == 1 else \
             f"{len(result.files) - 1} shards + {result.files[-1]}"
         out.print(plain(f"wrote {output}: {files} ({format_size(size)}), "
-                        f"{len(result.attachments)} attachments"), highlight=False, soft_wrap=True)
+                        f"{_count(len(result.attachments), 'attachment')}"), highlight=False,
+                  soft_wrap=True)
         if result.tied_dropped:
             pairs = ", ".join(f"{a} (= {t})" for a, t in result.tied_dropped.items())
             out.print(plain(f"tied weights left out: {pairs}; {result.tied_reason}"),
@@ -515,6 +598,11 @@ def unpack(
 
 
 # ----------------------------------------------------------------------------- inspect
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 attachment``, ``11 attachments``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _jsonable(v: Any) -> Any:
@@ -547,14 +635,18 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
     return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    'llmc inspect m.llmc',
+    "llmc inspect m.llmc --filter '*q_proj*' --sort snr",
+    'llmc inspect m.llmc | grep embed | cut -f1,5   # tab-separated in a pipe',
+    'llmc inspect m.llmc --rd --plot rd.png'))
 def inspect(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     filters: Annotated[list[str] | None, typer.Option(
         "--filter", metavar="GLOB", help="Only tensors whose name matches; repeatable.")] = None,
     sort: Annotated[str | None, typer.Option(
         metavar="[name|size|bpw|snr]", help="Order: name (natural: layers.2 before layers.10), "
-        "size or bpw (largest first), snr (worst first) [default: archive order].")] = None,
+        "size or bpw (largest first), snr (worst first) \\[default: name].")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     rd: Annotated[bool, typer.Option("--rd", help="Show the rate-distortion records: samples, "
                                      "chosen QP, predicted and achieved figures.")] = False,
@@ -570,15 +662,14 @@ def inspect(
     from llmc_format import inspect_view as view
     from llmc_format.pipeline.inspect import describe
 
-    with _errors():
-        if sort is not None and sort not in view.SORTS:
-            from llmc_format.pipeline.options import did_you_mean
+    if sort is not None and sort not in view.SORTS:
+        from llmc_format.pipeline.options import did_you_mean
 
-            raise UsageError(f"--sort: {sort!r} is not one of {', '.join(view.SORTS)}"
-                             f"{did_you_mean(sort, view.SORTS)}")
-        d = describe(archive)
-        if plot is not None:
-            _plot_rd(d, plot)
+        raise UsageError(f"--sort: {sort!r} is not one of {', '.join(view.SORTS)}"
+                         f"{did_you_mean(sort, view.SORTS)}")
+    d = describe(archive)
+    if plot is not None:
+        _plot_rd(d, plot)
     if as_json:
         _print_json(_jsonable(d))
         return
@@ -599,10 +690,10 @@ def inspect(
 def _warn_rd_problems(d: dict[str, Any]) -> None:
     """One warning line per RD record inspect could not use (shown as '-')."""
     if d.get("rd_summary_problem"):
-        _error_line(f"{d['rd_summary_problem']}: RD summary not shown", "warning:")
-    for t in d["tensors"]:
+        _warn(f"{d['rd_summary_problem']}: RD summary not shown")
+    for t in natural_sorted(d["tensors"], key=lambda t: t["name"]):
         if t.get("rd_problem"):
-            _error_line(f"tensor {t['name']!r}: RD record ignored: {t['rd_problem']}", "warning:")
+            _warn(f"tensor {t['name']!r}: RD record ignored: {t['rd_problem']}")
 
 
 def _print_rd(d: dict[str, Any]) -> None:
@@ -611,13 +702,18 @@ def _print_rd(d: dict[str, Any]) -> None:
         out.print(plain(f"RD: target {rd['target']['kind']}={rd['target']['value']:g}, weighting "
                   f"{rd.get('weighting')}, lambda {_fmt(rd.get('lambda'), '.3g')}, "
                   f"{rd.get('passes')} pass(es)"), highlight=False)
+    rows = [t for t in natural_sorted(d["tensors"], key=lambda t: t["name"])
+            if "qp" in (t.get("rd") or {}) or (t.get("rd") or {}).get("kept_exact")]
+    if not rows:  # an empty table says nothing: say why (not an error: the archive is fine)
+        out.print(plain(f"{d['path']} has no RD records to show: only a lossy archive (packed "
+                        "at a QP or to a target) has them"), highlight=False, soft_wrap=True)
+        _warn_rd_problems(d)
+        return
     table = Table(title="rate-distortion per lossy tensor")
     for col in ("tensor", "samples (QP: bpw / SNR dB)", "QP", "predicted bpw", "bpw", "SNR dB"):
         table.add_column(col)
-    for t in d["tensors"]:
+    for t in rows:
         r = t.get("rd") or {}
-        if "qp" not in r and not r.get("kept_exact"):
-            continue
         energy = r.get("signal_energy")
         n = max(math.prod(t["shape"]), 1)
         samples = ", ".join(
@@ -636,14 +732,18 @@ def _plot_rd(d: dict[str, Any], path: Path) -> None:
     if str(path) == "-":
         raise UsageError("--plot -: give a .png file name")
     drawn = plot_rd(d, path)
-    err.print(f"wrote {path}: {drawn['curves']} RD curves in {drawn['groups']} tensor group(s) "
-              f"({drawn['highlighted']} largest coloured)", highlight=False, soft_wrap=True)
+    err.print(plain(f"wrote {path}: {drawn['curves']} RD curves in {drawn['groups']} tensor "
+                    f"group(s) ({drawn['highlighted']} largest coloured)"), highlight=False,
+              soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- repack
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    'llmc repack m3.llmc -o m2.llmc --bpw 2',
+    'llmc repack m.llmc -o small.llmc --size 40MB',
+    'llmc repack old.llmc -o fixed.llmc --repair'))
 def repack(
     archive: Annotated[Path, typer.Argument(help="A lossy .llmc file (made with a target or a QP).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
@@ -663,7 +763,8 @@ def repack(
     jobs: Annotated[int | None, typer.Option("-j", "--jobs", help="Tensors encoded at once.")] = None,
     force: Annotated[bool, typer.Option("--force", "-f", help="Overwrite OUTPUT.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
 ) -> None:
     """Re-encode a lossy archive to a smaller target from its recorded RD data (no source model).
 
@@ -674,37 +775,37 @@ def repack(
     from llmc_format.pipeline.target import Target
     from llmc_format.pipeline.target import repack as do_repack
 
+    quiet = _set_chatter(quiet, verbose)
     if repair and any(v is not None for v in (bpw, size, snr)):
         raise typer.BadParameter("takes no --bpw/--size/--snr target", param_hint="--repair")
-    with _errors():
-        if weighting not in ("nmse", "mse"):
-            raise UsageError(f"--weighting: {weighting!r} is not one of nmse, mse")
-        check_paths(archive, output, force=force)
-        if repair:
-            _repair(archive, output, quiet)
-            return
-        try:
-            target = Target.parse(size=size, bpw=bpw, snr=snr)
-        except LlmcError as exc:
-            raise UsageError(str(exc)) from None
-        _warn_repack_up(archive, target)
-        with _view(quiet or as_json, "repack:") as view:
-            rd = do_repack(archive, output, target, jobs=jobs, weighting=weighting,
-                           progress=view)
-        v = rd.get("versus_original") or {}
-        if as_json:
-            from llmc_format.pipeline.inspect import summarize
+    if weighting not in ("nmse", "mse"):
+        raise UsageError(f"--weighting: {weighting!r} is not one of nmse, mse")
+    check_paths(archive, output, force=force)
+    if repair:
+        _repair(archive, output)
+        return
+    try:
+        target = Target.parse(size=size, bpw=bpw, snr=snr)
+    except LlmcError as exc:
+        raise UsageError(str(exc)) from None
+    _warn_repack_up(archive, target)
+    with _view("repack:", hidden=as_json) as view:
+        rd = do_repack(archive, output, target, jobs=jobs, weighting=weighting,
+                       progress=view)
+    v = rd.get("versus_original") or {}
+    if as_json:
+        from llmc_format.pipeline.inspect import summarize
 
-            out.print_json(data=_jsonable({"wrote": str(output), **summarize(output), "rd": rd}))
-        elif not quiet:
-            _print_summary(output, view.elapsed)
-            _print_target(target.kind, target.value, rd)  # SNR: against the input archive
-            if v.get("min_snr_db") is not None:
-                out.print(f"against the original model (estimate: {archive.name}'s recorded "
-                          f"error plus this one): min SNR {v['min_snr_db']:.2f} dB, mean "
-                          f"{v['mean_snr_db']:.2f} dB", highlight=False, soft_wrap=True)
+        out.print_json(data=_jsonable({"wrote": str(output), **summarize(output), "rd": rd}))
+    elif not quiet:
+        _print_summary(output, view.elapsed)
+        _print_target(target.kind, target.value, rd)  # SNR: against the input archive
         if v.get("min_snr_db") is not None:
-            _warn_low_snr({"achieved": {"min_snr_db": v["min_snr_db"]}})
+            out.print(f"against the original model (estimate: {archive.name}'s recorded "
+                      f"error plus this one): min SNR {v['min_snr_db']:.2f} dB, mean "
+                      f"{v['mean_snr_db']:.2f} dB", highlight=False, soft_wrap=True)
+    if v.get("min_snr_db") is not None:
+        _warn_low_snr({"achieved": {"min_snr_db": v["min_snr_db"]}})
 
 
 def _warn_repack_up(archive: Path, target: Any) -> None:
@@ -729,28 +830,32 @@ def _warn_repack_up(archive: Path, target: Any) -> None:
               "closer to the original")
 
 
-def _repair(archive: Path, output: Path, quiet: bool) -> None:
+def _repair(archive: Path, output: Path) -> None:
     from llmc_format.pipeline.bitstreams import repair as do_repair
 
-    with _progress(quiet, "repack:", "repairing") as update:
+    with _progress("repack:", "repairing") as update:
         report = do_repair(archive, output, tool=f"llmc-format {llmc_format.__version__}",
                            progress=update)
-    if quiet:
+    if _chatter.quiet:
         return
     if report.output is None:
-        out.print(f"nothing to repair: every video blob of {archive} is well-formed; "
-                  f"{output} not written")
+        out.print(plain(f"nothing to repair: every video blob of {archive} is well-formed; "
+                        f"{output} not written"), highlight=False, soft_wrap=True)
         return
     confirmed = sorted({d for v in report.repaired.values() for _, _, ds in v for d in ds})
-    out.print(f"repaired {report.blobs} blob(s) of {len(report.repaired)} tensor(s), "
-              f"{report.bytes_removed} bytes of console text removed; every cut blob decodes "
-              f"to its stored frame hash ({', '.join(confirmed)}): {output}")
+    out.print(plain(f"repaired {report.blobs} blob(s) of {len(report.repaired)} tensor(s), "
+                    f"{report.bytes_removed} bytes of console text removed; every cut blob "
+                    f"decodes to its stored frame hash ({', '.join(confirmed)}): {output}"),
+              highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- verify
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    'llmc verify m.llmc',
+    'llmc verify m.llmc --against model_dir   # also compare with the source',
+    'llmc verify m.llmc --strict --json'))
 def verify(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     against: Annotated[Path | None, typer.Option(
@@ -761,7 +866,8 @@ def verify(
                                          "structure and decode it with the installed second "
                                          "decoders (VVdeC, libde265, aomdec/dav1d; "
                                          "docs/decoders.md).")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Quiet = False,
+    verbose: Verbose = False,
     signature: Annotated[Path | None, typer.Option(
         help="Also check this signature (from `llmc sign`) of the archive's exact bytes; "
         "needs --public-key.")] = None,
@@ -775,9 +881,9 @@ def verify(
     from llmc_format.pipeline.verify import verify as do_verify
 
     if (signature is None) != (public_key is None):
-        err.print("[bold red]error:[/] --signature and --public-key go together")
-        raise typer.Exit(2)
-    with _errors(), _progress(quiet or as_json, "verify:", "checking") as update:
+        raise UsageError("--signature and --public-key go together")
+    quiet = _set_chatter(quiet, verbose)
+    with _progress("verify:", "checking", hidden=as_json) as update:
         report = do_verify(archive, against=against, progress=update, strict=strict)
         if signature is not None and public_key is not None:
             from llmc_format.errors import SignatureError
@@ -795,7 +901,7 @@ def verify(
         for p in report.file_problems:
             err.print(Text.assemble(("problem:", "red"), " ", printable(p)), highlight=False,
                       soft_wrap=True)
-        bad = [t for t in report.tensors if not t.ok]
+        bad = natural_sorted((t for t in report.tensors if not t.ok), key=lambda t: t.name)
         for t in bad:
             for problem in dict.fromkeys([t.problem, *t.bitstream_problems]):
                 err.print(Text.assemble((f"tensor {printable(t.name)}:", "red"), " ",
@@ -829,7 +935,9 @@ def verify(
             out.print(f"FAILED: {'; '.join(parts)}; {len(report.intact)} intact",
                       highlight=False, soft_wrap=True)
         else:
-            out.print("FAILED")
+            # the file itself (missing, unreadable, damaged index): said above
+            out.print(f"FAILED: {_count(len(report.file_problems), 'problem')} with the file",
+                      highlight=False, soft_wrap=True)
     if not report.ok:
         raise typer.Exit(EXIT_VERIFY_FAILED)
 
@@ -837,7 +945,11 @@ def verify(
 # ----------------------------------------------------------------------------- sign
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    'openssl ecparam -genkey -name prime256v1 -noout -out key.pem',
+    'openssl ec -in key.pem -pubout -out pub.pem',
+    'llmc sign m.llmc --key key.pem            # writes m.llmc.sig',
+    'llmc verify m.llmc --signature m.llmc.sig --public-key pub.pem'))
 def sign(
     archive: Annotated[Path, typer.Argument(help="The .llmc file to sign.")],
     key: Annotated[Path, typer.Option(help="EC private key (PEM, unencrypted), e.g. from "
@@ -850,15 +962,17 @@ def sign(
     Check it with `llmc verify ARCHIVE --signature ARCHIVE.sig --public-key PUB.pem`."""
     from llmc_format.pipeline.signing import sign_archive
 
-    with _errors():
-        path = sign_archive(archive, key, signature)
-    out.print(f"signed {archive} -> {path}")
+    path = sign_archive(archive, key, signature)
+    if not _chatter.quiet:
+        out.print(plain(f"signed {archive} -> {path}"), highlight=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- extract
 
 
-@app.command()
+@app.command(cls=_Command, epilog=_examples(
+    'llmc extract m.llmc model.layers.0.mlp.up_proj.weight -o w.npy',
+    'llmc extract m.llmc model.layers.0.mlp.up_proj.weight --raw -o w.266'))
 def extract(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     tensor: Annotated[str, typer.Argument(help="Name of the tensor (see `llmc inspect`).")],
@@ -874,15 +988,16 @@ def extract(
     """Write one tensor out: decoded as .npy, or (--raw) as its video bitstreams."""
     from llmc_format.pipeline.extract import extract_array, extract_raw
 
-    with _errors():
-        if raw:
-            res = extract_raw(archive, tensor, output, overwrite=force)
-            names = [str(p) for p in res.bitstreams]
-            shown = ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]}"
+    if raw:
+        res = extract_raw(archive, tensor, output, overwrite=force)
+        names = [str(p) for p in res.bitstreams]
+        shown = ", ".join(names) if len(names) <= 3 else f"{names[0]} ... {names[-1]}"
+        if not _chatter.quiet:
             out.print(plain(f"wrote {len(names)} {res.info['codec']['id']} bitstream(s) "
                             f"({shown}) and {res.sidecar}"), highlight=False, soft_wrap=True)
-        else:
-            path = extract_array(archive, tensor, output, overwrite=force)
+    else:
+        path = extract_array(archive, tensor, output, overwrite=force)
+        if not _chatter.quiet:
             out.print(plain(f"wrote {path}"), highlight=False, soft_wrap=True)
 
 

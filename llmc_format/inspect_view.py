@@ -14,38 +14,33 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from llmc_format.naming import natural_key
 from llmc_format.units import format_size
 
 SORTS = ("name", "size", "bpw", "snr")
 #: terminal columns after the name: (title, width)
-_COLUMNS = (("dtype", 7), ("shape", 11), ("codec", 12), ("stored", 9), ("bpw", 6),
+_COLUMNS = (("dtype", 7), ("shape", 11), ("codec", 17), ("stored", 9), ("bpw", 6),
             ("QP", 3), ("SNR dB", 6))
 TSV_FIELDS = ("name", "dtype", "shape", "codec", "stored_bytes", "bpw", "ratio", "qp",
               "snr_db")
-
-
-def natural_key(name: str) -> tuple[Any, ...]:
-    """Sort key putting ``layers.2`` before ``layers.10``: digit runs compare as numbers."""
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part)
-                 for part in re.split(r"(\d+)", name) if part)
 
 
 def select(tensors: Sequence[dict[str, Any]], filters: Sequence[str] = (),
            sort: str | None = None) -> list[dict[str, Any]]:
     """The tensors matching any of ``filters`` (globs on the name), in ``sort`` order.
 
-    No sort keeps the archive's order; ``name`` is natural order; ``size`` and ``bpw`` put
-    the largest first; ``snr`` the worst (lowest) first, lossless tensors last.
+    ``name`` (and no sort) is natural order (``naming.natural_key``: layers.2 before
+    layers.10), whatever order the archive stores them in; ``size`` and ``bpw`` put the
+    largest first; ``snr`` the worst (lowest) first, lossless tensors last. Ties keep
+    natural order.
     """
     rows = [t for t in tensors if not filters or any(fnmatch.fnmatchcase(t["name"], f)
                                                       for f in filters)]
-    if sort == "name":
-        rows.sort(key=lambda t: natural_key(t["name"]))
-    elif sort == "size":
+    rows.sort(key=lambda t: natural_key(t["name"]))
+    if sort == "size":
         rows.sort(key=lambda t: -t["stored_bytes"])
     elif sort == "bpw":
         rows.sort(key=lambda t: -(t["bpw"] or 0.0))
@@ -138,18 +133,32 @@ def table(rows: Sequence[dict[str, Any]], width: int) -> list[str]:
                       for title, w in _COLUMNS)
 
     def figures(t: dict[str, Any]) -> str:
+        cells = _cells(t)
+        if _alias_target(t) is not None:
+            cells[2] = "alias"  # the target's name goes on a line of its own
         return "  ".join(f"{c:>{w}}" if title != "codec" else f"{c:<{w}}"
-                         for c, (title, w) in zip(_cells(t), _COLUMNS, strict=True))
+                         for c, (title, w) in zip(cells, _COLUMNS, strict=True))
+
+    def alias_line(t: dict[str, Any]) -> list[str]:
+        target = _alias_target(t)
+        return [] if target is None else [f"  alias of {target}"]
 
     name_w = max((len(t["name"]) for t in rows), default=6)
     if name_w + 2 + len(fixed) <= width:  # one line per tensor
         out = [f"{'tensor':<{name_w}}  {fixed}"]
-        out += [f"{t['name']:<{name_w}}  {figures(t)}" for t in rows]
+        for t in rows:
+            out += [f"{t['name']:<{name_w}}  {figures(t)}", *alias_line(t)]
         return out
     out = ["tensor", f"  {fixed}"]  # the name on its own line, its figures below
     for t in rows:
-        out += [t["name"], f"  {figures(t)}"]
+        out += [t["name"], f"  {figures(t)}", *alias_line(t)]
     return out
+
+
+def _alias_target(t: dict[str, Any]) -> str | None:
+    """The tensor an alias stands for (``describe`` writes its codec as ``alias of X``)."""
+    codec = t["codec"]
+    return codec[len("alias of "):] if codec.startswith("alias of ") else None
 
 
 def tsv(rows: Sequence[dict[str, Any]]) -> list[str]:

@@ -8,9 +8,10 @@ since the command started — a clock that keeps running whatever a step does (r
 finished task's own clock, which is how a pack once showed a frozen ``272/272`` for
 minutes while calibration ran with no events).
 
-It also keeps the events (time, step, item, done, total): ``-v`` prints each step's
-duration as it ends, ``LLMC_PROGRESS_LOG=FILE`` writes them as JSON lines, and tests
-check them (``max_gap``: the longest time without an event).
+It also keeps the events (time, step, item, done, total): ``-v`` prints a line per item
+done (a tensor packed, decoded, checked) and each step's duration as it ends,
+``LLMC_PROGRESS_LOG=FILE`` writes them as JSON lines, and tests check them (``max_gap``:
+the longest time without an event).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, ProgressColumn, Task
 from rich.text import Text
+
+from llmc_format.naming import printable
 
 Event = tuple[float, str, str, int, int]
 
@@ -66,7 +69,7 @@ class _StepColumn(ProgressColumn):
     def render(self, task: Task) -> Text:
         room = max(10, self.view.console.width - self.view.fixed_width)
         step = f"{self.view.what} {self.view.step}".strip()
-        item = self.view.item
+        item = printable(self.view.item)
         text = step if not item else f"{step} {item}"
         if len(text) > room:
             keep = room - len(step) - 2
@@ -89,8 +92,9 @@ class _CountClock(ProgressColumn):
 class ProgressView:
     """Callable as ``progress(step, item, done, total)``; a context manager that draws.
 
-    ``quiet`` draws nothing (events are still kept); ``verbose`` prints a line per
-    finished step with its duration; ``clock`` is injectable for tests.
+    ``quiet`` draws nothing (events are still kept); ``verbose`` prints a line per item
+    done (an event naming a new item whose count grew within its step) and per finished
+    step with its duration; ``clock`` is injectable for tests.
     """
 
     BAR = 16
@@ -137,6 +141,13 @@ class ProgressView:
         if step != self.step:
             self._end_step()
             self._step_started = now
+            self.item, self.done = "", 0
+        if self.verbose and not self.quiet and item and item != self.item and done > self.done:
+            # an item done (a tensor packed, checked...); a count that grows under the same
+            # item (calibration's tokens) is progress, not a new line
+            self.console.print(Text(f"{self.what} {step} {printable(item)} "
+                                    f"({human_count(done)}/{human_count(total)})"),
+                               highlight=False, soft_wrap=True)
         self.step, self.item, self.done, self.total = step, item, done, total
         event = (now - self.start, step, item, done, total)
         self.events.append(event)

@@ -143,7 +143,7 @@ def write_llama_gguf(path: Path, type_of: Callable[[str], str], *, hidden: int =
     if rope_freqs:
         add("rope_freqs.weight", (hidden // heads // 2,))
     kv_rows = kv * hidden // heads
-    for i in range(layers):
+    for i in sorted(range(layers), key=str):  # string order (blk.1, blk.10, blk.2), as converters write
         add(f"blk.{i}.attn_norm.weight", (hidden,))
         add(f"blk.{i}.attn_q.weight", (hidden, hidden))
         add(f"blk.{i}.attn_k.weight", (kv_rows, hidden))

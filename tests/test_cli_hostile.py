@@ -217,3 +217,28 @@ def test_malformed_rd_summary_and_codec_config(targeted: Path, tmp_path: Path) -
 def test_printable_escapes_controls_only() -> None:
     assert printable("model.layers.0.é") == "model.layers.0.é"
     assert printable("a\x1b[31mb\nc\u202ed") == "a\\x1b[31mb\\nc\\u202ed"
+
+
+def test_repair_prints_paths_escaped(named: Path, tmp_path: Path) -> None:
+    """``repack --repair`` names the archive and OUTPUT as given, which may hold escapes,
+    newlines or rich markup: printed escaped, never interpreted."""
+    hostile = tmp_path / "[bold]a\x1b[2J\nb.llmc"
+    hostile.write_bytes(named.read_bytes())
+    out = tmp_path / "o[red]ut\r.llmc"
+    r = run("repack", hostile, "-o", out, "--repair")
+    assert r.exit_code == 0, r.output
+    assert "\x1b" not in r.output and "\r" not in r.output
+    assert r.output.count("\n") == 1  # one line, no forged second one
+    assert printable(hostile) in r.output and printable(out) in r.output
+    assert not out.exists()  # nothing to repair: nothing written
+
+
+def test_codec_help_lists_installed_codecs_whatever_argv() -> None:
+    """The installed codecs are looked up when the help is drawn, not from sys.argv (which
+    here is pytest's)."""
+    for flag in ("-h", "--help"):
+        r = run("pack", flag)
+        assert r.exit_code == 0 and "Installed:" in r.output, r.output
+    r = run("verify", "x.llmc", "--signature", "x.sig")
+    one_line_error(r, 2)
+    assert "--signature and --public-key go together" in r.output

@@ -73,7 +73,9 @@ def test_non_model_input_and_bad_outputs(model: Path, tmp_path: Path) -> None:
 
 
 def test_options_without_effect_warn(model: Path, tmp_path: Path) -> None:
-    code, output = _pack(tmp_path, model, "--qp", "30", "--lossless", "*attn*")
+    r = runner.invoke(app, ["pack", str(model), "-o", str(tmp_path / "a.llmc"), "--qp", "30",
+                            "--lossless", "*attn*"])  # not -q: that silences warnings
+    code, output = r.exit_code, r.output
     assert code == 0
     assert "--qp has no effect with --codec exact" in output
     assert "--lossless '*attn*' matches no tensor" in output
@@ -140,3 +142,89 @@ def test_json_for_pack_unpack_verify(model: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0 and json.loads(r.output)["ok"] is True
     r = runner.invoke(app, ["unpack", str(arc), "-o", "-"])
     assert r.exit_code == 2 and not Path("-").exists()
+
+
+def test_quiet_and_verbose_before_or_after_the_command(model: Path, tmp_path: Path) -> None:
+    """-q: errors only (no summary, no warning); -v: a line per tensor; global or per
+    command; both at once is bad usage."""
+    arc = tmp_path / "a.llmc"
+    for args in (["-q", "pack", str(model), "-o", str(arc)],
+                 ["pack", str(model), "-o", str(arc), "-q"]):
+        r = runner.invoke(app, [*args, "-f", "--qp", "30"])  # --qp without a codec: a warning
+        assert r.exit_code == 0 and r.output == "", r.output
+    r = runner.invoke(app, ["-q", "pack", str(model), "-o", str(arc)])  # exists: an error
+    assert r.exit_code == 3 and r.output.startswith("error:") and r.output.count("\n") == 1
+    r = runner.invoke(app, ["pack", str(model), "-o", str(arc), "-f", "--qp", "30"])
+    assert "warning: --qp has no effect" in r.output and "wrote" in r.output
+    for args in (["-v", "verify", str(arc)], ["verify", str(arc), "-v"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+        shown = [line for line in r.output.splitlines() if line.endswith("/4)")]
+        assert [line.split()[2] for line in shown] == [
+            "model.layers.0.mlp.up_proj.weight", "model.layers.1.mlp.up_proj.weight",
+            "model.layers.2.mlp.up_proj.weight", "model.norm.weight"], r.output
+    r = runner.invoke(app, ["-q", "verify", str(arc), "-v"])
+    assert r.exit_code == 2 and "contradict" in r.output
+    r = runner.invoke(app, ["--help"])
+    assert "--quiet" in r.output and "--verbose" in r.output
+
+
+COMMANDS = ("pack", "unpack", "inspect", "verify", "extract", "repack", "sign")
+
+
+@pytest.mark.parametrize("command", ["", *COMMANDS])
+def test_every_help_has_examples_choices_and_no_type_placeholders(command: str) -> None:
+    """``-h`` everywhere; flags show nothing after them, text options their choices or a
+    metavar (never typer's ``<bool>``/``<str>``); every option says what it does."""
+    import typer.main
+
+    args = [command, "-h"] if command else ["-h"]
+    r = runner.invoke(app, args, env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert "<bool>" not in r.output and "<str>" not in r.output, r.output
+    assert "--quiet" in r.output or command in ("inspect", "extract", "sign")
+    if command:
+        assert "Examples:" in r.output
+    group = typer.main.get_command(app)
+    cmd = group.commands[command] if command else group  # type: ignore[attr-defined]
+    undocumented = [p.name for p in cmd.params if not (p.help or "").strip()]
+    assert undocumented == []
+
+
+def test_unpack_help_names_its_choices() -> None:
+    r = runner.invoke(app, ["unpack", "-h"], env={"COLUMNS": "80"})
+    for choices in ("[safetensors|pt|gguf]", "[bf16|fp16|fp32]", "[auto|copy|drop]", "SIZE"):
+        assert choices in r.output
+
+
+def test_a_target_driving_a_tensor_below_a_sane_snr_warns(tmp_path: Path) -> None:
+    """--bpw 1.3 of Gaussian weights leaves under 8 dB (at best 6 dB per bit): the pack succeeds,
+    with a warning naming the SNR and how to find the tensors; not with -q."""
+    src = tmp_path / "w.safetensors"
+    save_file({"w": np.random.default_rng(1).standard_normal((256, 256)).astype(np.float32)},
+              str(src))
+    r = runner.invoke(app, ["pack", str(src), "-o", str(tmp_path / "w.llmc"), "--codec", "vvc",
+                            "--bpw", "1.3", "-j", "1"])
+    assert r.exit_code == 0, r.output
+    assert "warning: the target drives at least one tensor to" in r.output
+    assert "llmc inspect --sort snr" in r.output
+    [t] = llmc_format.inspect(tmp_path / "w.llmc")["tensors"]
+    assert t["snr_db"] < 8.0 and f"{t['snr_db']:.2f} dB SNR" in r.output
+
+
+def test_what_a_new_user_tripped_on(model: Path, tmp_path: Path) -> None:
+    """inspect --rd of a lossless archive said nothing (an empty table); verify of a
+    missing file ended in a bare 'FAILED'; a click usage error was a 5-line box."""
+    arc = tmp_path / "a.llmc"
+    assert runner.invoke(app, ["pack", str(model), "-o", str(arc), "-q"]).exit_code == 0
+    r = runner.invoke(app, ["inspect", str(arc), "--rd"])
+    assert r.exit_code == 0 and "has no RD records to show" in r.output
+    r = runner.invoke(app, ["verify", str(tmp_path / "gone.llmc")])
+    assert r.exit_code == 1 and "FAILED: 1 problem with the file" in r.output
+    for args in (["unpack", str(arc)], ["unpack", str(arc), "-o", "x", "--format", "onnx"],
+                 ["--bogus"], ["bogus"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and r.output.startswith("error: ") and \
+            r.output.count("\n") == 1, r.output
+    assert "(see llmc unpack -h)" in runner.invoke(app, ["unpack", str(arc)],
+                                                   prog_name="llmc").output

@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parents[1] / "llmc_format"
 #: Each entry is a module or a package prefix; every module must fall into one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("llmc_format.errors", "llmc_format.dtypes", "llmc_format.units", "llmc_format.version",
-              "llmc_format.metrics", "llmc_format.runtime", "llmc_format.plaindata",
+              "llmc_format.metrics", "llmc_format.runtime", "llmc_format.naming", "llmc_format.plaindata",
               "llmc_format.outfiles")),
     ("container", ("llmc_format.container",)),
     ("codecs", ("llmc_format.codecs",)),

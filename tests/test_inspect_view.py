@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 import llmc_format
 from llmc_format.cli import app
-from llmc_format.inspect_view import natural_key, select, weighting_words
+from llmc_format.inspect_view import select, weighting_words
+from llmc_format.naming import natural_key
 
 LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
@@ -36,8 +37,9 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert len(names) == 273
     rng = np.random.default_rng(0)
     path = tmp_path_factory.mktemp("inspect") / "smollm2-like.llmc"
+    # stored in string order (layers.19 before layers.2), as a converter writes a GGUF
     return llmc_format.save_file({n: rng.standard_normal((4, 8)).astype(np.float32)
-                                  for n in names}, path, jobs=1)
+                                  for n in sorted(names)}, path, jobs=1)
 
 
 def _lines_on_a_terminal(args: list[str], columns: int) -> list[str]:
@@ -78,7 +80,10 @@ def test_full_names_through_a_pipe_one_tensor_per_line(archive: Path) -> None:
     assert r.exit_code == 0
     rows = [line.split("\t") for line in r.output.splitlines()]
     assert rows[0][:3] == ["name", "dtype", "shape"]
-    assert [row[0] for row in rows[1:]] == smollm2_names()
+    # every name in full, one per line, in natural order (layers.2 before layers.10)
+    assert [row[0] for row in rows[1:]] == sorted(smollm2_names(), key=natural_key)
+    layers = [row[0].split(".")[2] for row in rows[1:] if row[0].startswith("model.layers.")]
+    assert list(dict.fromkeys(layers)) == [str(i) for i in range(30)]
     assert all(len(row) == len(rows[0]) for row in rows)
     grep = [row for row in rows if "layers.7.self_attn.q_proj" in row[0]]
     assert len(grep) == 1 and grep[0][1:3] == ["float32", "4x8"]
@@ -118,6 +123,29 @@ def test_unknown_tensor_name_suggests_the_closest(archive: Path, tmp_path: Path)
                                  "-o", str(tmp_path / "t.npy")])
     assert r.exit_code == 3
     assert "did you mean 'model.layers.3.mlp.up_proj.weight'" in r.output
+
+
+def test_default_order_is_natural_and_total() -> None:
+    rows = [{"name": n, "stored_bytes": 1, "bpw": 1.0}
+            for n in ("layers.10.w", "layers.2.w", "a01", "a1", "layers.1.w")]
+    assert [t["name"] for t in select(rows)] == ["a01", "a1", "layers.1.w", "layers.2.w",
+                                                 "layers.10.w"]
+    # ties of a figure keep natural order, not the archive's
+    assert [t["name"] for t in select(rows, sort="size")][-3:] == ["layers.1.w", "layers.2.w",
+                                                                  "layers.10.w"]
+
+
+def test_an_alias_row_fits_80_columns(tmp_path: Path) -> None:
+    """A tied head's row names its target on a line of its own, not in the codec column
+    (which pushed the row past 80 columns)."""
+    from llmc_format.inspect_view import table
+
+    rows = [{"name": "lm_head.weight", "dtype": "float32", "shape": [96, 64],
+             "codec": "alias of model.embed_tokens.weight", "stored_bytes": 0, "bpw": 0.0}]
+    for width in (80, 200):
+        lines = table(rows, width)
+        assert max(len(line) for line in lines) <= width
+        assert "  alias of model.embed_tokens.weight" in lines
 
 
 def test_header_says_when_a_target_pack_was_activation_aware() -> None:

@@ -118,3 +118,40 @@ def test_smollm2_calibration_never_goes_5_seconds_without_progress(smollm_gguf: 
     built = next(i for i, e in enumerate(view.events) if e[1] != "calibration: building the model")
     gaps = [b[0] - a[0] for a, b in zip(view.events[built:], view.events[built + 1:], strict=False)]
     assert max(gaps) < 5.0, max(gaps)
+
+
+def test_verbose_prints_a_line_per_item_done() -> None:
+    clock, buf = FakeClock(), io.StringIO()
+    console = Console(file=buf, width=80, color_system=None)
+    with ProgressView(console, "pack:", verbose=True, clock=clock) as view:
+        view("encoding", "", 0, 30)  # the step starts: nothing done yet
+        view("encoding", "a.weight", 10, 30)
+        view("encoding", "layers.2.w\x1b[2J", 30, 30)
+        view("generating", "2 sequences", 1, 9)  # a count growing under one item:
+        view("generating", "2 sequences", 2, 9)  # one line, not one per token
+    lines = buf.getvalue().splitlines()
+    assert lines == ["pack: encoding a.weight (10/30)",
+                     "pack: encoding layers.2.w\\x1b[2J (30/30)",
+                     "pack: encoding (30): 0.0 s", "pack: generating 2 sequences (1/9)",
+                     "pack: generating (9): 0.0 s"]
+    buf = io.StringIO()
+    with ProgressView(Console(file=buf), "pack:", verbose=False, clock=clock) as view:
+        view("encoding", "a.weight", 10, 30)
+        view("encoding", "b.weight", 30, 30)
+    assert buf.getvalue() == ""
+
+
+def test_the_drawn_clock_runs_with_no_event_at_all() -> None:
+    """The frozen clock of issue 18, with the real refresh thread and the real clock: a
+    step that reports nothing for 2.3 s (calibration once reported nothing for 13 min)
+    still shows the time advancing on the terminal, second by second."""
+    import re
+    import time
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, force_terminal=True, color_system=None)
+    with ProgressView(console, "pack:") as view:
+        view("sampling", "model.norm.weight", 272, 272)  # a finished step (rich stops
+        time.sleep(2.3)  # its own clock there), then no event: only the refresh draws
+    clocks = set(re.findall(r"0:00:0(\d)", buf.getvalue()))
+    assert {"0", "1", "2"} <= clocks, buf.getvalue()[-400:]

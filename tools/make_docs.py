@@ -2,10 +2,11 @@
 
 Each shown run in a doc is a fenced ``console`` block preceded by a marker line
 ``<!-- make_docs: ID -->``; ``RUNS`` below says, per ID, the command and how much of its
-output to keep. The runs use MiniLM-L6 (``tools.models.minilm_dir``, copied as ``minilm``
-into a work directory, so the docs show short relative paths), at 80 columns, with
-stdout on a terminal (the layout people see) and stderr apart (warnings and errors; no
-progress line).
+output to keep. The runs use MiniLM-L6 (``tools.models.minilm_dir``, linked as ``minilm``
+into a work directory, so the docs show short relative paths) and SmolLM2-135M's GGUF
+(linked under its file name), at 80 columns, with stdout on a terminal (the layout people
+see) and stderr apart (warnings and errors; no progress line). A few runs are other
+programs (``ls``, ``head``) showing what an llmc run wrote.
 
     python -m tools.make_docs            # rewrite the blocks in docs/
     python -m tools.make_docs --check    # exit 1 if a block no longer matches its command
@@ -30,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SMOLLM2 = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DOCS = ROOT / "docs"
 MARKER = re.compile(r"^<!-- make_docs: (\S+) -->$")
 
@@ -45,6 +47,8 @@ class Run:
     fast: bool = True
     #: stdout through a pipe instead of a terminal (shows the TSV layout)
     pipe: bool = False
+    #: the program run: llmc, or a plain one (ls, head) looking at what llmc wrote
+    program: str = "llmc"
 
 
 RUNS: dict[str, Run] = {
@@ -64,6 +68,33 @@ RUNS: dict[str, Run] = {
                         pipe=True),
     "inspect-not-archive": Run("inspect.md", ("inspect", "minilm/config.json")),
     "verify-ok": Run("verify.md", ("verify", "minilm.llmc", "--against", "minilm")),
+    "unpack-lossless": Run("unpack.md", ("unpack", "minilm.llmc", "-o", "restored")),
+    "unpack-ls": Run("unpack.md", ("restored",), program="ls", pipe=True),
+    "unpack-exists": Run("unpack.md", ("unpack", "minilm.llmc", "-o", "restored")),
+    "unpack-shards": Run("unpack.md", ("unpack", "minilm.llmc", "-o", "restored", "--force",
+                                       "--shard-size", "20MB")),
+    "unpack-index": Run("unpack.md", ("-12", "restored/model.safetensors.index.json"),
+                        program="head", pipe=True),
+    "unpack-gguf-shards": Run("unpack.md", ("unpack", "minilm.llmc", "-o", "x", "--format",
+                                            "gguf", "--shard-size", "1GB")),
+    "unpack-pt": Run("unpack.md", ("unpack", "minilm.llmc", "-o", "restored-pt", "--format",
+                                   "pt")),
+    "unpack-gguf-bf16": Run("unpack.md", ("unpack", "minilm.llmc", "-o", "restored-gguf",
+                                          "--format", "gguf", "--dtype", "bf16")),
+    "unpack-vvc-fp16": Run("unpack.md", ("unpack", "minilm-vvc.llmc", "-o", "restored-vvc",
+                                         "--dtype", "fp16"), fast=False),
+    "unpack-bad-format": Run("unpack.md", ("unpack", "minilm.llmc", "-o", "x", "--format",
+                                           "onnx")),
+    "unpack-help": Run("unpack.md", ("unpack", "-h"), head=12, tail=6),
+    # SmolLM2-135M (Q4_1 GGUF): a lossless pack takes ~40 s, so these are not "fast"
+    "pack-smollm2": Run("pack.md", ("pack", SMOLLM2, "-o", "smollm2.llmc"), fast=False),
+    "inspect-smollm2": Run("inspect.md", ("inspect", "smollm2.llmc"), head=22, tail=6,
+                           fast=False),
+    "unpack-smollm2": Run("unpack.md", ("unpack", "smollm2.llmc", "-o", "smol"), fast=False),
+    "unpack-smollm2-copy": Run("unpack.md", ("unpack", "smollm2.llmc", "-o", "smol-copy",
+                                             "--tied", "copy", "--dtype", "bf16"), fast=False),
+    "unpack-smollm2-config": Run("unpack.md", ("-n", "dtype", "smol-copy/config.json"),
+                                 program="grep", pipe=True, fast=False),
     "extract-pack": Run("extract.md", ("pack", "minilm", "-o", "minilm-bpw3.llmc", "--codec",
                                        "vvc", "--bpw", "3"), fast=False),
     "extract-raw": Run("extract.md", ("extract", "minilm-bpw3.llmc",
@@ -85,14 +116,21 @@ RUNS: dict[str, Run] = {
 
 
 def prepare(work: Path) -> None:
-    """The inputs the runs name: ``minilm`` (MiniLM-L6's directory, linked)."""
+    """The inputs the runs name: ``minilm`` (MiniLM-L6's directory) and SmolLM2's GGUF,
+    linked (the runs only read them); no archive or unpacked directory of an earlier run."""
     sys.path.insert(0, str(ROOT))
-    from tools.models import minilm_dir
+    from tools.models import minilm_dir, smollm2_gguf_path
 
+    work.mkdir(parents=True, exist_ok=True)
     if not (work / "minilm").exists():  # a link: the runs only read it
         (work / "minilm").symlink_to(minilm_dir(), target_is_directory=True)
+    if not (work / SMOLLM2).exists():
+        (work / SMOLLM2).symlink_to(smollm2_gguf_path())
     for old in work.glob("*.llmc"):  # the runs create them: start from none
         old.unlink()
+    for old in work.iterdir():  # and the directories unpack writes
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old)
 
 
 def run(r: Run, work: Path) -> tuple[list[str], int]:
@@ -103,6 +141,8 @@ def run(r: Run, work: Path) -> tuple[list[str], int]:
     script = Path(sys.executable).with_name("llmc")  # the installed command: its name in --help
     cmd = [str(script), *r.args] if script.exists() else [sys.executable, "-m",
                                                           "llmc_format.cli", *r.args]
+    if r.program != "llmc":
+        cmd = [r.program, *r.args]
     if r.pipe:
         proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True,
                               check=False)
@@ -133,7 +173,7 @@ def render(r: Run, lines: list[str], code: int) -> list[str]:
         lines = [*lines[:r.head], "…", *(lines[-r.tail:] if r.tail else [])]
     shown = " ".join(a if re.fullmatch(r"[\w./=:-]+", a) else f"'{a}'" for a in r.args)
     pipe = f" | head -{r.head}" if r.pipe and r.head else ""
-    return [f"$ llmc {shown}{pipe}", *lines, f"[exit {code}]"]
+    return [f"$ {r.program} {shown}{pipe}", *lines, f"[exit {code}]"]
 
 
 def shape(lines: list[str]) -> list[str]:

@@ -89,7 +89,9 @@ class Source(ABC):
     """An input model: tensors (lazily), the files that go with them, and a description.
 
     Sources hold open file handles (memory maps); use them as context managers or call
-    ``close()``. Tensor order is the file's own order, so packing is deterministic.
+    ``close()``. Tensor order is fixed by the file, so packing is deterministic: its own
+    order (a safetensors file's, which ``unpack`` reproduces), or for a GGUF, whose order
+    nothing reproduces, natural order (``naming``: layers.2 before layers.10).
     """
 
     def __init__(self, path: Path) -> None:

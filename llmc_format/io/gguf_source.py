@@ -54,6 +54,7 @@ from llmc_format.errors import SourceError
 from llmc_format.io.base import NativeData, Source, SourceTensor, check_unique, file_facts
 from llmc_format.io.gguf_layout import LAYOUT_ATTACHMENT, layout_record
 from llmc_format.io.torchconv import contiguous, dtype_name_of_torch, from_torch
+from llmc_format.naming import natural_sorted
 
 #: ggml float/int types stored as plain values -> format dtype name (passed through bit-exactly).
 _PLAIN_TYPES = {
@@ -166,9 +167,13 @@ class GgufFile(Source):
         self._skipped: list[str] = []
         self._gguf_names: dict[str, str] = {}  # archive (HF) name -> GGUF name
         if type(self._processor).__name__ in _LAYOUT_PROCESSORS | _ARITHMETIC_PROCESSORS:
-            self._entries = self._lazy_entries()
+            entries = self._lazy_entries()
         else:
-            self._entries = self._eager_entries()
+            entries = self._eager_entries()
+        # natural order (layers.2 before layers.10): converters write GGUFs in string order,
+        # which reads as shuffled in pack's progress and every listing; the GGUF comes back
+        # byte for byte from the layout record whatever the archive's order
+        self._entries = natural_sorted(entries, key=lambda item: item[0])
         check_unique(self._entries)
         self._aliases = self._tied_aliases()
         self._layout: bytes | None = None

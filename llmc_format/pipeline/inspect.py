@@ -30,6 +30,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
                 "bpw": 8 * t.stored_bytes / t.numel if t.numel else 0.0,
                 "ratio": t.nbytes / t.stored_bytes if t.stored_bytes else None,
                 "blobs": len(t.blobs),
+                # an alias is what its target is
+                "lossless": is_lossless(entry.pipeline),
             }
             if t.alias_of is None:
                 row["lossless"] = is_lossless(entry.pipeline)

@@ -55,7 +55,8 @@ from llmc_format.runtime import default_jobs
 from llmc_format.version import __version__
 
 #: progress(event, tensor_name, done_weights, total_weights); events: "start" (encoding
-#: begins), "tensor" (one written), "resumed" (one kept from an interrupted pack)
+#: begins; no name: none is done yet), "tensor" (one written), "resumed" (one kept from an
+#: interrupted pack)
 Progress = Callable[[str, str, int, int], None]
 
 
@@ -425,7 +426,7 @@ def pack_source(
                 run_job, jobs_in_order(todo), ahead_window(ex.workers), cost=_job_bytes,
                 budget=ex.workers * max((s.nbytes for s in specs.values()), default=1))
             if progress and todo:  # the step starts now, not when its first tensor is done
-                progress("start", todo[0][0], done, total)
+                progress("start", "", done, total)
             with contextlib.closing(results_iter) as results:
                 for packed in results:
                     name = packed.name

@@ -475,7 +475,22 @@ def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: T
             if total > budget:
                 return None  # (the pool finishes the tensors already started)
     dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.exact")
+    # a private directory of a unique name (0700, created exclusively) holds the pack until
+    # it is renamed over dst: no fixed name another process could pre-create or race on
+    private = temp_dir(dst, ".exact")
+    tmp = private / dst.name
+    try:
+        return _publish_exact(source, dst, tmp, target, names, policy=policy, jobs=jobs,
+                              progress=progress, new=new, **pack_kwargs)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)
+
+
+def _publish_exact(source: Source, dst: Path, tmp: Path, target: Target, names: set[str], *,
+                   policy: Policy, jobs: int, progress: Progress | None, new: bool,
+                   **pack_kwargs: Any) -> dict[str, Any] | None:
+    """Pack every candidate exact into ``tmp`` and rename it over ``dst`` if it meets the
+    target (None, and nothing renamed, when the index estimate was short)."""
     summary: dict[str, Any] = {"target": target.describe(), "lambda": None,
                                "weighting": "none (every candidate fits exact)", "passes": 1,
                                "predicted_lossy_bits": 0.0, "kept_exact": sorted(names)}
@@ -487,7 +502,6 @@ def pack_exact_if_it_fits(source: Source, dst: str | os.PathLike[str], target: T
     achieved = _achieved(tmp, names)
     value = achieved["file_bytes"] if target.kind == "size" else achieved["rd_bpw_all_in"]
     if value > target.value:  # the estimate of the index was short: allocate after all
-        tmp.unlink()
         return None
     if value < target.value * (1 - target.tolerance):
         summary["within_tolerance"] = False

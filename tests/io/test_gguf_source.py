@@ -233,3 +233,29 @@ def test_smollm2_attachments_make_a_loadable_directory(smollm_gguf: Path, tmp_pa
     assert tok(text)["input_ids"] == ref(text)["input_ids"]
     assert names[0] == "model.embed_tokens.weight"
     assert json.loads(items["config.json"])["num_hidden_layers"] == 30
+
+
+def test_tensors_come_in_natural_order_and_the_gguf_still_comes_back(
+        tmp_path: Path, make_llama_gguf) -> None:
+    """A GGUF written in string order (blk.1, blk.10, blk.11, blk.2) is packed in natural
+    order — what pack's progress shows — and unpacks to the same file byte for byte."""
+    import llmc_format
+    from llmc_format.naming import natural_sorted
+    from llmc_format.pipeline.unpack import unpack
+
+    path = tmp_path / "twelve.gguf"
+    make_llama_gguf(path, lambda name: "F32" if "norm" in name else "Q4_1", layers=12)
+    with open_source(path) as src:
+        names = [n for n, _ in src.tensors()]
+    assert names == natural_sorted(names) and len(names) == 12 * 9 + 2
+    layers = [n.split(".")[2] for n in names if n.startswith("model.layers.")]
+    assert list(dict.fromkeys(layers)) == [str(i) for i in range(12)]
+    shown: list[str] = []
+    arc = llmc_format.pack(path, tmp_path / "t.llmc",
+                           progress=lambda ev, name, d, t: shown.append(name) if ev == "tensor"
+                           else None)
+    assert shown == names
+    with llmc_format.safe_open(arc) as f:
+        assert [n for n in f.keys() if n in set(names)] == names
+    res = unpack(arc, tmp_path / "g", format="gguf")
+    assert (tmp_path / "g" / res.files[0]).read_bytes() == path.read_bytes()

@@ -82,6 +82,8 @@ def test_repack_command_reports_quality_against_the_original(
     r = CliRunner().invoke(app, ["repack", str(a), "-o", str(out), "--bpw", "2.5"])
     assert r.exit_code == 0, r.output
     assert "against the original model (estimate" in r.output
-    r = CliRunner().invoke(app, ["repack", str(a), "-o", str(tmp_path / "d.llmc"), "--bpw", "4",
-                                 "-q"])
+    r = CliRunner().invoke(app, ["repack", str(a), "-o", str(tmp_path / "d.llmc"), "--bpw", "4"])
     assert "re-coding cannot recover" in r.output
+    r = CliRunner().invoke(app, ["repack", str(a), "-o", str(tmp_path / "e.llmc"), "--bpw", "4",
+                                 "-q"])  # -q: errors only, no warning
+    assert r.exit_code == 0 and r.output == ""

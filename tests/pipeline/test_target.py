@@ -277,3 +277,20 @@ def test_self_calibrated_target_is_activation_aware(tmp_path: Path, tiny_model_d
     assert activation_policy(target_policy, None, shapes) == (target_policy, {})
     plain, weights = activation_policy(target_policy, st, shapes, 0.0)
     assert plain == target_policy and set(weights) == set(st.input_power)
+
+
+def test_all_exact_pack_uses_a_private_temp_name(tmp_path: Path) -> None:
+    """The all-exact shortcut writes through a private, uniquely named directory: a file or
+    symlink another user placed at a predictable name beside the output is neither
+    followed nor replaced, and nothing but the output is left behind."""
+    out = tmp_path / "m.llmc"
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"keep me")
+    (tmp_path / f".{out.name}.exact").symlink_to(victim)
+    summary = pack_to_target(MemorySource(model_with_embedding()), out, Target.parse(size="400kB"),
+                             policy=POLICY, jobs=2, weighting="nmse")
+    assert summary["weighting"].startswith("none")
+    assert victim.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [out.name, "victim", f".{out.name}.exact"])
+    assert verify(out).ok

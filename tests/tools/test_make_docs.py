@@ -40,3 +40,31 @@ def test_documented_outputs_match_and_drift_is_caught(tmp_path: Path, minilm_dir
 def test_every_fast_documented_run_matches(tmp_path: Path, minilm_dir: Path) -> None:
     r = _check(tmp_path, "fast")
     assert r.returncode == 0, r.stderr
+
+
+GENERATED = ("pack.md", "inspect.md", "unpack.md")
+
+
+def test_every_shown_run_of_the_command_pages_is_generated() -> None:
+    """In the command pages, a console block is either a make_docs run (checked by
+    ``--check``) or says why it is not (``<!-- hand: ... -->``: needs a FIFO, folded)."""
+    sys.path.insert(0, str(ROOT))
+    from tools.make_docs import RUNS, blocks
+
+    for name in GENERATED:
+        lines = (ROOT / "docs" / name).read_text().split("\n")
+        for i, line in enumerate(lines):
+            if line.startswith("```console"):
+                before = lines[i - 1] if i else ""
+                assert before.startswith(("<!-- make_docs: ", "<!-- hand: ")), \
+                    f"docs/{name}:{i + 1}: a console block neither generated nor marked"
+        marked = set(blocks("\n".join(lines)))
+        assert marked == {k for k, r in RUNS.items() if r.doc == name}, name
+
+
+@pytest.mark.slow
+def test_every_documented_run_matches_smollm2_included(tmp_path: Path, minilm_dir: Path,
+                                                      smollm_gguf: Path) -> None:
+    """All runs, the SmolLM2 pack/inspect/unpack and the VVC ones too (minutes)."""
+    r = _check(tmp_path, "all")
+    assert r.returncode == 0, r.stderr
