@@ -50,15 +50,19 @@ def test_structure_aware_mutations_reach_the_decoders(seed_dir: Path) -> None:
 
 
 def test_bounded_fuzz_run_finds_no_crash(seed_dir: Path, tmp_path: Path) -> None:
+    """A fixed number of mutated archives (not a time slot: how many run in N seconds is a
+    speed figure, which a loaded machine fails), none crashing; the time cap only stops
+    a hang. Longer campaigns: ``fuzz/fuzz_llmc.py`` or LLMC_FUZZ_EXECS/LLMC_FUZZ_SECONDS."""
+    execs = int(os.environ.get("LLMC_FUZZ_EXECS", "200"))
     stats = fuzz_loop(
         _seeds(seed_dir),
-        seconds=float(os.environ.get("LLMC_FUZZ_SECONDS", "20")),
-        max_execs=int(os.environ.get("LLMC_FUZZ_EXECS", "3000")),
+        seconds=float(os.environ.get("LLMC_FUZZ_SECONDS", "600")),
+        max_execs=execs,
         seed=int(os.environ.get("LLMC_FUZZ_SEED", "0")),
         crash_dir=tmp_path / "crashes",
     )
     print(stats.summary())
     assert stats.crashes == [], stats.summary()
-    assert stats.executions >= 200, stats.summary()
+    assert stats.executions == execs, stats.summary()  # all ran: none hung to the time cap
     assert any(k.startswith("get_tensor") for k in stats.outcomes), stats.summary()
-    assert stats.slowest < 10.0, stats.summary()
+    assert stats.slowest < 30.0, stats.summary()  # one input's time is bounded (a hang, not speed)
