@@ -15,11 +15,11 @@ follow, both computed here from ``rd.calibration.Statistics.input_power`` (E[x_j
   s_j = clip((E[x_j²]/mean)^α): a codec that spreads its error evenly over what it codes
   then leaves column j an error ∝ 1/s_j², less on the columns that meet large inputs.
   α = 0.5 would equalise the activation-weighted error per column (high-rate theory's
-  optimum), but LLM inputs have outlier channels (E[x_j²] up to 300x the mean on SmolLM2)
-  and one quantization scale per tensor: their magnified columns widen the code range and
-  coarsen every other column's step. Measured on SmolLM2 at 3.0 bits per weight
-  (``research/probe_actscale.py``, docs/results/actscale.md): perplexity 40.9 at α = 0.5,
-  34.9 at 0.35, 35.7 at 0.25 (49.2 without): ``ALPHA`` = 0.35.
+  optimum), but LLM inputs have outlier channels (hundreds of times the mean power) and
+  one quantization scale per tensor: their magnified columns widen the code range and
+  coarsen every other column's step. ``ALPHA`` is therefore below 0.5, chosen by the
+  perplexity of whole packs (``research/probe_actscale.py``; figures in
+  docs/results/actscale.md), not by theory.
 
 Columns whose inputs are (nearly) silent get the largest multiplier; ``CLIP`` bounds the
 ratio so the multipliers stay normal binary16 values and no column's error explodes.
