@@ -4,7 +4,6 @@ event logs showing every phase of a pack reports often (no frozen display)."""
 from __future__ import annotations
 
 import io
-import shutil
 from pathlib import Path
 
 import pytest
@@ -65,28 +64,12 @@ def test_verbose_prints_each_step_with_its_duration() -> None:
     assert view.max_gap() == 12
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
-    torch = pytest.importorskip("torch")
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    d = tmp_path_factory.mktemp("tiny")
-    torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(
-        vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=256,
-    )).save_pretrained(d)
-    for f in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_dir / f, d / f)
-    return d
-
-
-def test_calibration_reports_every_token_and_gradient(tiny_llama: Path) -> None:
+def test_calibration_reports_every_token_and_gradient(tiny_model_dir: Path) -> None:
     from llmc_format.io import open_source
     from llmc_format.rd.calibration import SELF, sensitivities
 
     events: list[tuple[str, str, int, int]] = []
-    with open_source(tiny_llama) as src:
+    with open_source(tiny_model_dir) as src:
         sensitivities(src, SELF, sequences=2, seq_len=16,
                       progress=lambda *e: events.append(e))
     steps = [e[0] for e in events]
