@@ -156,7 +156,11 @@ def test_header_says_when_a_target_pack_was_activation_aware() -> None:
                              "weighting": "calibration-self (auto)",
                              "activation": {"alpha": 0.5, "tensors": 210}}}}
     lines = header(d)
-    assert any(line.startswith("activation-aware: 210 Linear weights") and "0.5" in line
-               for line in lines)
+    assert any(line.startswith("activation-aware: 210 Linear weights") for line in lines)
+    assert "(E[x^2]/mean)^-0.5" in " ".join(lines)
+    assert any("activation-weighted MSE" in line for line in lines)
+    assert max(len(line) for line in lines[1:]) <= 80  # long facts continue under their label
+    assert any(line.startswith("weighting: each tensor") for line in lines)
+    assert any(line.startswith(" " * len("weighting: ")) and line.strip() for line in lines)
     del d["metadata"]["rd"]["activation"]
     assert not any(line.startswith("activation-aware") for line in header(d))
