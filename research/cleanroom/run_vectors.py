@@ -8,6 +8,8 @@ import sys
 import tempfile
 import traceback
 
+import numpy as np
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from reader import LlmcError, Reader, h64  # noqa: E402
@@ -28,14 +30,46 @@ def row_ranges(n):
     return rngs
 
 
-def check_rows(r, name, whole):
+#: FORMAT.md §11: the NaN that replaces every NaN in `xxh3_nan_canonical`, per dtype
+CANONICAL_NAN = {"float32": (np.uint32, 0x7FC00000), "float16": (np.uint16, 0x7E00),
+                 "bfloat16": (np.uint16, 0x7FC0)}
+
+
+def nan_canonical(a, dtype):
+    """The tensor's bytes with every NaN element replaced by the dtype's canonical NaN."""
+    ints, bits = CANONICAL_NAN[dtype]
+    out = np.ascontiguousarray(a).copy().view(ints)
+    out[np.isnan(a.astype(np.float32))] = bits
+    return out.tobytes()
+
+
+def nan_keys(a, t):
+    """§11's NaN keys of a decoded tensor: which of them disagree with the JSON `t`."""
+    bad = []
+    if "nan_count" not in t:
+        return bad
+    mask = np.isnan(np.ascontiguousarray(a).astype(np.float32))
+    if int(mask.sum()) != t["nan_count"]:
+        bad.append(f"nan_count {int(mask.sum())} != {t['nan_count']}")
+    if h64(mask.astype(np.uint8).tobytes()) != t["nan_mask_xxh3"]:
+        bad.append("nan_mask_xxh3 mismatch")
+    if h64(nan_canonical(a, t["dtype"])) != t["xxh3_nan_canonical"]:
+        bad.append("xxh3_nan_canonical mismatch")
+    return bad
+
+
+def check_rows(r, name, whole, dtype=None):
+    """Row ranges equal the whole decode's rows; with `dtype` (a tensor whose JSON has no
+    `xxh3`: some NaN came from two NaNs, §7.6) up to the bits of NaNs."""
     n = whole.shape[0] if whole.ndim else 1
     bad = []
     for a, b in row_ranges(n):
         try:
             part = r.decode_rows(name, a, b)
             ref = whole[a:b] if whole.ndim else whole.reshape(1)[a:b]  # §7 "Rows": [b − a]
-            if part.shape != ref.shape or part.tobytes() != ref.tobytes():
+            same = (nan_canonical(part, dtype) == nan_canonical(ref, dtype)) if dtype else \
+                part.tobytes() == ref.tobytes()
+            if part.shape != ref.shape or not same:
                 bad.append(f"{name}: rows [{a},{b}) differ from whole decode")
         except LlmcError as e:
             bad.append(f"{name}: rows [{a},{b}): {e.name} ({e})")
@@ -76,16 +110,25 @@ def run_one(path, exp):
             try:
                 a = r.decode(name)
                 from reader import ITEMSIZE  # noqa
-                good = (list(a.shape) == t["shape"] and h64(a.tobytes()) == t["xxh3"]
-                        and r.tensors[name]["dtype"] == t["dtype"])
+                good = list(a.shape) == t["shape"] and r.tensors[name]["dtype"] == t["dtype"]
                 if not good:
+                    bad.append(f"{name}: shape or dtype mismatch")
+                elif "xxh3" in t and h64(a.tobytes()) != t["xxh3"]:
+                    good = False
                     bad.append(f"{name}: xxh3 mismatch")
+                for problem in nan_keys(a, t):  # §11: v1-ggml-nonfinite's NaN keys
+                    good = False
+                    bad.append(f"{name}: {problem}")
+                if "digest_decoded" in t and t["digest_decoded"] != (
+                        "decoded" in r.tensors[name]["digest"]):
+                    good = False
+                    bad.append(f"{name}: digest.decoded present != JSON digest_decoded")
             except LlmcError as e:
                 bad.append(f"{name}: {e.name} ({e})")
             except Exception as e:  # reader bug
                 bad.append(f"{name}: CRASH {e!r}")
             if good and ROWS:
-                bad += check_rows(r, name, a)
+                bad += check_rows(r, name, a, None if "xxh3" in t else t["dtype"])
         for name, x in exp.get("attachments", {}).items():
             try:
                 if h64(r.attachment(name)) != x:
@@ -140,6 +183,7 @@ def run_one(path, exp):
 
 
 def main():
+    np.seterr(invalid="ignore", over="ignore")  # NaN/inf scales are data (§7.6): no warnings
     rows = []
     for js in sorted(glob.glob(os.path.join(VEC, "*.json"))):
         name = os.path.basename(js)[:-5]
