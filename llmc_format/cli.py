@@ -430,20 +430,23 @@ def pack(
     check_paths(src, output, force=force)
     for w in options.warnings():
         _warn(w)
-    with open_source(src) as source, \
-            make_executor(executor, jobs=jobs, address=ray_address) as ex, \
-            _view("pack:", hidden=as_json) as view:
-        try:
-            rd = run_pack(options, source, output, executor=ex, warn=_warn,
-                          progress=lambda ev, name, d, t: view(
-                              "encoding" if ev in ("tensor", "start") else ev, name, d, t))
-        except (LlmcError, KeyboardInterrupt):
-            from llmc_format.container.journal import leftovers
+    # the clock and the progress line start before the source is opened: a GGUF's
+    # metadata, tokenizer and config take seconds to read, and they are part of the pack
+    with _view("pack:", hidden=as_json) as view:
+        view("opening source", str(src), 0, 0)
+        with open_source(src) as source, \
+                make_executor(executor, jobs=jobs, address=ray_address) as ex:
+            try:
+                rd = run_pack(options, source, output, executor=ex, warn=_warn,
+                              progress=lambda ev, name, d, t: view(
+                                  "encoding" if ev in ("tensor", "start") else ev, name, d, t))
+            except (LlmcError, KeyboardInterrupt):
+                from llmc_format.container.journal import leftovers
 
-            if not options.targeted and any(j.exists() for _, j in leftovers(output)):
-                err.print("note: finished tensors were kept; rerun the same command "
-                          "with --resume to continue")
-            raise
+                if not options.targeted and any(j.exists() for _, j in leftovers(output)):
+                    err.print("note: finished tensors were kept; rerun the same command "
+                              "with --resume to continue")
+                raise
     if as_json:
         from llmc_format.pipeline.inspect import summarize
 

@@ -228,3 +228,31 @@ def test_what_a_new_user_tripped_on(model: Path, tmp_path: Path) -> None:
             r.output.count("\n") == 1, r.output
     assert "(see llmc unpack -h)" in runner.invoke(app, ["unpack", str(arc)],
                                                    prog_name="llmc").output
+
+
+def test_the_pack_clock_and_progress_include_opening_the_source(
+        model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by hand: SmolLM2's GGUF took 13 s to pack but the summary said 'in 2.2 s', and
+    the terminal showed nothing for the first 10 s: opening a GGUF (its metadata, tokenizer
+    and config through transformers) ran before the clock and the progress line started."""
+    import json
+    import re
+    import time
+
+    import llmc_format.io as io
+
+    real = io.open_source
+
+    def slow_open(*args: object, **kwargs: object) -> object:
+        time.sleep(1.5)  # a GGUF's metadata and tokenizer being read
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(io, "open_source", slow_open)
+    log = tmp_path / "events.jsonl"
+    monkeypatch.setenv("LLMC_PROGRESS_LOG", str(log))
+    r = runner.invoke(app, ["pack", str(model), "-o", str(tmp_path / "a.llmc")])
+    assert r.exit_code == 0, r.output
+    took = re.search(r"wrote \S+ in\s+([0-9.]+) s:", r.output)
+    assert took is not None and float(took.group(1)) >= 1.5, r.output
+    first = json.loads(log.read_text().splitlines()[0])
+    assert first[1] == "opening source" and first[2] == str(model), first
