@@ -19,6 +19,7 @@ import pytest
 from llmc_format import safe_open
 from llmc_format.codecs.base import ArraySpec
 from llmc_format.codecs.ggml_types import TYPES, dequantize
+from llmc_format.codecs.stages import decode_encoded
 from llmc_format.container.reader import Reader
 from llmc_format.pipeline.pack import encode_native_one, pack, tensor_digest
 
@@ -72,6 +73,14 @@ def test_nan_values_drop_digest_decoded(fields: tuple[int | None, int | None]) -
             raw[1, off:off + 2] = _f16_bytes(bits)
     packed = _encode(raw)
     assert packed.digest == {"source": tensor_digest(raw)}
+    # the stored tensor still decodes to the blocks' values: gguf-py's, NaN where they are
+    got = decode_encoded(packed.encoded, packed.spec)
+    with np.errstate(invalid="ignore"):  # NaN scales are data
+        want = np.asarray(gguf.quants.dequantize(raw, gguf.GGMLQuantizationType.Q4_1), np.float32)
+    nan = np.zeros(got.shape, bool)
+    nan[1, :32] = True  # row 1's first block
+    assert np.array_equal(np.isnan(got), nan)
+    assert np.array_equal(got, want, equal_nan=True)
 
 
 def test_plain_type_with_nan_keeps_digest_decoded() -> None:
@@ -83,15 +92,19 @@ def test_plain_type_with_nan_keeps_digest_decoded() -> None:
     assert packed.digest["decoded"] == tensor_digest(raw) == packed.digest["source"]
 
 
+#: verify --against dequantizes the GGUF source with gguf-py, which warns on NaN scales
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_pack_of_a_gguf_with_nan_scales(tmp_path: Path,
                                         make_tiny_gguf: Callable[..., dict[str, str]]) -> None:
     """``llmc pack`` of a GGUF (gguf-py's Q4_1) with NaN ``d`` and ``m`` in one block of
     one tensor: that tensor alone has no ``digest.decoded``, it decodes to the blocks'
-    values (NaN where the block is), and the GGUF still unpacks byte for byte."""
+    values (NaN where the block is), the GGUF still unpacks byte for byte, and ``verify
+    --against`` the GGUF passes."""
     from llmc_format.pipeline.unpack import unpack
+    from llmc_format.pipeline.verify import verify
 
     src = tmp_path / "nan.gguf"
-    make_tiny_gguf(src, lin_type="Q4_1")
+    make_tiny_gguf(src, lin_type="Q4_1", tied=False)  # untied: verify --against, below
     reader = gguf.GGUFReader(str(src))
     victim = next(t for t in reader.tensors if t.name == "blk.0.attn_q.weight")
     data = bytearray(src.read_bytes())
@@ -113,3 +126,5 @@ def test_pack_of_a_gguf_with_nan_scales(tmp_path: Path,
             "model.layers.0.self_attn.k_proj.weight")).any()
     out = unpack(arc, tmp_path / "out", format="gguf")
     assert (tmp_path / "out" / out.files[0]).read_bytes() == bytes(data)
+    report = verify(arc, against=src)
+    assert report.ok, [(t.name, t.problem) for t in report.tensors if not t.ok]
