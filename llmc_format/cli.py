@@ -321,7 +321,8 @@ _OUT = "Output"
     "llmc pack model_dir -o m.llmc --codec vvc --qp 34   # one QP for every tensor"))
 def pack(
     src: Annotated[Path, typer.Argument(help="A .safetensors file, a Hugging Face model "
-                                        "directory, a torch state dict (.bin/.pt) or a .gguf file.")],
+                                        "directory, a torch state dict (.bin/.pt), a .gguf "
+                                        "file or a .llmc archive.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.",
                                          rich_help_panel=_OUT)],
     codec: Annotated[str, typer.Option(metavar="[exact|vvc|hevc|av1|ffv1]",

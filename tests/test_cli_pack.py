@@ -256,3 +256,21 @@ def test_the_pack_clock_and_progress_include_opening_the_source(
     assert took is not None and float(took.group(1)) >= 1.5, r.output
     first = json.loads(log.read_text().splitlines()[0])
     assert first[1] == "opening source" and first[2] == str(model), first
+
+
+def test_a_lossless_archive_packs_lossy_like_a_model(model: Path, tmp_path: Path) -> None:
+    """Found by hand: a lossless master copy could not be made lossy without unpacking it
+    first: `repack` refuses an archive with no lossy tensor and `pack` did not read one."""
+    master, lossy = tmp_path / "master.llmc", tmp_path / "q.llmc"
+    assert runner.invoke(app, ["pack", str(model), "-o", str(master), "-q"]).exit_code == 0
+    r = runner.invoke(app, ["repack", str(master), "-o", str(lossy), "--bpw", "4"])
+    assert r.exit_code == 3 and f"llmc pack {master} -o {lossy} --codec vvc" in \
+        " ".join(r.output.split()), r.output
+    r = runner.invoke(app, ["pack", str(master), "-o", str(lossy), "-q", "--codec", "vvc",
+                            "--qp", "30"])
+    assert r.exit_code == 0, r.output
+    assert llmc_format.inspect(lossy)["summary"]["lossy_tensors"] == 3
+    r = runner.invoke(app, ["verify", str(lossy), "--against", str(master)])
+    assert r.exit_code == 0 and "3 lossy within their recorded error" in r.output, r.output
+    r = runner.invoke(app, ["verify", str(lossy), "--against", str(model)])
+    assert r.exit_code == 0, r.output
