@@ -465,11 +465,14 @@ def pack(
 def _print_target(kind: str, value: float, rd: dict[str, Any]) -> None:
     """What a target pack achieved, in the units the targets count (README "Targets")."""
     a = rd["achieved"]
-    out.print(f"RD target {kind}={value:g}: {rd['passes']} pass(es); "
+    shown = format_size(value) if kind == "size" else f"{value:g}"
+    snr = ("no tensor lossy" if a["min_snr_db"] is None
+           else f"min SNR {_fmt(a['min_snr_db'])} dB")
+    out.print(f"RD target {kind}={shown}: {rd['passes']} pass(es); "
               f"{a['rd_bpw_all_in']:.3f} bits/weight all-in over the {a['rd_weights']:,} "
               f"weights the allocation decides (what --bpw counts): {a['lossy_tensors']} "
               f"tensors lossy, {a['kept_exact_tensors']} kept exact "
-              f"({format_size(a['kept_exact_bytes'])}), min SNR {_fmt(a['min_snr_db'])} dB; "
+              f"({format_size(a['kept_exact_bytes'])}), {snr}; "
               f"other tensors {format_size(a['lossless_tensor_bytes'])}, attachments "
               f"{format_size(a['attachment_bytes'])}; whole file {a['model_bpw']:.3f} "
               f"bits/weight over all {a['model_weights']:,} weights",

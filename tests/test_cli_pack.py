@@ -274,3 +274,14 @@ def test_a_lossless_archive_packs_lossy_like_a_model(model: Path, tmp_path: Path
     assert r.exit_code == 0 and "3 lossy within their recorded error" in r.output, r.output
     r = runner.invoke(app, ["verify", str(lossy), "--against", str(model)])
     assert r.exit_code == 0, r.output
+
+
+def test_the_target_line_shows_a_size_as_a_size(model: Path, tmp_path: Path) -> None:
+    """Found by hand: `--size 10GB` was echoed 'RD target size=1e+10', and a target every
+    tensor meets exact printed 'min SNR - dB'."""
+    r = runner.invoke(app, ["pack", str(model), "-o", str(tmp_path / "a.llmc"), "--codec", "vvc",
+                            "--size", "10GB"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "RD target size=10.00 GB:" in text and "e+" not in text, text
+    assert "- dB" not in text and "no tensor lossy" in text, text
