@@ -770,6 +770,10 @@ def repack(
 
     Quality is reported against the original model as an estimate: the error the input
     archive recorded plus the new coding error (independent errors add).
+
+    Activation-aware tensors (coded through a diagscale stage by a calibrated pack) keep
+    their column multipliers, and the allocation keeps minimizing the activation-weighted
+    error; a tensor kept exact stores its decoded values without them.
     """
     from llmc_format.pipeline.options import check_paths
     from llmc_format.pipeline.target import Target
@@ -800,12 +804,22 @@ def repack(
     elif not quiet:
         _print_summary(output, view.elapsed)
         _print_target(target.kind, target.value, rd)  # SNR: against the input archive
+        if isinstance(rd.get("activation"), dict):
+            out.print(plain(_repack_activation_line(rd["activation"])), highlight=False,
+                      soft_wrap=True)
         if v.get("min_snr_db") is not None:
             out.print(f"against the original model (estimate: {archive.name}'s recorded "
                       f"error plus this one): min SNR {v['min_snr_db']:.2f} dB, mean "
                       f"{v['mean_snr_db']:.2f} dB", highlight=False, soft_wrap=True)
     if v.get("min_snr_db") is not None:
         _warn_low_snr({"achieved": {"min_snr_db": v["min_snr_db"]}})
+
+
+def _repack_activation_line(act: dict[str, Any]) -> str:
+    """What a repack did with the input's activation-aware tensors (``repack``'s summary)."""
+    return (f"activation-aware: {act.get('tensors')} tensors keep their diagscale column "
+            f"multipliers ({act.get('multipliers')}; any the allocation kept exact drop them); "
+            f"RD distortion: {act.get('distortion')}")
 
 
 def _warn_repack_up(archive: Path, target: Any) -> None:
