@@ -681,7 +681,7 @@ def inspect(
     if not out.is_terminal:
         sys.stdout.write("".join(line + "\n" for line in view.tsv(shown)))
     else:
-        for line in [*view.header(d), "", *view.table(shown, out.width), "",
+        for line in [*view.header(d, out.width), "", *view.table(shown, out.width), "",
                      *view.totals(d, len(shown), _ratio_text(d["summary"]))]:
             out.print(plain(line), highlight=False, soft_wrap=True)
     _warn_rd_problems(d)

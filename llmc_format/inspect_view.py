@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import fnmatch
 import math
-from collections.abc import Sequence
+import re
+import textwrap
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from llmc_format.naming import natural_key
@@ -84,8 +86,25 @@ def weighting_words(weighting: str | None) -> str:
     return words
 
 
-def header(d: dict[str, Any]) -> list[str]:
-    """Source, policy, target and weighting of an archive, one fact per line."""
+def header(d: dict[str, Any], width: int = 80) -> list[str]:
+    """Source, policy, target and weighting of an archive, one fact per line.
+
+    A fact longer than ``width`` columns continues on indented lines under its label
+    (the first line, the archive's path, is never cut), so the header fits the terminal
+    the table below it fits."""
+    return [*_wrapped(_header_facts(d), width)]
+
+
+def _wrapped(lines: list[str], width: int) -> Iterator[str]:
+    yield lines[0]
+    for line in lines[1:]:
+        label = re.match(r"[\w -]*?:\s+", line)
+        indent = " " * (len(label.group()) if label else 2)
+        yield from textwrap.wrap(line, max(width, 40), subsequent_indent=indent,
+                                 break_on_hyphens=False) or [line]
+
+
+def _header_facts(d: dict[str, Any]) -> list[str]:
     meta = d.get("metadata") or {}
     lines = [f"{d['path']}: format {d['format_version']}, written by {meta.get('tool', '?')}"]
     src = meta.get("source") or {}

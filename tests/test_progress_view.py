@@ -4,6 +4,7 @@ event logs showing every phase of a pack reports often (no frozen display)."""
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import pytest
@@ -85,8 +86,9 @@ def test_calibration_reports_every_token_and_gradient(tiny_model_dir: Path) -> N
 
 @pytest.mark.slow
 def test_smollm2_calibration_never_goes_5_seconds_without_progress(smollm_gguf: Path) -> None:
-    """What a SmolLM2 ``--bpw 3`` pack spent 13 minutes in without a word: now one event at
-    least every 5 s (measured on a shared 2-core machine)."""
+    """What a SmolLM2 ``--bpw 3`` pack spent 13 minutes in without a word: now events come
+    steadily. Judged as a share of the whole calibration, not in seconds: a loaded machine
+    slows every step alike (a 5 s bound failed at load 8), a silent phase does not shrink."""
     from llmc_format.io import open_source
     from llmc_format.rd.calibration import SELF, sensitivities
 
@@ -96,11 +98,12 @@ def test_smollm2_calibration_never_goes_5_seconds_without_progress(smollm_gguf: 
     steps = {e[1] for e in view.events}
     assert steps == {"calibration: building the model", "calibration: loading weights",
                      "calibration: generating", "calibration: gradients"}
-    # after the model is built (one blocking call: import and construction), every step
-    # reports at least every 5 s
+    # after the model is built (one blocking call: import and construction), no step is
+    # silent for more than 5% of the calibration (idle, about 5 s of about 150 s)
     built = next(i for i, e in enumerate(view.events) if e[1] != "calibration: building the model")
-    gaps = [b[0] - a[0] for a, b in zip(view.events[built:], view.events[built + 1:], strict=False)]
-    assert max(gaps) < 5.0, max(gaps)
+    events = view.events[built:]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(events)]
+    assert max(gaps) < 0.05 * (events[-1][0] - events[0][0]), (max(gaps), len(gaps))
 
 
 def test_verbose_prints_a_line_per_item_done() -> None:

@@ -177,10 +177,12 @@ def render(r: Run, lines: list[str], code: int) -> list[str]:
 
 
 def shape(lines: list[str]) -> list[str]:
-    """A block's structure: numbers as ``#``, runs of spaces as one."""
+    """A block's structure: numbers as ``#``, runs of spaces as one, and a duration as
+    ``# s`` however many units it spans (a loaded machine turns "50 s" into "1 min 5 s")."""
     out = []
     for line in lines:
         line = re.sub(r"\d+(\.\d+)?", "#", line)
+        line = re.sub(r"# h # min\b|(# (h|min) )+# s\b", "# s", line)
         out.append(re.sub(r"\s+", " ", line).strip())
     return out
 

@@ -8,6 +8,8 @@ must report, by its name in the error taxonomy (spec/FORMAT.md §8.1: ``Truncate
 ``Malformed``, ``Checksum``, ``Limit``, ``UnsupportedVersion``, ``UnsupportedCodec``,
 ``Decode``, ``DigestMismatch``), when (``at``: ``open`` or ``decode``) and, for ``decode``,
 of which tensor (``tensor``) or attachment (``attachment``); everything else still reads.
+``v1-ggml-nonfinite``'s tensors also carry NaN keys (``nan_keys``, spec §11), and no
+``xxh3`` where two NaNs met in one operation (bits implementation-defined, §7.6).
 Existing vectors are left alone unless ``--force`` (which a published vector must never
 need: tests/test_vectors.py proves old files still read).
 """
@@ -29,7 +31,13 @@ from llmc_format.container import layout
 from llmc_format.container.index import TensorEntry
 from llmc_format.container.writer import Writer, append_metadata_update
 from llmc_format.dtypes import name_of
-from llmc_format.pipeline.pack import encode_one, tensor_digest, write_packed
+from llmc_format.pipeline.pack import (
+    TIMING_KEYS,
+    PackedTensor,
+    encode_one,
+    tensor_digest,
+    write_packed,
+)
 
 VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
 #: ``sha256sum`` lines of every published vector file: tests/test_vectors.py pins them
@@ -225,6 +233,177 @@ def write_gguf_vector(p: Path) -> dict:
                 write_packed(w, encode_native_one(name, raw, spec, [*stages, ggml]))
             w.add_attachment(LAYOUT_ATTACHMENT, record, compress=True)
         return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+
+#: binary16 bit patterns of v1-ggml-nonfinite's fields
+F16_PINF, F16_NINF = 0x7C00, 0xFC00
+#: NaNs with distinct signs and payloads: negative signalling, positive quiet, negative
+#: quiet with payload 1, negative signalling with payload 1
+F16_NAN_NS, F16_NAN_PQ, F16_NAN_NQ1, F16_NAN_NS1 = 0xFD55, 0x7E2A, 0xFE01, 0xFC01
+#: the canonical NaN that replaces every NaN in ``xxh3_nan_canonical`` (spec §11)
+CANONICAL_NAN = {"float32": 0x7FC00000, "float16": 0x7E00, "bfloat16": 0x7FC0}
+
+
+def _set_f16(block: np.ndarray, offset: int, bits: int) -> None:
+    block[offset:offset + 2] = np.array([bits], "<u2").view(np.uint8)
+
+
+def _quantized(type_name: str, rows: int, cols: int, seed: int) -> np.ndarray:
+    """gguf-py's own quantization of random weights (uint8 (rows, row_bytes)); for types
+    it cannot quantize, ``_gguf_blocks``'s random blocks with sane scales."""
+    import gguf
+
+    from llmc_format.codecs.ggml_types import TYPES
+
+    if type_name in ("Q8_0", "Q4_1"):
+        a = np.random.default_rng(seed).standard_normal((rows, cols)).astype(np.float32)
+        return np.array(gguf.quants.quantize(a, gguf.GGMLQuantizationType[type_name]))
+    return _gguf_blocks(type_name, rows, cols // TYPES[type_name].block_size, seed)
+
+
+def _nonfinite_q8_0_inf(b: np.ndarray) -> None:
+    """+inf scale (row 0, block 0) and -inf scale (row 1, block 1), each with zero quants:
+    ±inf, and inf·0 = the default NaN 0xFFC00000."""
+    _set_f16(b[0, 0:34], 0, F16_PINF)
+    _set_f16(b[1, 34:68], 0, F16_NINF)
+    b[0, 2:5] = b[1, 36:39] = 0
+
+
+def _nonfinite_q8_0_inf_only(b: np.ndarray) -> None:
+    """+inf scale with no zero quant: infinities and no NaN (keeps ``digest.decoded``)."""
+    _set_f16(b[0, 0:34], 0, F16_PINF)
+    b[0, 2:34][b[0, 2:34] == 0] = 1
+
+
+def _nonfinite_q8_0_nan(b: np.ndarray) -> None:
+    """One NaN scale per row: negative signalling with a payload, positive quiet."""
+    _set_f16(b[0, 34:68], 0, F16_NAN_NS)
+    _set_f16(b[1, 0:34], 0, F16_NAN_PQ)
+
+
+def _nonfinite_q4_1_one_nan(b: np.ndarray) -> None:
+    """Q4_1 ``d · q + m`` with at most one NaN operand per operation: NaN d; NaN m; NaN d
+    with m = +inf; d = +inf with m = -inf (inf - inf and inf·0: default NaNs)."""
+    _set_f16(b[0], 0, F16_NAN_NS)
+    _set_f16(b[1], 2, F16_NAN_PQ)
+    _set_f16(b[2], 0, F16_NAN_NQ1)
+    _set_f16(b[2], 2, F16_PINF)
+    _set_f16(b[3], 0, F16_PINF)
+    _set_f16(b[3], 2, F16_NINF)
+    b[3, 4] &= 0xF0  # a zero nibble: inf·0
+
+
+def _nonfinite_q4_1_two_nan(b: np.ndarray) -> None:
+    """Two-NaN operations: row 1 has NaN d and NaN m (other payloads and signs); row 2 has
+    d = +inf at a zero nibble (default NaN) plus NaN m. Row 0 stays finite."""
+    _set_f16(b[1], 0, F16_NAN_PQ)
+    _set_f16(b[1], 2, F16_NAN_NS)
+    _set_f16(b[2], 0, F16_PINF)
+    _set_f16(b[2], 2, F16_NAN_NS1)
+    b[2, 4] &= 0xF0
+
+
+def _nonfinite_q4_k(b: np.ndarray) -> None:
+    """Q4_K ``(d · sc) · q − (dmin · m)``: NaN d (row 0); dmin = −inf with sub-block 0's
+    min m_0 = 0 (−inf·0, a default NaN) (row 1); d = +inf (row 2)."""
+    _set_f16(b[0], 0, F16_NAN_NS)
+    _set_f16(b[1], 2, F16_NINF)
+    b[1, 4 + 4] &= 0xC0  # scales[4] & 63 = m_0 = 0
+    _set_f16(b[2], 0, F16_PINF)
+
+
+def _nonfinite_iq2_xxs(b: np.ndarray) -> None:
+    """A codebook type: negative NaN d (its sign kept through the ±1 sign factors), and
+    d = −inf (no grid entry is 0: infinities only)."""
+    _set_f16(b[0], 0, F16_NAN_NS)
+    _set_f16(b[1], 0, F16_NINF)
+
+
+#: v1-ggml-nonfinite: name -> (ggml type, rows, columns, rows per blob, patch of the
+#: blocks, whether some operation meets two NaN operands)
+NONFINITE_VECTOR: dict[str, tuple[str, int, int, int, Callable[[np.ndarray], None], bool]] = {
+    "q8_0.inf": ("Q8_0", 2, 64, 1, _nonfinite_q8_0_inf, False),
+    "q8_0.inf_only": ("Q8_0", 2, 32, 2, _nonfinite_q8_0_inf_only, False),
+    "q8_0.nan": ("Q8_0", 2, 64, 1, _nonfinite_q8_0_nan, False),
+    "q4_1.one_nan": ("Q4_1", 4, 32, 2, _nonfinite_q4_1_one_nan, False),
+    "q4_1.two_nan": ("Q4_1", 3, 32, 2, _nonfinite_q4_1_two_nan, True),
+    "q4_k.nonfinite": ("Q4_K", 3, 256, 2, _nonfinite_q4_k, False),
+    "iq2_xxs.nonfinite": ("IQ2_XXS", 2, 256, 1, _nonfinite_iq2_xxs, False),
+}
+
+
+def _untimed(p: PackedTensor) -> PackedTensor:
+    """Without this run's encode/decode seconds (as ``pack`` by default): the same bytes
+    on every run."""
+    p.rd = {k: v for k, v in (p.rd or {}).items() if k not in TIMING_KEYS}
+    return p
+
+
+def write_ggml_nonfinite_vector(p: Path) -> dict[str, bool]:
+    """v1-ggml-nonfinite (spec §7.6, "Non-finite results"): ``ggml`` tensors whose blocks
+    hold infinite and NaN scales, written by the pack path (``encode_native_one``), so the
+    digest rule decides which entries carry ``digest.decoded``; reproducible byte for
+    byte (no timings). Returns name -> whether an operation of its blocks meets two NaNs
+    (its JSON then has no ``xxh3``)."""
+    from llmc_format.codecs.base import ArraySpec
+    from llmc_format.codecs.ggml_types import TYPES
+    from llmc_format.pipeline.pack import encode_native_one
+
+    two_nan = {}
+    with Writer(p, metadata={"purpose": "conformance", "vector": "v1-ggml-nonfinite"}) as w:
+        for i, (name, (type_name, rows, cols, per_blob, patch, two)) in enumerate(
+                NONFINITE_VECTOR.items()):
+            t = TYPES[type_name]
+            raw = _quantized(type_name, rows, cols, seed=500 + i)
+            patch(raw)
+            spec = ArraySpec(t.dtype, (rows, cols), name)
+            ggml = {"id": "ggml", "type": type_name, "chunk_bytes": per_blob * raw.shape[1]}
+            write_packed(w, _untimed(encode_native_one(name, raw, spec, [ggml])))
+            two_nan[name] = two
+        f16 = np.array([[1.5, 0, -2.0, 0], [0, 0.0, 0, 3.0]], np.float16)
+        bits = f16.view(np.uint16)
+        bits[0, 1], bits[0, 3], bits[1, 0], bits[1, 2] = F16_NAN_NS, F16_PINF, F16_NAN_PQ, F16_NINF
+        spec = ArraySpec("float16", (2, 4), "f16.nan")
+        write_packed(w, _untimed(encode_native_one(
+            "f16.nan", f16.view(np.uint8).reshape(2, -1), spec, [{"id": "ggml", "type": "F16"}])))
+        two_nan["f16.nan"] = False
+    return two_nan
+
+
+def nan_canonical(arr: np.ndarray) -> np.ndarray:
+    """A copy of a float tensor with every NaN replaced by its dtype's ``CANONICAL_NAN``."""
+    canon = np.ascontiguousarray(arr).copy()
+    ints = canon.view(f"<u{canon.dtype.itemsize}")
+    ints[np.isnan(arr.astype(np.float32))] = CANONICAL_NAN[name_of(arr.dtype)]
+    return canon
+
+
+def nan_keys(arr: np.ndarray) -> dict[str, int]:
+    """``nan_count``, ``nan_mask_xxh3`` (one byte per element, C order: 1 for a NaN, else
+    0) and ``xxh3_nan_canonical`` (``nan_canonical``'s bytes) of a decoded float tensor
+    (spec §11, v1-ggml-nonfinite)."""
+    mask = np.isnan(arr.astype(np.float32))
+    return {"nan_count": int(mask.sum()),
+            "nan_mask_xxh3": layout.checksum(mask.astype(np.uint8).tobytes()),
+            "xxh3_nan_canonical": tensor_digest(nan_canonical(arr))}
+
+
+def nonfinite_expected(path: Path, two_nan: dict[str, bool], features: list[str]) -> dict:
+    """v1-ggml-nonfinite's JSON: per tensor ``dtype``, ``shape``, ``digest_decoded`` (the
+    entry carries one), the ``nan_keys``, and ``xxh3`` unless some operation of its blocks
+    met two NaNs (those NaN bits are implementation-defined, §7.6)."""
+    from llmc_format.container.reader import Reader
+
+    expected: dict = {"valid": True, "tensors": {}, "attachments": {}, "features": features}
+    with llmc_format.safe_open(path) as f, Reader(path) as r:
+        for k in f.keys():
+            arr = f.get_tensor(k)
+            entry = {"dtype": f.info(k)["dtype"], "shape": list(arr.shape),
+                     "digest_decoded": "decoded" in (r.tensor(k).digest or {}), **nan_keys(arr)}
+            if not two_nan[k]:
+                entry["xxh3"] = tensor_digest(arr)
+            expected["tensors"][k] = entry
+    return expected
 
 
 def make_valid(name: str, write: Callable[[Path], None], features: list[str] | None = None) -> None:
@@ -598,6 +777,11 @@ def main() -> None:
     def gguf_vector(p: Path) -> None:
         gguf_file.update(write_gguf_vector(p))
 
+    nonfinite: dict[str, bool] = {}
+
+    def ggml_nonfinite(p: Path) -> None:
+        nonfinite.update(write_ggml_nonfinite_vector(p))
+
     def updated(p: Path) -> None:
         llmc_format.save_file({"t": np.arange(12, dtype=np.float32).reshape(3, 4)}, p)
         append_metadata_update(p, metadata={"user": {"updated": True}})
@@ -610,14 +794,24 @@ def main() -> None:
                                   "ggml TQ1_0 TQ2_0 MXFP4 NVFP4",
                                   "ggml codebook types IQ1_S IQ1_M IQ2_XXS IQ2_XS IQ2_S "
                                   "IQ3_XXS IQ3_S", "digest.decoded of ggml tensors",
-                                  "rowperm behind Q2_K", "GGUF layout record (rebuild)"])}
+                                  "rowperm behind Q2_K", "GGUF layout record (rebuild)"]),
+        "v1-ggml-nonfinite": (ggml_nonfinite, [
+            "ggml Q8_0 Q4_1 Q4_K IQ2_XXS F16 with infinite and NaN scales",
+            "default NaN from inf*0 and inf-inf", "one-NaN operations (normative bits)",
+            "two-NaN operations (Q4_1 d and m): no xxh3, NaN mask and canonical digest",
+            "digest rule: no digest.decoded for quantized values with a NaN"])}
     for name, (fn, features) in valid.items():
         if args.only not in (None, name):
             continue
         if (VECTORS / f"{name}.llmc").exists() and not args.force:
             print(f"keep {name}")
             continue
-        make_valid(name, fn, features)
+        if name == "v1-ggml-nonfinite":  # NaN keys, and no xxh3 where two NaNs met
+            fn(VECTORS / f"{name}.llmc")
+            (VECTORS / f"{name}.json").write_text(json.dumps(nonfinite_expected(
+                VECTORS / f"{name}.llmc", nonfinite, features), indent=1, sort_keys=True) + "\n")
+        else:
+            make_valid(name, fn, features)
         if name == "v1-gguf":  # the GGUF file a reader rebuilds from the layout record
             j = VECTORS / f"{name}.json"
             expected = json.loads(j.read_text())

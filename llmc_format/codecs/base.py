@@ -248,6 +248,15 @@ class ArrayBytesCodec(Codec):
         repacked without decoding."""
         return None
 
+    @classmethod
+    def digest_portable(cls, config: dict[str, Any], values: np.ndarray) -> bool:
+        """Whether every conforming decoder gives exactly these ``values`` (the whole
+        decoded tensor of a pipeline ending in this stage), so that a writer records their
+        ``digest.decoded`` (FORMAT.md §5.6). True unless the spec leaves some bits of a
+        codec's values to the implementation: ``ggml``'s NaNs from an operation on two
+        NaNs (§7.6), where a digest would fail a conforming reader that chose the other."""
+        return True
+
     def raw_record(self, spec: ArraySpec, files: list[str], sizes: list[int]) -> dict[str, Any]:
         """What ``extract --raw`` writes about this stage's blobs (one file each, ``files``
         of ``sizes`` bytes): how to decode them into ``spec``'s integer array without llmc

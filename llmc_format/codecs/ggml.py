@@ -54,7 +54,7 @@ import numpy as np
 
 from llmc_format.codecs.base import ArrayBytesCodec, ArraySpec, BlobFetcher, Encoded, Rows
 from llmc_format.codecs.exact import ROTATION, decode_chunk_into, encode_chunk
-from llmc_format.codecs.ggml_types import GgmlType, dequantize, ggml_type
+from llmc_format.codecs.ggml_types import TYPES, GgmlType, dequantize, ggml_type, has_nan
 from llmc_format.errors import CodecError
 
 LAYOUT_VERSION = 1
@@ -126,6 +126,18 @@ class GgmlCodec(ArrayBytesCodec):
         if "type" not in config:
             raise CodecError("bad config for codec 'ggml': no 'type'")
         return cls(**{k: v for k, v in config.items() if k != "id"})
+
+    @classmethod
+    def digest_portable(cls, config: dict[str, Any], values: np.ndarray) -> bool:
+        """FORMAT.md §7.6, digest rule: no ``digest.decoded`` for a quantized type whose
+        values hold any NaN. Which NaN an operation on two NaNs returns (Q4_1 with NaN
+        ``d`` and ``m``) is implementation-defined — numpy itself returns ``d·q``'s for a
+        tensor of several blocks and ``m``'s for a single block — so such a digest would
+        pin one implementation. Any NaN, not only two-NaN blocks: one check on values the
+        writer holds anyway, which any other writer reproduces without a per-type analysis
+        of which fields meet in one operation. Plain types reinterpret bytes: portable."""
+        t = TYPES.get(config.get("type"))  # type: ignore[arg-type]
+        return t is None or t.plain or not has_nan(values)
 
     # -- encode -----------------------------------------------------------------------
 

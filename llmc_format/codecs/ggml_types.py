@@ -339,6 +339,18 @@ def dequantize(raw: np.ndarray, t: GgmlType, shape: tuple[int, ...], where: str 
     return out.reshape(shape)
 
 
+#: elements tested per ``np.isnan`` call: bounds its boolean temporary to 1 MB
+_NAN_SCAN = 1 << 20
+
+
+def has_nan(values: np.ndarray) -> bool:
+    """Whether a float array holds a NaN, scanned in slices (no numel-sized temporary)."""
+    flat = np.ascontiguousarray(values).reshape(-1)
+    if flat.dtype.kind != "f":
+        return False
+    return any(bool(np.isnan(flat[s:s + _NAN_SCAN]).any()) for s in range(0, flat.size, _NAN_SCAN))
+
+
 def _grid_dequantize(blocks: np.ndarray, t: GgmlType, where: str) -> np.ndarray:
     if not blocks.shape[0]:  # an empty row range: gguf's dequantizers cannot reshape 0 blocks
         return np.empty((0, t.block_size), np.float32)

@@ -51,6 +51,15 @@ def kept_encoding(configs: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
     return cls.kept_encoding(configs[-1]) if cls is not None else None
 
 
+def digest_portable(configs: Sequence[dict[str, Any]], values: np.ndarray) -> bool:
+    """Whether a writer records ``digest.decoded`` of the whole decoded tensor ``values``
+    (FORMAT.md §5.6): its final stage says every conforming decoder reproduces them
+    (``ArrayBytesCodec.digest_portable``). The array stages before it keep portability:
+    their binary32 operations meet at most one NaN operand."""
+    cls = _final_class(configs)
+    return cls is None or cls.digest_portable(configs[-1], values)
+
+
 def stage_label(config: dict[str, Any]) -> str:
     """A stage's name for people (``inspect``): the codec's ``label`` (``ggml:Q4_1``), or
     the stored id when the codec is not installed here."""

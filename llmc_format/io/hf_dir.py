@@ -203,7 +203,8 @@ class HfDirectory(Source):
             files.append(facts)
         out: dict[str, Any] = {
             "format": f"hf-{self.kind}",
-            "name": self.path.resolve().name,
+            # the name the user gave (a symlink's, not its target's); abspath turns "." into one
+            "name": Path(os.path.abspath(self.path)).name,
             "files": files,
             "attachments": list(self._attachments),
         }

@@ -35,6 +35,7 @@ from llmc_format.codecs.registry import get_codec_class
 from llmc_format.codecs.stages import (
     EncodedTensor,
     decode_encoded,
+    digest_portable,
     encode_native,
     encode_tensor,
     is_lossless,
@@ -67,6 +68,15 @@ def tensor_digest(array: np.ndarray) -> int:
     double the memory of the largest tensor.
     """
     return layout.checksum(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+
+
+def tensor_digests(source: int, pipeline: list[dict[str, Any]], decoded: np.ndarray) -> dict[str, int]:
+    """The entry's ``digest``: ``source`` always; ``decoded`` unless the spec forbids it
+    because a conforming reader may decode other bits (FORMAT.md §7.6, digest rule: a
+    quantized ``ggml`` tensor whose values hold a NaN)."""
+    if not digest_portable(pipeline, decoded):
+        return {"source": source}
+    return {"source": source, "decoded": tensor_digest(decoded)}
 
 
 @dataclass
@@ -112,8 +122,7 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
         quant = quant_record(enc)
     elif dec_digest != src_digest:
         raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
-    return PackedTensor(name, spec, enc, quant, rd,
-                        {"source": src_digest, "decoded": dec_digest})
+    return PackedTensor(name, spec, enc, quant, rd, tensor_digests(src_digest, enc.pipeline, decoded))
 
 
 def quant_record(enc: EncodedTensor) -> dict[str, Any] | None:
@@ -151,8 +160,7 @@ def encode_native_one(name: str, raw: np.ndarray, spec: ArraySpec,
         "encode_seconds": round(t_enc, 4),
         "decode_seconds": round(t_dec, 4),
     }
-    return PackedTensor(name, spec, enc, None, rd,
-                        {"source": src_digest, "decoded": tensor_digest(decoded)})
+    return PackedTensor(name, spec, enc, None, rd, tensor_digests(src_digest, enc.pipeline, decoded))
 
 
 def native_pipeline(entry: SourceTensor, pipeline: list[dict[str, Any]]) -> list[dict[str, Any]] | None:

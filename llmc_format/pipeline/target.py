@@ -5,7 +5,10 @@
    the other tensors are encoded once (exact) to learn their size.
 2. **Allocate** (``rd.allocate``): per candidate a QP, or exact (zero error at its source
    encoding's rate), minimizing total (weighted) squared error under the byte budget left
-   after the fixed costs, by one Lagrange multiplier (bisection).
+   after the fixed costs, by one Lagrange multiplier (bisection). A tensor held at the
+   finest QP its samples allow while its exact storage costs much more (SmolLM2's Q8_0
+   embedding near its exact size) is sampled at finer QPs — down to the codec's lowest,
+   or the finest it codes — and the allocation runs again (``extend_capped``).
 3. **Encode** everything once at the chosen QPs.
 4. **Correct**: the full encode tells each tensor's real rate; curves are rescaled, the
    QPs re-allocated, and only the tensors whose QP changed are encoded again (the others
@@ -47,7 +50,7 @@ from llmc_format.codecs.registry import final_codecs, get_codec
 from llmc_format.codecs.stages import is_lossless
 from llmc_format.container import layout
 from llmc_format.container.reader import Reader
-from llmc_format.errors import TargetError
+from llmc_format.errors import CodecError, TargetError
 from llmc_format.io.base import Source, SourceTensor
 from llmc_format.outfiles import (
     OutputLock,
@@ -65,7 +68,13 @@ from llmc_format.pipeline.pack import (
 )
 from llmc_format.pipeline.policy import QUANT_STAGES, Policy, final_codec, transform_of
 from llmc_format.rd.activation import ALPHA, CLIP, weights_from_multipliers
-from llmc_format.rd.allocate import Allocation, allocate_rate, allocate_snr, min_bits
+from llmc_format.rd.allocate import (
+    EXTRAPOLATE,
+    Allocation,
+    allocate_rate,
+    allocate_snr,
+    min_bits,
+)
 from llmc_format.rd.calibration import Statistics
 from llmc_format.rd.model import RDCurve
 from llmc_format.rd.records import check_rd
@@ -260,6 +269,11 @@ class Plan:
     #: per lossy tensor, facts recorded in its ``rd`` as they are (repack: ``prior_mse``,
     #: ``original_energy``; see ``metrics.versus_original``)
     carried: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    #: per tensor, the lowest QP it may take: the codec failed finer (on its RD sample, or
+    #: in a full encode: ``_passes``)
+    floors: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: the tensors whose samples were extended toward finer QPs (``extend_capped``)
+    extended: set[str] = dataclasses.field(default_factory=set)
 
 
 def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = SAMPLE_FRACTION,
@@ -306,7 +320,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
                 progress("sampling", name, i + 1, len(items))
     att = 0
     for _, data in source.attachments():
-        att += len(data)
+        att += _attachment_bytes(data)  # as stored (zstd when smaller), not the raw length
         blobs += 1
     return Plan(curves, params, fixed_exact, sum(c.numel for c in curves.values()), att, blobs,
                 exact_options)
@@ -437,7 +451,7 @@ def pack_to_target(
         work_dir = temp_dir(dst, ".rd")
         try:
             return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
-                           names, work_dir, progress, pack_kwargs, new, note)
+                           names, work_dir, progress, pack_kwargs, new, note, col_weights)
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -556,10 +570,63 @@ def _refuse_impossible(target: Target, plan: Plan, qrange: range) -> None:
                           "lossy tensor at its coarsest QP, all-in)")
 
 
+def capped_tensors(plan: Plan, alloc: Allocation, qrange: range) -> list[str]:
+    """The lossy tensors of ``alloc`` at the finest QP their samples allow (``EXTRAPOLATE``
+    beyond the finest sample) whose exact storage costs more than that QP: the allocation
+    may want them finer, and ``extend_capped`` can sample finer. Not those sampled finer
+    already, at a codec floor or at the codec's lowest QP, nor those without an exact
+    option (a repack's)."""
+    out = []
+    for n, q in sorted(alloc.qps.items()):
+        c = plan.curves[n]
+        exact = plan.exact_options.get(n)
+        if (n in plan.extended or n in plan.floors or exact is None
+                or min(c.qps) <= qrange[0] or q > max(qrange[0], min(c.qps) - EXTRAPOLATE)):
+            continue
+        if 8 * exact > c.numel * c.rate(q) + 8 * plan.params_bytes.get(n, 0):
+            out.append(n)
+    return out
+
+
+def extend_capped(source: Source, policy: Policy, plan: Plan, names: list[str], qrange: range,
+                  col_weights: Mapping[str, np.ndarray], jobs: int,
+                  progress: Progress | None = None) -> None:
+    """Sample ``names`` at finer QPs (``rd.sample.measure``'s ``finer_until``: toward their
+    exact rate, down to the codec's lowest QP or the finest it codes), in ``plan``.
+
+    Why here and not in ``measure_source``: a float32 or bf16 model's tensors all cost far
+    more exact than at their finest default sample, but only a high-rate target needs
+    finer samples; measured when the allocation asks for them, they cost a few encodes
+    of the capped tensors' samples (SmolLM2's Q8_0 embedding at 84.6 MB: one, ~6 s).
+    ``policy`` is the one the plan was measured with (``activation_policy``'s)."""
+    wanted = set(names)
+    entries = {n: e for n, e in source.tensors() if n in wanted}
+    policy = with_encoder_threads(policy, jobs)
+
+    def work(n: str) -> tuple[str, Any]:
+        e, c = entries[n], plan.curves[n]
+        return n, measure(n, e(), lambda q: policy.pipeline(n, e.dtype, e.shape, q), (),
+                          col_weights=col_weights.get(n), known=c,
+                          finer_until=(8 * plan.exact_options[n] / max(c.numel, 1), qrange[0]))
+
+    if progress:
+        progress("sampling finer", "", 0, len(names))
+    with ThreadPoolExecutor(jobs) as pool:
+        for i, (n, m) in enumerate(pool.map(work, names)):
+            plan.curves[n] = m.curve
+            if m.floor_qp is not None:
+                plan.floors[n] = m.floor_qp
+            if progress:
+                progress("sampling finer", n, i + 1, len(names))
+    plan.extended |= wanted
+
+
 def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int, plan: Plan,
             qrange: range, weights: dict[str, float], weighting: str, names: set[str],
             work_dir: Path, progress: Progress | None, pack_kwargs: dict[str, Any],
-            new: bool, note: dict[str, Any] | None = None) -> dict[str, Any]:
+            new: bool, note: dict[str, Any] | None = None,
+            col_weights: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    col_weights = col_weights or {}
     # bytes outside the allocation: tensors it does not decide and attachments (measured
     # in step 1), and header, index and padding (estimated, then measured)
     outside = plan.exact_bytes + plan.attachment_bytes
@@ -576,17 +643,27 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
     best_under: Path | None = None
     best_under_bytes = 0
     best_summary: dict[str, Any] = {}
-    for npass in range(1, MAX_PASSES + 1):
+
+    def allocate() -> Allocation:
         if target.kind == "snr":
             alloc = allocate_snr(plan.curves, target.value, qrange, exact_bits=exact_bits,
-                                 fixed_bits=params_bits)
-            alloc.qps.update({n: min(alloc.qps[n], q) for n, q in finer.items() if n in alloc.qps})
-        else:
-            allowed = (target.value if target.kind == "size"
-                       else target.value * plan.lossy_weights / 8 + outside)
-            safety = 1.0 - target.tolerance / 4  # aim inside the window, near its top
-            alloc = allocate_rate(plan.curves, (allowed - fixed) * 8 * safety, qrange, weights,
-                                  exact_bits=exact_bits, fixed_bits=params_bits)
+                                 fixed_bits=params_bits, floors=plan.floors)
+            alloc.qps.update({n: max(min(alloc.qps[n], q), plan.floors.get(n, qrange[0]))
+                              for n, q in finer.items() if n in alloc.qps})
+            return alloc
+        allowed = (target.value if target.kind == "size"
+                   else target.value * plan.lossy_weights / 8 + outside)
+        safety = 1.0 - target.tolerance / 4  # aim inside the window, near its top
+        return allocate_rate(plan.curves, (allowed - fixed) * 8 * safety, qrange, weights,
+                             exact_bits=exact_bits, fixed_bits=params_bits, floors=plan.floors)
+
+    for npass in range(1, MAX_PASSES + 1):
+        alloc = allocate()
+        # a tensor held at the finest QP its samples allow, its exact storage far above:
+        # sample it finer and allocate again (each tensor once)
+        while capped := capped_tensors(plan, alloc, qrange):
+            extend_capped(source, policy, plan, capped, qrange, col_weights, jobs, progress)
+            alloc = allocate()
         choices = {n: alloc.choice(n) for n in names}
         if choices == prev:  # the same file again (e.g. everything kept exact, under a size)
             break
@@ -604,6 +681,16 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
                         extra_metadata={"rd": summary}, reuse=reuse, reuse_names=unchanged,
                         progress=(lambda ev, n, d, t, k=npass: progress(f"pass {k}: encoding", n, d, t))
                         if progress else None, **pack_kwargs)
+        except CodecError as exc:
+            # the codec refused a tensor at its QP although its sample coded at that QP (or
+            # the QP was extrapolated): a floor above it, and allocate again
+            failed = [n for n, q in alloc.qps.items() if repr(n) in str(exc)
+                      and q < max(plan.curves[n].qps)]
+            if not failed or npass == MAX_PASSES:
+                raise
+            for n in failed:  # +2: its sample coded at the QP, so the limit is near
+                plan.floors[n] = alloc.qps[n] + 2
+            continue
         finally:
             if reuse is not None:
                 reuse.close()
@@ -759,8 +846,8 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
     plain MSE when it recorded none: multipliers not made by ``rd.activation``).
     ``keep_multipliers=False`` drops them (a measurement baseline: repack did so before,
     but coded from the recorded samples, measured through the multipliers, which then
-    mispredict the rates — a SmolLM2 repack to 3 bpw missed its target in 6 passes —, so
-    here the samples are measured afresh, plain MSE, for the coding without them).
+    mispredict the rates (docs/results/repack-actscale.md), so here the samples are
+    measured afresh, plain MSE, for the coding without them).
     """
     from llmc_format.io.archive_source import ArchiveSource
 
@@ -809,7 +896,7 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
             params = {e.name: sum(b.length for b in e.blobs if b.stage < len(e.pipeline) - 1)
                       for e in lossy}
             exact = sum(e.stored_bytes for e in entries if is_lossless(e.pipeline))
-            att = sum(a.size for a in source.reader.attachments())
+            att = sum(a.blob.length for a in source.reader.attachments())  # as stored
             plan = Plan(curves, params, exact, sum(e.numel for e in lossy), att,
                         sum(len(e.blobs) for e in entries) + 8, carried=carried)
         else:

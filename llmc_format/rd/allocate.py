@@ -54,19 +54,22 @@ class _Tables:
     Choice 0 is "exact" (rate ``exact_bits / n``, zero distortion; +inf rate for a tensor
     without that option), choice ``i ≥ 1`` is QP ``q[i - 1]``. A tensor may only take QPs
     within ``EXTRAPOLATE`` of its own samples (tensors are sampled at different QPs:
-    ``pipeline.target.sample_qps``); elsewhere rate and distortion are +inf, so no choice
-    lands there. Rates are bits per weight, ``fixed_bits / n`` included in every QP.
+    ``pipeline.target.sample_qps``), and none below its ``floors`` entry (the codec failed
+    finer: ``rd.sample.Measured.floor_qp``); elsewhere rate and distortion are +inf, so no
+    choice lands there. Rates are bits per weight, ``fixed_bits / n`` included in every QP.
     """
 
     def __init__(self, curves: Mapping[str, RDCurve], weights: Mapping[str, float], qrange: range,
                  exact_bits: Mapping[str, float] | None = None,
-                 fixed_bits: Mapping[str, float] | None = None):
-        exact_bits, fixed_bits = exact_bits or {}, fixed_bits or {}
+                 fixed_bits: Mapping[str, float] | None = None,
+                 floors: Mapping[str, int] | None = None):
+        exact_bits, fixed_bits, floors = exact_bits or {}, fixed_bits or {}, floors or {}
         self.names = list(curves)
         self.q = np.array(list(qrange))
         self.n = np.array([curves[k].numel for k in self.names], dtype=np.float64)
         self.w = np.array([weights.get(k, 1.0) for k in self.names], dtype=np.float64)
-        lo = np.array([curves[k].qps[0] - EXTRAPOLATE for k in self.names])
+        lo = np.array([max(curves[k].qps[0] - EXTRAPOLATE, floors.get(k, qrange[0]))
+                       for k in self.names])
         hi = np.array([curves[k].qps[-1] + EXTRAPOLATE for k in self.names])
         valid = (self.q[None, :] >= lo[:, None]) & (self.q[None, :] <= hi[:, None])
         for k, ok in zip(self.names, valid.any(axis=1), strict=True):
@@ -107,26 +110,29 @@ class _Tables:
                           frozenset(k for k, i in pairs if i == 0))
 
 
-def min_bits(curves: Mapping[str, RDCurve], qrange: range) -> float:
+def min_bits(curves: Mapping[str, RDCurve], qrange: range,
+             floors: Mapping[str, int] | None = None) -> float:
     """The fewest bits the lossy tensors can take: every one at its coarsest allowed QP."""
     if not curves:
         return 0.0
-    t = _Tables(curves, {}, qrange)
+    t = _Tables(curves, {}, qrange, floors=floors)
     return float(t.bits(t.cheapest.copy()))
 
 
 def allocate_rate(curves: Mapping[str, RDCurve], budget_bits: float, qrange: range,
                   weights: Mapping[str, float] | None = None, *,
                   exact_bits: Mapping[str, float] | None = None,
-                  fixed_bits: Mapping[str, float] | None = None) -> Allocation:
+                  fixed_bits: Mapping[str, float] | None = None,
+                  floors: Mapping[str, int] | None = None) -> Allocation:
     """Choices minimizing weighted distortion with total predicted bits ≤ ``budget_bits``.
 
     ``exact_bits``: the bits of each tensor kept exact (a tensor not named has no exact
-    choice); ``fixed_bits``: bits each tensor spends when lossy on top of its bitstream.
+    choice); ``fixed_bits``: bits each tensor spends when lossy on top of its bitstream;
+    ``floors``: the lowest QP each named tensor may take.
     """
     if not curves:
         return Allocation({}, None, 0.0, 0.0)
-    t = _Tables(curves, weights or {}, qrange, exact_bits, fixed_bits)
+    t = _Tables(curves, weights or {}, qrange, exact_bits, fixed_bits, floors)
     cheapest = t.cheapest.copy()
     if t.bits(cheapest) > budget_bits:
         raise TargetError(
@@ -168,10 +174,11 @@ def _greedy_fill(t: _Tables, idx: np.ndarray, budget_bits: float) -> np.ndarray:
 
 def allocate_snr(curves: Mapping[str, RDCurve], snr_db: float, qrange: range, *,
                  exact_bits: Mapping[str, float] | None = None,
-                 fixed_bits: Mapping[str, float] | None = None) -> Allocation:
+                 fixed_bits: Mapping[str, float] | None = None,
+                 floors: Mapping[str, int] | None = None) -> Allocation:
     """Per tensor, the cheapest choice whose predicted SNR is at least ``snr_db``: the
     highest such QP, or exact when that costs fewer bits (or no QP reaches the floor)."""
-    t = _Tables(curves, {}, qrange, exact_bits, fixed_bits)  # refuses curves outside ``qrange``
+    t = _Tables(curves, {}, qrange, exact_bits, fixed_bits, floors)  # refuses curves outside ``qrange``
     idx = []
     for row, (k, valid) in enumerate(zip(t.names, t.valid, strict=True)):
         allowed = np.flatnonzero(valid[1:]) + 1

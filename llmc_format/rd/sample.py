@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,9 @@ from llmc_format.codecs.base import ArrayArrayCodec, ArrayBytesCodec, ArraySpec
 from llmc_format.codecs.registry import get_codec
 from llmc_format.codecs.stages import build
 from llmc_format.dtypes import name_of
+from llmc_format.errors import CodecError
 from llmc_format.metrics import error_energy
+from llmc_format.rd.allocate import EXTRAPOLATE
 from llmc_format.rd.model import RDCurve
 
 #: default sampled share of each tensor, and bounds in weights
@@ -62,12 +65,32 @@ class Measured:
     curve: RDCurve
     params_bytes: int  # bytes of the array→array stages' side blobs (whole tensor)
     sample_weights: int
+    #: the lowest QP the codec coded the sample at, when a finer one failed (else None): the
+    #: allocator must not go below it (``measure``'s ``finer_until``)
+    floor_qp: int | None = None
 
 
 def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict[str, Any]]],
             qps: Sequence[int], fraction: float = SAMPLE_FRACTION,
-            col_weights: np.ndarray | None = None) -> Measured:
+            col_weights: np.ndarray | None = None, *,
+            finer_until: tuple[float, int] | None = None,
+            known: RDCurve | None = None) -> Measured:
     """RD samples of ``array`` at ``qps``; ``pipeline_at(qp)`` gives the codec configs.
+
+    ``known``: samples measured before (by this function, with the same pipelines and
+    column weights), kept as they are, not coded again: with ``finer_until``, the
+    extension of a curve the allocation found too short (``pipeline.target``).
+
+    ``finer_until`` = (bits per weight, lowest QP): after ``qps``, keep sampling finer QPs
+    — one ``qps`` spacing below the finest sample each time, the lowest QP itself once it
+    is within ``EXTRAPOLATE`` — until the finest rate the allocator may use (the curve
+    ``EXTRAPOLATE`` QPs below its finest sample) reaches that many bits per weight, or the
+    lowest QP is sampled. Why: the allocator uses a curve only a few QPs beyond its samples
+    (``rd.allocate.EXTRAPOLATE``); a tensor whose exact storage costs far more than its
+    finest sample (SmolLM2's Q8_0 embedding: 7.8 bits/weight exact, 4.6 at its finest
+    sample) otherwise has no choice between ~5 bits/weight and exact, and a size target
+    in that gap lands far under (docs/results/gguf.md). The new samples are coded on
+    the same rows as ``qps``.
 
     ``col_weights`` (one per column of the matrix view, mean 1: E[x_j²]/mean E[x²] of a
     linear layer's inputs) adds the *activation-weighted* MSE, mean of u_j·(x − x̂)², to
@@ -82,7 +105,10 @@ def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict
     """
     where = f"tensor {name!r}"
     spec = ArraySpec(name_of(array.dtype), tuple(array.shape), name)
-    stages = build(pipeline_at(qps[0]), where)
+    if known is not None and (known.weighted is None) != (col_weights is None):
+        raise ValueError(f"{where}: known samples with and new ones without column weights, "
+                         "or the reverse")
+    stages = build(pipeline_at([*qps, *(known.qps if known else [])][0]), where)
     specs, side, codes = [spec], [], array
     array_stages = []
     for stage in stages[:-1]:
@@ -109,7 +135,9 @@ def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict
             raise ValueError(f"{where}: {u.size} column weights for {matrix.shape[1]} columns, "
                              "or some not finite and >= 0")
     bpw, mse, wmse = [], [], []
-    for q in qps:
+
+    def point(q: int) -> None:
+        """Code the sample at QP ``q``; append its rate, MSE and weighted MSE."""
         enc = get_codec(pipeline_at(q)[-1], where).encode(sample, sspec)
         decoded = enc.reconstruction
         if decoded is None:
@@ -132,7 +160,59 @@ def measure(name: str, array: np.ndarray, pipeline_at: Callable[[int], list[dict
         bpw.append(8 * sum(len(b) for b in enc.blobs) / sample.size)
         mse.append(err / sample.size)
         wmse.append(werr / sample.size)
+
+    measured = list(qps)
+    for q in measured:
+        point(q)
+    if known is not None:
+        measured += known.qps
+        bpw += known.bpw
+        mse += known.mse
+        wmse += known.weighted or []
     signal, _ = error_energy(array, np.zeros((), dtype=np.float32))
-    curve = RDCurve(list(qps), bpw, mse, int(array.size), signal,
+    floor = None
+    if finer_until is not None:
+        floor = _extend(measured, bpw, mse, int(array.size), signal, point, *finer_until)
+    curve = RDCurve(measured, bpw, mse, int(array.size), signal,
+                    known.rate_scale if known is not None else 1.0,
                     weighted=wmse if u is not None else None)
-    return Measured(curve, params_bytes, int(sample.size))
+    return Measured(curve, params_bytes, int(sample.size), floor)
+
+
+def _extend(measured: list[int], bpw: list[float], mse: list[float], numel: int, signal: float,
+            point: Callable[[int], None], reach: float, lowest: int) -> int | None:
+    """Sample finer QPs (``measure``'s ``finer_until``); ``point(q)`` codes the sample at
+    ``q`` and appends to ``bpw`` and ``mse``. Returns the lowest QP that coded when a finer
+    one failed, else None.
+
+    A codec may refuse a QP its range allows: libvvenc fails below QP 4 on blockdct codes
+    that fill the 10-bit range (dense Gaussian weights), while the SmolLM2 embedding's codes
+    (a range set by outliers) code at QP 0. A failure ends the descent; a bisection
+    between it and the finest QP that coded then finds the lowest one that codes.
+    """
+    step = max(1, min((b - a for a, b in pairwise(sorted(measured))), default=6))
+
+    def reachable() -> float:  # the finest rate the allocator may use with these samples
+        return RDCurve(measured, bpw, mse, numel, signal).rate(
+            max(lowest, min(measured) - EXTRAPOLATE))
+
+    def coded(q: int) -> bool:
+        try:
+            point(q)
+        except CodecError:
+            return False
+        measured.append(q)
+        return True
+
+    while min(measured) > lowest and reachable() < reach:
+        q = min(measured) - step
+        q = lowest if q - lowest <= EXTRAPOLATE else q  # near the floor: sample it
+        if coded(q):
+            continue
+        failed = q
+        while min(measured) - failed > 1 and reachable() < reach:
+            mid = (failed + min(measured)) // 2
+            if not coded(mid):
+                failed = mid
+        return min(measured)
+    return None

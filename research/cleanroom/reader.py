@@ -654,8 +654,8 @@ def input_rows(cfg, spec, rng):
 
 
 def _row_shape(shape, a, b):
-    if not shape:  # 0-d: [0, 1) is the 0-d tensor, an empty range a (0,) array (our guess)
-        return () if b - a == 1 else (0,)
+    if not shape:  # 0-d: §7 "Rows" (revision 1.2): a range has shape [b - a], also here
+        return (b - a,)
     return tuple([b - a, *list(shape[1:])])
 
 def _closed(cfg, required, optional=()):

@@ -2,8 +2,13 @@
 import glob
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import traceback
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -25,20 +30,63 @@ def row_ranges(n):
     return rngs
 
 
-def check_rows(r, name, whole):
+#: FORMAT.md §11: the NaN that replaces every NaN in `xxh3_nan_canonical`, per dtype
+CANONICAL_NAN = {"float32": (np.uint32, 0x7FC00000), "float16": (np.uint16, 0x7E00),
+                 "bfloat16": (np.uint16, 0x7FC0)}
+
+
+def nan_canonical(a, dtype):
+    """The tensor's bytes with every NaN element replaced by the dtype's canonical NaN."""
+    ints, bits = CANONICAL_NAN[dtype]
+    out = np.ascontiguousarray(a).copy().view(ints)
+    out[np.isnan(a.astype(np.float32))] = bits
+    return out.tobytes()
+
+
+def nan_keys(a, t):
+    """§11's NaN keys of a decoded tensor: which of them disagree with the JSON `t`."""
+    bad = []
+    if "nan_count" not in t:
+        return bad
+    mask = np.isnan(np.ascontiguousarray(a).astype(np.float32))
+    if int(mask.sum()) != t["nan_count"]:
+        bad.append(f"nan_count {int(mask.sum())} != {t['nan_count']}")
+    if h64(mask.astype(np.uint8).tobytes()) != t["nan_mask_xxh3"]:
+        bad.append("nan_mask_xxh3 mismatch")
+    if h64(nan_canonical(a, t["dtype"])) != t["xxh3_nan_canonical"]:
+        bad.append("xxh3_nan_canonical mismatch")
+    return bad
+
+
+def check_rows(r, name, whole, dtype=None):
+    """Row ranges equal the whole decode's rows; with `dtype` (a tensor whose JSON has no
+    `xxh3`: some NaN came from two NaNs, §7.6) up to the bits of NaNs."""
     n = whole.shape[0] if whole.ndim else 1
     bad = []
     for a, b in row_ranges(n):
         try:
             part = r.decode_rows(name, a, b)
-            ref = whole[a:b] if whole.ndim else (whole if b > a else whole.reshape(1)[0:0])
-            if part.shape != ref.shape or part.tobytes() != ref.tobytes():
+            ref = whole[a:b] if whole.ndim else whole.reshape(1)[a:b]  # §7 "Rows": [b − a]
+            same = (nan_canonical(part, dtype) == nan_canonical(ref, dtype)) if dtype else \
+                part.tobytes() == ref.tobytes()
+            if part.shape != ref.shape or not same:
                 bad.append(f"{name}: rows [{a},{b}) differ from whole decode")
         except LlmcError as e:
             bad.append(f"{name}: rows [{a},{b}): {e.name} ({e})")
         except Exception as e:
             bad.append(f"{name}: rows [{a},{b}): CRASH {e!r}")
     return bad
+
+
+def _vvdec_accepts(vvdec, blob):
+    """True when VVdeC decodes ``blob`` without error (it checks the bytes after slice data)."""
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "blob.266")
+        with open(src, "wb") as f:
+            f.write(bytes(blob))
+        p = subprocess.run([vvdec, "-b", src, "-o", os.path.join(d, "out.yuv"), "-t", "1"],
+                           capture_output=True, timeout=120)
+        return p.returncode == 0
 
 
 def run_one(path, exp):
@@ -62,16 +110,25 @@ def run_one(path, exp):
             try:
                 a = r.decode(name)
                 from reader import ITEMSIZE  # noqa
-                good = (list(a.shape) == t["shape"] and h64(a.tobytes()) == t["xxh3"]
-                        and r.tensors[name]["dtype"] == t["dtype"])
+                good = list(a.shape) == t["shape"] and r.tensors[name]["dtype"] == t["dtype"]
                 if not good:
+                    bad.append(f"{name}: shape or dtype mismatch")
+                elif "xxh3" in t and h64(a.tobytes()) != t["xxh3"]:
+                    good = False
                     bad.append(f"{name}: xxh3 mismatch")
+                for problem in nan_keys(a, t):  # §11: v1-ggml-nonfinite's NaN keys
+                    good = False
+                    bad.append(f"{name}: {problem}")
+                if "digest_decoded" in t and t["digest_decoded"] != (
+                        "decoded" in r.tensors[name]["digest"]):
+                    good = False
+                    bad.append(f"{name}: digest.decoded present != JSON digest_decoded")
             except LlmcError as e:
                 bad.append(f"{name}: {e.name} ({e})")
             except Exception as e:  # reader bug
                 bad.append(f"{name}: CRASH {e!r}")
             if good and ROWS:
-                bad += check_rows(r, name, a)
+                bad += check_rows(r, name, a, None if "xxh3" in t else t["dtype"])
         for name, x in exp.get("attachments", {}).items():
             try:
                 if h64(r.attachment(name)) != x:
@@ -126,6 +183,7 @@ def run_one(path, exp):
 
 
 def main():
+    np.seterr(invalid="ignore", over="ignore")  # NaN/inf scales are data (§7.6): no warnings
     rows = []
     for js in sorted(glob.glob(os.path.join(VEC, "*.json"))):
         name = os.path.basename(js)[:-5]
@@ -154,13 +212,15 @@ def main():
     # §7.3 bitstream validity (writer check, outside §12): byte-level checks only
     from reader import Reader as _R
     from reader import strict_problems
-    print("\n| vector | video blobs | byte-level problems | JSON `strict` |\n|---|---|---|---|")
+    vvdec = shutil.which("vvdecapp")  # §7.3: the slice end is checked by a decoder that checks it
+    print("\n| vector | video blobs | byte-level problems | VVdeC rejects | JSON `strict` |"
+          "\n|---|---|---|---|---|")
     for name, *_ in rows:
         exp = json.load(open(os.path.join(VEC, name + ".json")))
         if not exp["valid"]:
             continue
         r = _R(os.path.join(VEC, name + ".llmc"))
-        nblobs, found = 0, []
+        nblobs, found, rejected = 0, [], []
         for tn in r.tensor_names():
             t = r.tensors[tn]
             if "alias_of" in t or t["pipeline"][-1]["id"] not in ("vvc", "hevc", "av1"):
@@ -168,11 +228,15 @@ def main():
             st = len(t["pipeline"]) - 1
             for k, b in enumerate(x for x in t["blobs"] if x["stage"] == st):
                 nblobs += 1
-                if strict_problems(t["pipeline"][-1]["id"], r.read_blob(b)):
+                cid, blob = t["pipeline"][-1]["id"], r.read_blob(b)
+                if strict_problems(cid, blob):
                     found.append(f"{tn} frame {k}")
+                if vvdec and cid == "vvc" and not _vvdec_accepts(vvdec, blob):
+                    rejected.append(f"{tn} frame {k}")
         if nblobs:
             want = exp.get("strict")
             print(f"| {name} | {nblobs} | {', '.join(found) or 'none'} | "
+                  f"{(', '.join(rejected) or 'none') if vvdec else 'not installed'} | "
                   f"{want['tensor'] + ' frame ' + str(want['frame']) if want else '-'} |")
     for name, e, g, a, notes in rows:
         if notes and (not a or "-v" in sys.argv):

@@ -239,3 +239,29 @@ def test_the_codec_says_what_source_encoding_it_keeps() -> None:
     assert kept_encoding([{"id": "exact", "layout": 1, "chunk_elems": 8}]) is None
     assert kept_encoding([{"id": "no-such-codec"}]) is None and kept_encoding([]) is None
     assert stage_label({"id": "no-such-codec"}) == "no-such-codec"
+
+
+def test_has_nan_scans_every_slice() -> None:
+    from llmc_format.codecs.ggml_types import _NAN_SCAN, has_nan
+
+    x = np.zeros(2 * _NAN_SCAN + 3, np.float32)
+    assert not has_nan(x) and not has_nan(x[:0])
+    x[-1] = np.nan  # in the last, partial slice
+    assert has_nan(x) and has_nan(x.reshape(-1, 1))
+    assert not has_nan(np.arange(10, dtype=np.int32))  # integers hold no NaN
+
+
+def test_digest_portable_only_drops_quantized_values_with_nan() -> None:
+    """FORMAT.md §7.6 digest rule, asked of the stored pipeline's final codec: a quantized
+    ggml type with a NaN value is not portable (behind rowperm too); a plain ggml type or
+    another codec with the same NaN is."""
+    from llmc_format.codecs.stages import digest_portable
+
+    nan = np.array([[1.0, np.nan]], np.float32)
+    fine = np.array([[1.0, np.inf]], np.float32)
+    q41 = {"id": "ggml", "type": "Q4_1", "layout": 1, "fields": [[2, 2]], "rows_per_blob": 1}
+    assert not digest_portable([q41], nan)
+    assert not digest_portable([{"id": "rowperm", "heads": 1}, q41], nan)
+    assert digest_portable([q41], fine)
+    assert digest_portable([dict(q41, type="F32")], nan)
+    assert digest_portable([{"id": "exact", "layout": 1, "chunk_elems": 8}], nan)

@@ -200,3 +200,16 @@ def test_hub_cache_snapshot_links_into_blobs_are_followed(tmp_path: Path) -> Non
     with open_source(snap) as src:
         assert [rel for rel, _ in src.attachments()] == ["config.json"]
         assert [name for name, _ in src.tensors()] == ["w"]
+
+
+def test_source_name_is_the_directory_name_the_user_gave(tmp_path: Path, minilm_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A symlinked model directory is named by the link (what the user typed, what docs show);
+    "." by the directory it stands for (the process's working directory is the link's target)."""
+    link = tmp_path / "my-minilm"
+    link.symlink_to(minilm_dir, target_is_directory=True)
+    with open_source(link) as src:
+        assert src.describe()["name"] == "my-minilm"
+    monkeypatch.chdir(link)
+    with open_source(Path(".")) as src:
+        assert src.describe()["name"] == minilm_dir.resolve().name

@@ -294,3 +294,92 @@ def test_all_exact_pack_uses_a_private_temp_name(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [out.name, "victim", f".{out.name}.exact"])
     assert verify(out).ok
+
+
+@pytest.mark.parametrize("size", ["130kB", "170kB"])
+def test_size_target_never_above_and_in_the_window_when_reachable(tmp_path: Path, size: str) -> None:
+    """float32 tensors (exact ~27 bits/weight): a size needing ~7 bits/weight lands in
+    [0.98·S, S] — their finest default samples (QP ~22, ~5 bits/weight with extrapolation)
+    could not reach it; the samples now go as fine as the codec codes. A size between the
+    finest lossy choice (~8 bits/weight) and keeping a tensor exact stays under S,
+    and then says so and has every lossy tensor at its finest allowed QP."""
+    out = tmp_path / "m.llmc"
+    target = Target.parse(size=size)
+    summary = pack_to_target(MemorySource(synthetic_model()), out, target, policy=POLICY, jobs=2,
+                             weighting="nmse")
+    got = out.stat().st_size
+    assert got <= target.value
+    with Reader(out) as r:
+        rds = {n: r.tensor(n).rd for n in LOSSY if len(r.tensor(n).pipeline) > 1}
+    below_base = [n for n, rd in rds.items()
+                  if rd["chosen_qp"] < sorted(q for q, _, _ in rd["samples"])[-4]]
+    assert below_base  # the QPs of the default samples would not have been enough
+    if summary.get("within_tolerance", True):
+        assert got >= target.value * 0.98
+    else:
+        # no finer choice was left: each lossy tensor at (or beyond) its finest sample
+        assert all(rd["chosen_qp"] <= min(q for q, _, _ in rd["samples"])
+                   for rd in rds.values()), rds
+    if size == "130kB":
+        assert "within_tolerance" not in summary, (got, summary)
+    assert verify(out).ok
+
+
+class WithAttachment(MemorySource):
+    """A MemorySource with a compressible attachment (a stand-in for tokenizer.json)."""
+
+    def attachments(self):  # type: ignore[override]
+        yield "tokenizer.json", b'{"vocab": [' + b'"token", ' * 20_000 + b'"end"]}'
+
+
+def test_plan_counts_attachments_as_stored(tmp_path: Path) -> None:
+    """The plan's attachment bytes are what the writer stores (zstd), not the raw length
+    (~200 kB here: a size of 80 kB was refused as below the smallest possible file)."""
+    from llmc_format.pipeline.target import measure_source, with_target_scaling
+
+    src = WithAttachment(synthetic_model())
+    plan = measure_source(src, with_target_scaling(POLICY), 2)
+    raw = len(next(iter(src.attachments()))[1])
+    out = tmp_path / "m.llmc"
+    summary = pack_to_target(src, out, Target.parse(size="80kB"), policy=POLICY, jobs=2,
+                             weighting="nmse")
+    with Reader(out) as r:
+        stored = sum(a.blob.length for a in r.attachments())
+    assert plan.attachment_bytes == stored < raw / 10
+    assert "within_tolerance" not in summary and 78_400 <= out.stat().st_size <= 80_000
+
+
+def test_a_codec_failure_in_a_pass_raises_that_tensors_floor(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """libvvenc can refuse a low QP on a whole tensor that its sample coded at: the pass
+    that failed gives that tensor a floor 2 QPs above and allocates again; a failure that
+    names no lossy tensor is raised as it is."""
+    import llmc_format.pipeline.target as target_mod
+    from llmc_format.errors import CodecError
+
+    real = target_mod.pack_source
+    refused: list[int] = []
+
+    def refusing(*args, **kwargs):  # the real pack, after one refusal of a.weight's QP
+        if not refused:
+            refused.append(kwargs["qp_overrides"]["a.weight"])
+            raise CodecError("tensor 'a.weight' frame 0: libvvenc failed (exit 187)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(target_mod, "pack_source", refusing)
+    out = tmp_path / "m.llmc"
+    summary = pack_to_target(MemorySource(synthetic_model()), out, Target.parse(bpw=4.0),
+                             policy=POLICY, jobs=2, weighting="nmse")
+    assert "within_tolerance" not in summary and summary["passes"] >= 2
+    with Reader(out) as r:
+        assert r.tensor("a.weight").rd["chosen_qp"] >= refused[0] + 2
+    assert verify(out).ok
+
+    def broken(*args, **kwargs):
+        raise CodecError("tensor 'norm.weight': lossless round trip is not bit-exact")
+
+    monkeypatch.setattr(target_mod, "pack_source", broken)
+    with pytest.raises(CodecError, match=r"norm\.weight"):
+        pack_to_target(MemorySource(synthetic_model()), tmp_path / "n.llmc", Target.parse(bpw=4.0),
+                       policy=POLICY, jobs=2, weighting="nmse")
+    assert not (tmp_path / "n.llmc").exists()

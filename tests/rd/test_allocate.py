@@ -111,3 +111,16 @@ def test_rate_allocation_minimizes_the_weighted_distortion_when_measured() -> No
     assert snr.qps["a"] == snr.qps["b"]
     again = RDCurve.from_dict(b.to_dict(), b.numel)
     assert again.weighted == b.weighted and again.to_dict()["distortion"]
+
+
+def test_floors_bound_the_finest_qp() -> None:
+    """A tensor with a floor (its codec failed finer) never gets a QP under it, however
+    large the budget; the budget then goes to the others, or stays unspent."""
+    curves = {"a": curve([22, 29, 36, 43], 0), "b": curve([22, 29, 36, 43], 0)}
+    free = allocate_rate(curves, 1e9, QRANGE)
+    assert free.qps == {"a": 22 - EXTRAPOLATE, "b": 22 - EXTRAPOLATE}
+    floored = allocate_rate(curves, 1e9, QRANGE, floors={"a": 25})
+    assert floored.qps == {"a": 25, "b": 22 - EXTRAPOLATE}
+    assert floored.predicted_bits < free.predicted_bits
+    snr = allocate_snr(curves, 60.0, QRANGE, floors={"b": 24})  # a floor no QP meets
+    assert snr.qps["b"] == 24 and snr.qps["a"] == 22 - EXTRAPOLATE

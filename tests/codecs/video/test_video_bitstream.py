@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -151,3 +152,30 @@ def test_av1_damage_is_named(av1_blob: bytes) -> None:
 def test_arbitrary_bytes_give_a_bitstream_error_or_pass(data: bytes, codec: str) -> None:
     with contextlib.suppress(BitstreamError):  # any other exception fails the test
         bitstream.check(codec, data)
+
+
+def _spec_numbers(cell: str) -> set[int]:
+    """The integers of a FORMAT.md table cell outside parentheses: "4, 6 (RSV_VCL), 10–12" -> 4, 6, 10..12."""
+    out: set[int] = set()
+    for lo, hi in re.findall(r"(\d+)(?:–(\d+))?(?![^(]*\))", cell):
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def test_nal_rules_match_the_spec_table() -> None:
+    """The reserved/VCL/parameter-set values bitstream.py enforces are FORMAT.md §7.3's table."""
+    text = (VECTORS.parent / "FORMAT.md").read_text(encoding="utf-8")
+    heads = ("reserved `nal_unit_type`", "reserved `nuh_layer_id`", "VCL (slice) `nal_unit_type`",
+             "parameter sets every slice")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith(heads):
+            rows[cells[0].split()[0] + cells[0].split()[1]] = cells[1:]
+    assert len(rows) == 4, rows
+    for col, codec_id in enumerate(("vvc", "hevc")):
+        vcl, reserved, needed, max_layer = bitstream._NAL_RULES[codec_id]
+        assert _spec_numbers(rows["reserved`nal_unit_type`"][col]) == set(reserved)
+        assert _spec_numbers(rows["reserved`nuh_layer_id`"][col]) == set(range(max_layer + 1, 64))
+        assert _spec_numbers(rows["VCL(slice)"][col]) == set(vcl)
+        assert _spec_numbers(rows["parametersets"][col]) == set(needed)
