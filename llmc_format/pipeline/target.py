@@ -274,6 +274,9 @@ class Plan:
     floors: dict[str, int] = dataclasses.field(default_factory=dict)
     #: the tensors whose samples were extended toward finer QPs (``extend_capped``)
     extended: set[str] = dataclasses.field(default_factory=set)
+    #: per candidate, the column weights its samples' activation-weighted MSE was measured
+    #: with (``measure_source``'s ``col_weights``): finer samples use the same ones
+    col_weights: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = SAMPLE_FRACTION,
@@ -323,7 +326,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
         att += _attachment_bytes(data)  # as stored (zstd when smaller), not the raw length
         blobs += 1
     return Plan(curves, params, fixed_exact, sum(c.numel for c in curves.values()), att, blobs,
-                exact_options)
+                exact_options, col_weights=dict(col_weights))
 
 
 def _stored_bytes(reader: Reader, names: set[str]) -> dict[str, tuple[int, int]]:
@@ -451,7 +454,8 @@ def pack_to_target(
         work_dir = temp_dir(dst, ".rd")
         try:
             return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
-                           names, work_dir, progress, pack_kwargs, new, note, col_weights)
+                           names, work_dir, progress, pack_kwargs, new, note,
+                           {**col_weights, **plan.col_weights})
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -840,7 +844,7 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
     feels it least, as in the input; one the allocation keeps exact stores the decoded
     values and drops them (as a pack does). The allocation stays activation-aware: the
     recorded samples hold the activation-weighted MSE measured on the original
-    (``weighted_mse``; its carried share is raised too, ``_shifted``), and a tensor measured
+    (``weighted_mse``, the new coding error: see ``_shifted``), and a tensor measured
     afresh gets the column weights recovered from its multipliers
     (``rd.activation.weights_from_multipliers``, with the α and clip the input recorded;
     plain MSE when it recorded none: multipliers not made by ``rd.activation``).
@@ -946,21 +950,17 @@ def _activation_transform(metadata: Any) -> tuple[float, float] | None:
 
 
 def _shifted(rd: dict[str, Any], numel: int, carried: dict[str, float]) -> RDCurve:
-    """A tensor's recorded RD curve with the error its input already carries added.
+    """A tensor's recorded RD curve with the error its input already carries added to the
+    MSE samples (what the records and an ``snr`` target count against the original; the
+    samples of an input that was itself repacked hold its prior already).
 
-    Transcoding adds to the error the input carries against the original; the samples of
-    an input that was itself repacked hold its prior already (their ``prior_mse``). The
-    activation-weighted samples (``weighted_mse``) are raised by the same error in their
-    own unit: the carried MSE times the ratio of weighted to plain error the record
-    predicts at the QP the input was coded at (activation-aware coding puts unequal error
-    on the columns, so that ratio is not 1)."""
+    The activation-weighted samples (``weighted_mse``, what a rate target minimizes) are
+    left as recorded, the new coding error alone: the carried error is a constant per
+    tensor that no choice changes, and added to samples modelled log-linearly in QP it
+    would bend the model — extrapolated to finer QPs it then promises to remove error the
+    input carries."""
     c = RDCurve.from_dict(rd, numel)
     shift = carried["prior_mse"] - float(rd.get("prior_mse", 0.0))
-    if c.weighted is not None:
-        q = rd.get("chosen_qp", rd.get("qp"))
-        q = int(q) if isinstance(q, int) and not isinstance(q, bool) else c.qps[len(c.qps) // 2]
-        ratio = c.cost(q) / c.distortion(q)
-        c.weighted = [w + shift * ratio for w in c.weighted]
     c.mse = [m + shift for m in c.mse]
     return c
 

@@ -1,9 +1,11 @@
 """``repack`` of activation-aware archives: the ``diagscale`` multipliers survive re-coding.
 
-Real codecs (vvc) on the tiny Llama of ``conftest.tiny_model_dir`` (width 32, 2 layers),
-self-calibrated in seconds. Its token embedding and output head (30522 x 32 each) are
-pinned exact so each pack codes only the 14 decoder matrices (1-2 k weights each): their
-index entries then cost ~5 bits per weight, hence the high targets."""
+Real codecs (hevc: vvenc refuses some of these small frames at the fine QPs a repack
+may extrapolate to, a failure the retry in ``pipeline.target._passes`` does not always
+get past within its passes) on the tiny Llama of ``conftest.tiny_model_dir`` (width 32, 2 layers),
+self-calibrated in seconds. Its token embedding is pinned exact; the output head (a
+Linear of 30522 x 32) is coded with the 14 decoder matrices (1-2 k weights each), so
+index entries are a small share of the bits and the targets can be the usual 3-4 bpw."""
 
 from __future__ import annotations
 
@@ -23,21 +25,21 @@ from llmc_format.pipeline.target import Target, pack_to_target, repack
 from llmc_format.pipeline.verify import verify
 from llmc_format.rd.activation import ALPHA, CLIP, plan_for
 
-PINNED = ("model.embed_tokens.weight", "lm_head.weight")
-POLICY = Policy(codec="vvc", min_lossy_numel=1024, preset="faster", lossless_patterns=PINNED)
+PINNED = ("model.embed_tokens.weight",)
+POLICY = Policy(codec="hevc", min_lossy_numel=1024, lossless_patterns=PINNED)
 
 
 @pytest.fixture(scope="module")
 def aware(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
           ) -> tuple[Path, dict[str, np.ndarray], Any]:
-    """An activation-aware target pack of the tiny model at 16 bpw, its float32 tensors and
+    """An activation-aware target pack of the tiny model at 4 bpw, its float32 tensors and
     the calibration statistics it was made with."""
     from llmc_format.rd.calibration import SELF, statistics
 
-    out = tmp_path_factory.mktemp("aware") / "bpw16.llmc"
+    out = tmp_path_factory.mktemp("aware") / "bpw4.llmc"
     with open_source(tiny_model_dir) as src:
         st = statistics(src, SELF, sequences=2, seq_len=64)
-        summary = pack_to_target(src, out, Target.parse(bpw=16.0), policy=POLICY, jobs=2,
+        summary = pack_to_target(src, out, Target.parse(bpw=4.0), policy=POLICY, jobs=2,
                                  sensitivity=st)
         tensors = {n: np.asarray(e(), dtype=np.float32) for n, e in src.tensors()}
     assert summary["activation"]["tensors"] > 0
@@ -71,8 +73,8 @@ def test_repack_keeps_every_tensors_multipliers(aware: tuple[Path, dict, Any],
     src, tensors, _ = aware
     before = stage0(src)
     assert before
-    out = tmp_path / "bpw15.llmc"
-    summary = repack(src, out, Target.parse(bpw=15.0), jobs=2)
+    out = tmp_path / "bpw3.llmc"
+    summary = repack(src, out, Target.parse(bpw=3.0), jobs=2)
     after = stage0(out)
     assert after == before  # same configs ({"id", "cols", "rows"}) and same binary16 bytes
     act = summary["activation"]
@@ -83,11 +85,11 @@ def test_repack_keeps_every_tensors_multipliers(aware: tuple[Path, dict, Any],
         assert r.metadata["rd"]["activation"] == act
         for n in before:
             e = r.tensor(n)
-            assert [c["id"] for c in e.pipeline][1:] in (["blockdct", "vvc"], ["affine", "vvc"])
+            assert [c["id"] for c in e.pipeline][1:] == ["blockdct", "hevc"]
             assert len(e.rd["weighted_mse"]) == len(e.rd["samples"])
     # the tensors (not their scaled codes), a little coarser than the input's
     assert rel_err(src, tensors, before) < rel_err(out, tensors, before) < 0.15
-    assert summary["achieved"]["rd_bpw_all_in"] <= 15.0
+    assert summary["achieved"]["rd_bpw_all_in"] <= 3.0
     assert verify(out).ok
 
 
@@ -97,7 +99,7 @@ def test_dropping_the_multipliers_is_the_old_behaviour(aware: tuple[Path, dict, 
     tensor without the stage and records no activation note."""
     src, tensors, _ = aware
     out = tmp_path / "plain.llmc"
-    summary = repack(src, out, Target.parse(bpw=15.0), jobs=2, keep_multipliers=False)
+    summary = repack(src, out, Target.parse(bpw=3.0), jobs=2, keep_multipliers=False)
     assert stage0(out) == {} and "activation" not in summary
     assert rel_err(out, tensors, stage0(src)) < 0.5
 
@@ -108,8 +110,8 @@ def test_repack_twice_keeps_them_and_its_recorded_alpha(aware: tuple[Path, dict,
     again with the same vectors."""
     src, _, _ = aware
     mid, out = tmp_path / "mid.llmc", tmp_path / "out.llmc"
-    repack(src, mid, Target.parse(bpw=15.5), jobs=2)
-    summary = repack(mid, out, Target.parse(bpw=15.0), jobs=2)
+    repack(src, mid, Target.parse(bpw=3.5), jobs=2)
+    summary = repack(mid, out, Target.parse(bpw=3.0), jobs=2)
     assert stage0(out) == stage0(src) and summary["activation"]["alpha"] == ALPHA
 
 
@@ -120,12 +122,14 @@ def fixed_qp_pack(tiny_model_dir: Path, st: Any, dst: Path, *, alpha: float | No
     with open_source(tiny_model_dir) as src:
         shapes = {n: tuple(e.shape) for n, e in src.tensors()}
         scales, _ = plan_for(st.input_power, shapes, shapes, ALPHA)
-        policy = Policy(codec="vvc", qp=30, preset="faster", min_lossy_numel=1024,
-                        transform="dct", lossless_patterns=PINNED, diagscale=scales)
+        policy = Policy(codec="hevc", qp=30, min_lossy_numel=1024,
+                        transform="dct", lossless_patterns=PINNED, lossy_embeddings=True,
+                        diagscale=scales)
         meta = None if alpha is None else {"rd": {"activation": {"alpha": alpha, "clip": CLIP}}}
         pack_source(src, dst, policy=policy, jobs=2, extra_metadata=meta)
 
 
+@pytest.mark.slow  # two packs and two repacks that measure their samples afresh: ~25 s
 def test_fresh_samples_weight_columns_by_the_recovered_statistics(
         aware: tuple[Path, dict, Any], tiny_model_dir: Path, tmp_path: Path) -> None:
     """An input without RD samples but with the α its multipliers came from: the fresh
@@ -137,7 +141,7 @@ def test_fresh_samples_weight_columns_by_the_recovered_statistics(
         fixed_qp_pack(tiny_model_dir, st, src, alpha=alpha)
         before = stage0(src)
         assert before
-        summary = repack(src, out, Target.parse(bpw=14.0), jobs=2)
+        summary = repack(src, out, Target.parse(bpw=3.0), jobs=2)
         act = summary["activation"]
         assert act["tensors"] == len(before)
         with Reader(out) as r:
@@ -181,18 +185,18 @@ def test_cli_repack_says_the_multipliers_are_kept(aware: tuple[Path, dict, Any],
     src, _, _ = aware
     n = len(stage0(src))
     runner = CliRunner()
-    r = runner.invoke(app, ["repack", str(src), "-o", str(tmp_path / "o.llmc"), "--bpw", "15"])
+    r = runner.invoke(app, ["repack", str(src), "-o", str(tmp_path / "o.llmc"), "--bpw", "3"])
     assert r.exit_code == 0, r.output
     text = " ".join(r.stdout.split())
     assert (f"activation-aware: {n} tensors keep their diagscale column multipliers (kept "
             f"from {src.name};" in text), text
     assert stage0(tmp_path / "o.llmc") == stage0(src)
-    r = runner.invoke(app, ["repack", str(src), "-o", str(tmp_path / "j.llmc"), "--bpw", "15",
+    r = runner.invoke(app, ["repack", str(src), "-o", str(tmp_path / "j.llmc"), "--bpw", "3",
                             "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["rd"]["activation"]["tensors"] == n
     # what inspect shows on a terminal
     lines = header(describe(tmp_path / "o.llmc"))
-    assert any(line.startswith(f"activation-aware: {n} Linear weights coded through diagscale, "
-                               f"column multipliers (E[x^2]/mean)^-{ALPHA}, kept from {src.name}; "
-                               "RD distortion: activation-weighted MSE") for line in lines), lines
+    assert (f"activation-aware: {n} Linear weights coded through diagscale, column multipliers "
+            f"(E[x^2]/mean)^-{ALPHA}, kept from {src.name}; RD distortion: activation-weighted "
+            "MSE") in " ".join(" ".join(lines).split()), lines
