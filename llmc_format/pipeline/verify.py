@@ -154,7 +154,13 @@ def verify(
         from llmc_format.io import open_source
 
         try:
-            source_items = {it[0]: it[1] for it in open_source(against).tensors()}
+            source = open_source(against)
+            source_items = {it[0]: it[1] for it in source.tensors()}
+            # a tied name (a GGUF's lm_head, a checkpoint's shared tensor) is the source's
+            # alias, not one of its tensors: it is checked against the data it names
+            for alias, target in source.aliases().items():
+                if target in source_items:
+                    source_items.setdefault(alias, source_items[target])
         except LlmcError as exc:
             report.fail(f"cannot read --against source: {exc}")
             return report

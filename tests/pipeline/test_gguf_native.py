@@ -222,3 +222,20 @@ def test_no_layout_record_when_too_much_would_be_inline(
         assert LAYOUT_ATTACHMENT not in r.attachment_names()
     unpack(arc, tmp_path / "g", format="gguf")
     assert _sha(tmp_path / "g" / "model.gguf") != _sha(src)
+
+
+def test_verify_against_a_tied_gguf(tmp_path: Path,
+                                    make_tiny_gguf: Callable[..., dict[str, str]]) -> None:
+    """A tied GGUF has no output.weight: the archive's lm_head alias is checked against the
+    embedding it names (it was reported "not in the --against source"), and a different
+    GGUF still fails."""
+    src, other, arc = tmp_path / "tied.gguf", tmp_path / "other.gguf", tmp_path / "tied.llmc"
+    make_tiny_gguf(src, tied=True)
+    make_tiny_gguf(other, tied=True, seed=1)
+    pack(src, arc)
+    report = verify(arc, against=src)
+    assert report.ok, [(t.name, t.problem) for t in report.tensors if not t.ok]
+    assert "lm_head.weight" in [t.name for t in report.tensors]
+    bad = verify(arc, against=other)
+    assert not bad.ok
+    assert not next(t for t in bad.tensors if t.name == "lm_head.weight").ok
