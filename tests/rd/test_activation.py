@@ -48,7 +48,8 @@ def test_plan_takes_2d_tensors_with_matching_power_only() -> None:
 def test_weights_recovered_from_stored_multipliers(power: list[float], alpha: float) -> None:
     """What ``repack`` derives from an archive: the column weights back from the binary16
     multipliers — within binary16 rounding (2^-11 relative on c, 1/alpha times that on u,
-    plus the mean's share) wherever the clip did not act; a clipped column gets the bound."""
+    as much again through the mean it is scaled by) wherever the clip did not act; a
+    clipped column gets the bound."""
     p = np.array(power)
     u = column_weights(p)
     stored = DiagScales(column_multipliers(p, alpha), None).cols  # what the blob holds
@@ -59,7 +60,7 @@ def test_weights_recovered_from_stored_multipliers(power: list[float], alpha: fl
     clipped = (u < low) | (u > high)
     # the mean moves only by the clipped columns (each at most `low`)
     shift = abs(np.sum(np.maximum(u, low)[clipped] - u[clipped])) / u.size
-    tol = 2.0 ** -11 / alpha * 1.01 + 2 * shift / (1 - shift)
+    tol = 2 * 2.0 ** -11 / alpha * 1.01 + 2 * shift / (1 - shift)  # entry's and mean's rounding
     assert np.all(np.abs(v[inside] / u[inside] - 1) <= tol + 1e-12)
     lowc = u < low / 1.01
     if lowc.any():  # one value for them all (the bound), above their true weights
