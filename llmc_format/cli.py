@@ -456,6 +456,7 @@ def pack(
             _print_target(target.kind, target.value, rd)
     if rd is not None:
         _warn_low_snr(rd)
+        _warn_under_target(options.target(), rd)
 
 
 def _print_target(kind: str, value: float, rd: dict[str, Any]) -> None:
@@ -491,6 +492,21 @@ def _warn_low_snr(rd: dict[str, Any]) -> None:
         _warn(f"the target drives at least one tensor to {low:.2f} dB SNR (under "
               f"{LOW_SNR_DB:g} dB its error is a large part of its signal); `llmc inspect "
               "--sort snr` lists them")
+
+
+def _warn_under_target(target: Any, rd: dict[str, Any]) -> None:
+    """Say so when a size or bpw target's file is not in its window under the target
+    (``within_tolerance`` false): a user who asked for at most S should not have to notice
+    that the file is 5% smaller, nor wonder why."""
+    if rd.get("within_tolerance") is not False or target.kind == "snr":
+        return
+    a = rd["achieved"]
+    got = a["file_bytes"] if target.kind == "size" else a["rd_bpw_all_in"]
+    _warn(f"the file is {100 * (1 - got / target.value):.1f}% under the --{target.kind} "
+          f"target {_fmt_target(target)}: no choice of the allocation lands within "
+          f"{100 * target.tolerance:g}% under it (integer QPs on few tensors, the whole "
+          "model kept exact smaller than the target, or a tensor's finest lossy QP and its "
+          "exact storage straddling the budget); `llmc inspect --rd` shows the choices")
 
 
 def _print_summary(path: Path, seconds: float | None = None) -> None:
@@ -813,6 +829,7 @@ def repack(
                       f"{v['mean_snr_db']:.2f} dB", highlight=False, soft_wrap=True)
     if v.get("min_snr_db") is not None:
         _warn_low_snr({"achieved": {"min_snr_db": v["min_snr_db"]}})
+    _warn_under_target(target, rd)
 
 
 def _repack_activation_line(act: dict[str, Any]) -> str:
