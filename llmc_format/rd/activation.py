@@ -26,11 +26,12 @@ ratio so the multipliers stay normal binary16 values and no column's error explo
 
 The multipliers are the statistics up to a known transform, so ``weights_from_multipliers``
 recovers the column weights from them (``repack``, which has the archive but not the
-statistics): exactly up to binary16 rounding (relative error ≤ 2·2⁻¹¹/α, 0.28% at α = 0.35:
-the entry's rounding and the mean's it is scaled by) for every column the clip did not touch. A column clipped at the low end (u_j below
-CLIP^(−1/α) ≈ 7·10⁻⁶, an almost silent input) gets that bound instead of its true u_j; one
-clipped at the top would need u_j above CLIP^(1/α) ≈ 1.5·10⁵, more than the C of any
-layer with fewer input channels can reach (u_j ≤ C since the mean is 1).
+statistics): exactly up to binary16 rounding (relative error ≤ 2·2⁻¹¹/α, 0.28% at
+α = 0.35: the entry's rounding and the mean's it is scaled by) for every column the clip
+did not touch. A column clipped at the low end (u_j below CLIP^(−1/α) ≈ 7·10⁻⁶, an almost
+silent input) gets that bound instead of its true u_j; one clipped at the top would need
+u_j above CLIP^(1/α) ≈ 1.5·10⁵, more than the C of any layer with fewer input channels
+can reach (u_j ≤ C since the mean is 1).
 """
 
 from __future__ import annotations
