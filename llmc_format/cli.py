@@ -460,6 +460,7 @@ def pack(
             _print_target(target.kind, target.value, rd)
     if rd is not None:
         _warn_low_snr(rd)
+        _warn_under_target(options.target(), rd)
 
 
 def _print_target(kind: str, value: float, rd: dict[str, Any]) -> None:
@@ -498,6 +499,21 @@ def _warn_low_snr(rd: dict[str, Any]) -> None:
         _warn(f"the target drives at least one tensor to {low:.2f} dB SNR (under "
               f"{LOW_SNR_DB:g} dB its error is a large part of its signal); `llmc inspect "
               "--sort snr` lists them")
+
+
+def _warn_under_target(target: Any, rd: dict[str, Any]) -> None:
+    """Say so when a size or bpw target's file is not in its window under the target
+    (``within_tolerance`` false): a user who asked for at most S should not have to notice
+    that the file is 5% smaller, nor wonder why."""
+    if rd.get("within_tolerance") is not False or target.kind == "snr":
+        return
+    a = rd["achieved"]
+    got = a["file_bytes"] if target.kind == "size" else a["rd_bpw_all_in"]
+    _warn(f"the file is {100 * (1 - got / target.value):.1f}% under the --{target.kind} "
+          f"target {_fmt_target(target)}: no choice of the allocation lands within "
+          f"{100 * target.tolerance:g}% under it (integer QPs on few tensors, the whole "
+          "model kept exact smaller than the target, or a tensor's finest lossy QP and its "
+          "exact storage straddling the budget); `llmc inspect --rd` shows the choices")
 
 
 def _print_summary(path: Path, seconds: float | None = None) -> None:
@@ -777,6 +793,10 @@ def repack(
 
     Quality is reported against the original model as an estimate: the error the input
     archive recorded plus the new coding error (independent errors add).
+
+    Activation-aware tensors (coded through a diagscale stage by a calibrated pack) keep
+    their column multipliers, and the allocation keeps minimizing the activation-weighted
+    error; a tensor kept exact stores its decoded values without them.
     """
     from llmc_format.pipeline.options import check_paths
     from llmc_format.pipeline.target import Target
@@ -807,12 +827,23 @@ def repack(
     elif not quiet:
         _print_summary(output, view.elapsed)
         _print_target(target.kind, target.value, rd)  # SNR: against the input archive
+        if isinstance(rd.get("activation"), dict):
+            out.print(plain(_repack_activation_line(rd["activation"])), highlight=False,
+                      soft_wrap=True)
         if v.get("min_snr_db") is not None:
             out.print(f"against the original model (estimate: {archive.name}'s recorded "
                       f"error plus this one): min SNR {v['min_snr_db']:.2f} dB, mean "
                       f"{v['mean_snr_db']:.2f} dB", highlight=False, soft_wrap=True)
     if v.get("min_snr_db") is not None:
         _warn_low_snr({"achieved": {"min_snr_db": v["min_snr_db"]}})
+    _warn_under_target(target, rd)
+
+
+def _repack_activation_line(act: dict[str, Any]) -> str:
+    """What a repack did with the input's activation-aware tensors (``repack``'s summary)."""
+    return (f"activation-aware: {act.get('tensors')} tensors keep their diagscale column "
+            f"multipliers ({act.get('multipliers')}; any the allocation kept exact drop them); "
+            f"RD distortion: {act.get('distortion')}")
 
 
 def _warn_repack_up(archive: Path, target: Any) -> None:

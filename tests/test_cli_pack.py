@@ -285,3 +285,27 @@ def test_the_target_line_shows_a_size_as_a_size(model: Path, tmp_path: Path) -> 
     text = " ".join(r.output.split())
     assert "RD target size=10.00 GB:" in text and "e+" not in text, text
     assert "- dB" not in text and "no tensor lossy" in text, text
+
+
+def test_a_target_the_file_lands_well_under_warns(tmp_path: Path) -> None:
+    """--size above the whole model kept exact: the exact file, ~90% under the target, and a
+    warning saying so and why (not with -q); a target it lands in the window of: none."""
+    src = tmp_path / "w.safetensors"
+    save_file({"w": np.random.default_rng(1).standard_normal((128, 256)).astype(np.float32)},
+              str(src))
+    out = tmp_path / "w.llmc"
+    r = runner.invoke(app, ["pack", str(src), "-o", str(out), "--codec", "vvc", "--size", "1MB",
+                            "-j", "1"])
+    assert r.exit_code == 0, r.output
+    pct = 100 * (1 - out.stat().st_size / 1e6)
+    assert f"warning: the file is {pct:.1f}% under the --size target" in r.output
+    r = runner.invoke(app, ["pack", str(src), "-o", str(tmp_path / "q.llmc"), "--codec", "vvc",
+                            "--size", "1MB", "-j", "1", "-q"])
+    assert r.exit_code == 0 and r.output == ""
+    rng = np.random.default_rng(2)
+    save_file({f"w{i}": (rng.standard_normal((128, 256)) * s).astype(np.float32)
+               for i, s in enumerate((0.01, 0.02, 0.05, 0.1, 0.2))}, str(src))
+    r = runner.invoke(app, ["pack", str(src), "-o", str(tmp_path / "b.llmc"), "--codec", "vvc",
+                            "--bpw", "3", "-j", "1"])
+    assert r.exit_code == 0, r.output
+    assert "under the --bpw target" not in r.output and "RD target bpw=3" in r.output

@@ -13,6 +13,7 @@ from llmc_format.io.memory import MemorySource
 from llmc_format.pipeline.policy import Policy
 from llmc_format.pipeline.target import Target, pack_to_target
 from llmc_format.pipeline.verify import verify
+from llmc_format.rd.allocate import EXTRAPOLATE
 
 
 def synthetic_model() -> dict[str, np.ndarray]:
@@ -311,9 +312,10 @@ def test_size_target_never_above_and_in_the_window_when_reachable(tmp_path: Path
     assert got <= target.value
     with Reader(out) as r:
         rds = {n: r.tensor(n).rd for n in LOSSY if len(r.tensor(n).pipeline) > 1}
+    # the default samples (the 4 coarsest) and EXTRAPOLATE beyond them were not enough
     below_base = [n for n, rd in rds.items()
-                  if rd["chosen_qp"] < sorted(q for q, _, _ in rd["samples"])[-4]]
-    assert below_base  # the QPs of the default samples would not have been enough
+                  if rd["chosen_qp"] < sorted(q for q, _, _ in rd["samples"])[-4] - EXTRAPOLATE]
+    assert below_base
     if summary.get("within_tolerance", True):
         assert got >= target.value * 0.98
     else:
