@@ -292,6 +292,12 @@ def _view(what: str, *, hidden: bool = False) -> Any:
                             verbose=_chatter.verbose)
 
 
+def _check_jobs(jobs: int | None) -> None:
+    """-j 0 or below is bad usage (exit 2) for every command, as ``PackOptions`` says for pack."""
+    if jobs is not None and jobs < 1:
+        raise typer.BadParameter(f"must be at least 1, got {jobs}", param_hint="--jobs")
+
+
 def _parse_meta(items: list[str]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for item in items:
@@ -588,9 +594,16 @@ def unpack(
         raise typer.BadParameter(f"must be one of {', '.join(up.TIED_MODES)}", param_hint="--tied")
     try:
         dtype = up.normalize_dtype(dtype)
+    except LlmcError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dtype") from None
+    try:
         shard = parse_size(shard_size) if shard_size else None
     except LlmcError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--dtype/--shard-size") from None
+        raise typer.BadParameter(str(exc), param_hint="--shard-size") from None
+    if shard is not None and shard < 1:
+        raise typer.BadParameter(f"must be positive, got {shard_size!r}",
+                                 param_hint="--shard-size")
+    _check_jobs(jobs)
     if shard is not None and fmt == "gguf":
         raise typer.BadParameter("GGUF is written as one file", param_hint="--shard-size")
     quiet = _set_chatter(quiet, verbose)
@@ -803,6 +816,7 @@ def repack(
     from llmc_format.pipeline.target import repack as do_repack
 
     quiet = _set_chatter(quiet, verbose)
+    _check_jobs(jobs)
     if repair and any(v is not None for v in (bpw, size, snr)):
         raise typer.BadParameter("takes no --bpw/--size/--snr target", param_hint="--repair")
     if weighting not in ("nmse", "mse"):
