@@ -956,8 +956,10 @@ def verify(
         bad = natural_sorted((t for t in report.tensors if not t.ok), key=lambda t: t.name)
         for t in bad:
             for problem in dict.fromkeys([t.problem, *t.bitstream_problems]):
+                # the reader's messages name the tensor already: say it once
+                text = str(problem).removeprefix(f"tensor {t.name!r}: ")
                 err.print(Text.assemble((f"tensor {printable(t.name)}:", "red"), " ",
-                                        printable(str(problem))), highlight=False, soft_wrap=True)
+                                        printable(text)), highlight=False, soft_wrap=True)
         if strict:
             used = "; ".join(f"{c}: {', '.join(d) or 'no second decoder installed'}"
                              for c, d in sorted(report.second_decoders.items()))

@@ -106,6 +106,11 @@ def test_verify_detects_corruption(bf16_model: Path, tmp_path: Path) -> None:
     damaged = [t["name"] for t in report["tensors"] if not t["ok"]]
     assert len(damaged) == 1
     assert len([t for t in report["tensors"] if t["ok"]]) == len(report["tensors"]) - 1
+    # one line naming the tensor once (was "tensor x: tensor 'x': checksum mismatch ...")
+    r = run("verify", arc)
+    assert r.exit_code == 1
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("tensor "))
+    assert line.count(damaged[0]) == 1 and "checksum mismatch" in line, line
 
 
 def test_version() -> None:
