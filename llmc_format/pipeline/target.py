@@ -849,9 +849,10 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
     (``rd.activation.weights_from_multipliers``, with the α and clip the input recorded;
     plain MSE when it recorded none: multipliers not made by ``rd.activation``).
     ``keep_multipliers=False`` drops them (a measurement baseline: repack did so before,
-    but coded from the recorded samples, measured through the multipliers, which then
-    mispredict the rates (docs/results/repack-actscale.md), so here the samples are
-    measured afresh, plain MSE, for the coding without them).
+    but allocated from the recorded samples, measured through the multipliers, which need
+    not describe a coding without them — a SmolLM2 repack that way missed its target,
+    docs/results/repack-actscale.md —, so here the samples are measured afresh, plain
+    MSE, for the coding without them).
     """
     from llmc_format.io.archive_source import ArchiveSource
 
