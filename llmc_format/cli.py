@@ -329,8 +329,10 @@ def pack(
     src: Annotated[Path, typer.Argument(help="A .safetensors file, a Hugging Face model "
                                         "directory, a torch state dict (.bin/.pt), a .gguf "
                                         "file or a .llmc archive.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.",
-                                         rich_help_panel=_OUT)],
+    # a str, not a Path: Path("out/") drops the slash that says the user meant a directory
+    output_arg: Annotated[str, typer.Option("-o", "--output", metavar="<path>",
+                                            help="The .llmc file to write.",
+                                            rich_help_panel=_OUT)],
     codec: Annotated[str, typer.Option(metavar="[exact|vvc|hevc|av1|ffv1]",
                                        help=_CODEC_HELP,
                                        rich_help_panel=_LOSSY)] = "exact",
@@ -434,7 +436,8 @@ def pack(
         lossless=tuple(lossless or ()), min_lossy_numel=min_lossy_numel, jobs=jobs,
         executor=executor, ray_address=ray_address, metadata=_parse_meta(meta or []),
         created=created, record_timings=timestamp, resume=resume, given=frozenset(given))
-    check_paths(src, output, force=force)
+    check_paths(src, output_arg, force=force)
+    output = Path(output_arg)
     for w in options.warnings():
         _warn(w)
     # the clock and the progress line start before the source is opened: a GGUF's
@@ -782,7 +785,8 @@ def _plot_rd(d: dict[str, Any], path: Path) -> None:
     'llmc repack old.llmc -o fixed.llmc --repair'))
 def repack(
     archive: Annotated[Path, typer.Argument(help="A lossy .llmc file (made with a target or a QP).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.")],
+    output_arg: Annotated[str, typer.Option("-o", "--output", metavar="<path>",
+                                            help="The .llmc file to write.")],
     bpw: Annotated[float | None, typer.Option(help="Target bits per weight (all-in) of the "
                                               "archive's lossy tensors.")] = None,
     size: Annotated[str | None, typer.Option(metavar="SIZE",
@@ -821,7 +825,8 @@ def repack(
         raise typer.BadParameter("takes no --bpw/--size/--snr target", param_hint="--repair")
     if weighting not in ("nmse", "mse"):
         raise UsageError(f"--weighting: {weighting!r} is not one of nmse, mse")
-    check_paths(archive, output, force=force)
+    check_paths(archive, output_arg, force=force)
+    output = Path(output_arg)
     if repair:
         _repair(archive, output)
         return

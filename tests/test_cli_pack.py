@@ -309,3 +309,16 @@ def test_a_target_the_file_lands_well_under_warns(tmp_path: Path) -> None:
                             "--bpw", "3", "-j", "1"])
     assert r.exit_code == 0, r.output
     assert "under the --bpw target" not in r.output and "RD target bpw=3" in r.output
+
+
+def test_an_output_ending_in_a_slash_is_not_written_as_a_file(model: Path, tmp_path: Path) -> None:
+    """Found by hand: `llmc pack m -o newdir/` wrote a file named 'newdir' (the slash, which
+    says the user meant a directory, was lost in Path('newdir/'))."""
+    want = tmp_path / "newdir"
+    for args in (["pack", str(model)], ["repack", str(model), "--bpw", "3"]):
+        r = runner.invoke(app, [*args, "-o", f"{want}/"])
+        assert r.exit_code == 3 and "names a directory" in r.output, r.output
+        assert not want.exists()
+    with pytest.raises(llmc_format.errors.LlmcError, match="names a directory"):
+        llmc_format.pack(str(model), f"{want}/")
+    assert not want.exists()

@@ -309,6 +309,8 @@ def check_paths(src: str | os.PathLike[str] | None, dst: str | os.PathLike[str],
                          "out of order, then renamed into place); give a file name")
     out = Path(dst)
     # path problems are llmc errors (exit 3), as for every command's output
+    if str(dst).endswith(("/", os.sep)) and not out.is_dir():  # not a file named 'out'
+        raise LlmcError(f"-o {dst}: names a directory (ends in /); give the .llmc file to write")
     if out.is_dir():
         raise LlmcError(f"-o {out}: is a directory; give the .llmc file to write")
     if out.exists() and not force:
