@@ -1035,8 +1035,9 @@ def sign(
 def extract(
     archive: Annotated[Path, typer.Argument(help="The .llmc file.")],
     tensor: Annotated[str, typer.Argument(help="Name of the tensor (see `llmc inspect`).")],
-    output: Annotated[Path | None, typer.Option(
-        "-o", "--output", help="File to write (default: named after the tensor). With --raw, "
+    output: Annotated[str | None, typer.Option(  # str: Path("d/") would drop the slash
+        "-o", "--output", metavar="<path>", help="File to write, or a directory to write it "
+        "in (default: named after the tensor, here). With --raw, "
         "x.266 gives x.266 (or x.000.266, x.001.266... for several frames) and x.json.")] = None,
     raw: Annotated[bool, typer.Option(
         "--raw", help="Write the tensor's bare video bitstream(s) as stored (.266 VVC, .265 HEVC, "

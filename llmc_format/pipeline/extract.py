@@ -122,7 +122,7 @@ def extract_raw(archive: str | os.PathLike[str], name: str,
     and offset, or blockdct's inverse-DCT codes with its matrix). ``out`` defaults to a name
     derived from the tensor's, in the current directory.
     """
-    out = default_output(name) if out is None else out
+    out = output_path(out, name)
 
     with Reader(archive) as reader:
         entry = reader.resolve(name)
@@ -183,7 +183,7 @@ def extract_array(archive: str | os.PathLike[str], name: str,
     Plain numpy cannot load ml_dtypes' bfloat16 from a ``.npy``; float32 holds every
     bfloat16 and float8 value exactly, so widening loses nothing.
     """
-    out = default_output(name) if out is None else Path(out)
+    out = output_path(out, name)
     if out.suffix != ".npy":
         out = out.with_name(out.name + ".npy")
     _refuse_existing([out], overwrite)
@@ -197,6 +197,23 @@ def extract_array(archive: str | os.PathLike[str], name: str,
     with atomic_output(out) as f:
         np.save(f, np.ascontiguousarray(array), allow_pickle=False)
     return out
+
+
+def output_path(out: str | os.PathLike[str] | None, name: str) -> Path:
+    """Where ``-o`` says to write tensor ``name``: the default name in the current directory,
+    in ``out`` when it is a directory (existing, or written with a trailing ``/``), else
+    ``out`` itself. A directory that does not exist is refused (nothing to create it in)."""
+    if out is None:
+        return default_output(name)
+    given = os.fspath(out)
+    if given.endswith(("/", os.sep)) or Path(given).is_dir():
+        if not Path(given).is_dir():
+            raise LlmcError(f"-o {given}: no such directory")
+        return Path(given) / default_output(name)
+    path = Path(given)
+    if not path.parent.is_dir():
+        raise LlmcError(f"-o {given}: no such directory {str(path.parent)!r}")
+    return path
 
 
 def default_output(name: str) -> Path:

@@ -205,3 +205,23 @@ def test_bitstream_paths_naming(tmp_path: Path) -> None:
     assert [p.name for p in many] == ["a.b.000.obu", "a.b.001.obu"]
     big, _ = bitstream_paths(tmp_path / "y.265", "hevc", 1001)
     assert big[0].name == "y.0000.265" and big[-1].name == "y.1000.265"
+
+
+def test_extract_into_a_directory(weight: np.ndarray, tmp_path: Path) -> None:
+    """Found by hand: `-o outdir` (an existing directory) wrote outdir.npy beside it, and
+    `-o newdir/` wrote newdir.npy; a directory gets the file named after the tensor."""
+    arc = _pack(tmp_path / "m.llmc", {"model.w": weight}, "vvc")
+    d = tmp_path / "out dir"
+    d.mkdir()
+    for given in (str(d), f"{d}/"):
+        r = runner.invoke(app, ["extract", str(arc), "model.w", "-o", given, "--force"])
+        assert r.exit_code == 0, r.output
+        assert sorted(p.name for p in d.iterdir()) == ["model.w.npy"], r.output
+        with llmc_format.safe_open(arc) as f:
+            assert np.load(d / "model.w.npy").tobytes() == f.get_tensor("model.w").tobytes()
+    r = runner.invoke(app, ["extract", str(arc), "model.w", "--raw", "-o", str(d)])
+    assert r.exit_code == 0, r.output
+    assert {p.name for p in d.iterdir()} >= {"model.w.000.266", "model.w.json"}
+    r = runner.invoke(app, ["extract", str(arc), "model.w", "-o", str(tmp_path / "new") + "/"])
+    assert r.exit_code == 3 and "no such directory" in r.output, r.output
+    assert not (tmp_path / "new.npy").exists() and not (tmp_path / "new").exists()
