@@ -138,9 +138,14 @@ def _header_facts(d: dict[str, Any]) -> list[str]:
         lines.append(f"weighting: {weighting_words(rd.get('weighting'))}")
         act = rd.get("activation")
         if isinstance(act, dict):
+            # a repack's note: multipliers "kept from" its input, whose alpha may be unknown
+            made = (f" (E[x^2]/mean)^-{act['alpha']}" if act.get("alpha") is not None
+                    else "" if act.get("multipliers") else " (E[x^2]/mean)^-?")
+            kept = f", {act['multipliers']}" if act.get("multipliers") else ""
+            weighted = act.get("weighted_tensors", 1) != 0  # (a pack's note has no count)
             lines.append(f"activation-aware: {act.get('tensors', '?')} Linear weights coded "
-                         f"through diagscale, column multipliers (E[x^2]/mean)^-"
-                         f"{act.get('alpha', '?')}; RD distortion: activation-weighted MSE")
+                         f"through diagscale, column multipliers{made}{kept}; RD distortion: "
+                         f"{'activation-weighted MSE' if weighted else 'MSE'}")
         if rd.get("repacked_from"):
             lines.append(f"repacked from {rd['repacked_from']}")
     return lines

@@ -162,5 +162,16 @@ def test_header_says_when_a_target_pack_was_activation_aware() -> None:
     assert max(len(line) for line in lines[1:]) <= 80  # long facts continue under their label
     assert any(line.startswith("weighting: each tensor") for line in lines)
     assert any(line.startswith(" " * len("weighting: ")) and line.strip() for line in lines)
+    # a repack's note: the multipliers kept from its input; without the alpha they were
+    # made with (chosen by code) its allocation used the plain MSE
+    d["metadata"]["rd"]["activation"] = {"alpha": 0.35, "tensors": 75,
+                                         "multipliers": "kept from m4.llmc", "weighted_tensors": 75}
+    assert ("activation-aware: 75 Linear weights coded through diagscale, column multipliers "
+            "(E[x^2]/mean)^-0.35, kept from m4.llmc; RD distortion: activation-weighted MSE"
+            in " ".join(" ".join(header(d)).split()))
+    d["metadata"]["rd"]["activation"] = {"tensors": 3, "multipliers": "kept from q.llmc",
+                                         "weighted_tensors": 0}
+    assert ("activation-aware: 3 Linear weights coded through diagscale, column multipliers, "
+            "kept from q.llmc; RD distortion: MSE" in " ".join(" ".join(header(d)).split()))
     del d["metadata"]["rd"]["activation"]
     assert not any(line.startswith("activation-aware") for line in header(d))

@@ -106,7 +106,7 @@ RUNS: dict[str, Run] = {
     "extract-exact-raw": Run("extract.md", ("extract", "minilm-bpw3.llmc",
                                             "embeddings.LayerNorm.weight", "--raw"),
                              fast=False),
-    "repack-help": Run("repack.md", ("repack", "-h"), head=8),
+    "repack-help": Run("repack.md", ("repack", "-h"), head=13),
     "repack-lossless": Run("repack.md", ("repack", "minilm.llmc", "-o", "x.llmc", "--bpw", "2")),
     "repack-bpw": Run("repack.md", ("repack", "minilm-bpw3.llmc", "-o", "minilm-bpw2.5.llmc",
                                     "--bpw", "2.5"), fast=False),

@@ -2,6 +2,8 @@
 
 Tensors the archive keeps in their source encoding (a final ``ggml`` stage) offer it
 again (``NativeData``), so a repack keeps them as they are wherever it keeps them lossless.
+Tensors stored through a leading ``diagscale`` stage offer their multipliers
+(``diagscales``), so a repack codes them through the same stage again.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from llmc_format.codecs.stages import kept_encoding
+from llmc_format.codecs.base import ArraySpec
+from llmc_format.codecs.diagscale import DiagScaleCodec, DiagScales
+from llmc_format.codecs.stages import build, kept_encoding
 from llmc_format.container.reader import Reader
 from llmc_format.io.base import NativeData, Source, SourceTensor
 
@@ -42,6 +46,26 @@ class ArchiveSource(Source):
         return NativeData((*(dict(c) for c in e.pipeline[:-1]), last),
                           lambda n=e.name: np.frombuffer(read_native_blocks(self.reader, n),
                                                          np.uint8))
+
+    def diagscales(self) -> dict[str, DiagScales]:
+        """Per tensor whose pipeline begins with a ``diagscale`` stage: its multipliers,
+        read from the stage's blobs (validated as the decoder does: exactly one binary16
+        per row/column, each finite, positive and normal). Widened to float32 and rounded
+        to binary16 again by ``DiagScales``, they are the stored values bit for bit, so a
+        pipeline built from them stores the same blobs. A ``diagscale`` further down a
+        pipeline (after a ``rowperm``: its rows are not the tensor's) is not offered."""
+        out: dict[str, DiagScales] = {}
+        for e in self.reader.index.tensors:
+            if e.alias_of is not None or not e.pipeline or e.pipeline[0].get("id") != "diagscale":
+                continue
+            where = f"tensor {e.name!r}"
+            stage = build(e.pipeline, where, stored=True)[0]  # closed, checked configs
+            assert isinstance(stage, DiagScaleCodec)
+            refs = e.stage_blobs(0)
+            cols, rows = stage.vectors(lambda i, r=refs, w=where: self.reader.read_blob(r[i], w),
+                                       len(refs), ArraySpec(e.dtype, e.shape, e.name))
+            out[e.name] = DiagScales(cols, rows)
+        return out
 
     def aliases(self) -> dict[str, str]:
         return {e.name: e.alias_of for e in self.reader.index.tensors if e.alias_of is not None}

@@ -67,7 +67,7 @@ from llmc_format.pipeline.pack import (
     with_encoder_threads,
 )
 from llmc_format.pipeline.policy import QUANT_STAGES, Policy, final_codec, transform_of
-from llmc_format.rd.activation import ALPHA
+from llmc_format.rd.activation import ALPHA, CLIP, weights_from_multipliers
 from llmc_format.rd.allocate import (
     EXTRAPOLATE,
     Allocation,
@@ -274,6 +274,9 @@ class Plan:
     floors: dict[str, int] = dataclasses.field(default_factory=dict)
     #: the tensors whose samples were extended toward finer QPs (``extend_capped``)
     extended: set[str] = dataclasses.field(default_factory=set)
+    #: per candidate, the column weights its samples' activation-weighted MSE was measured
+    #: with (``measure_source``'s ``col_weights``): finer samples use the same ones
+    col_weights: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = SAMPLE_FRACTION,
@@ -323,7 +326,7 @@ def measure_source(source: Source, policy: Policy, jobs: int, fraction: float = 
         att += _attachment_bytes(data)  # as stored (zstd when smaller), not the raw length
         blobs += 1
     return Plan(curves, params, fixed_exact, sum(c.numel for c in curves.values()), att, blobs,
-                exact_options)
+                exact_options, col_weights=dict(col_weights))
 
 
 def _stored_bytes(reader: Reader, names: set[str]) -> dict[str, tuple[int, int]]:
@@ -350,6 +353,7 @@ def pack_to_target(
     calibration: str | None = None,
     sensitivity: Mapping[str, float] | Statistics | None = None,
     activation_alpha: float | None = ALPHA,
+    activation: Mapping[str, Any] | None = None,
     new: bool | None = None,
     **pack_kwargs: Any,
 ) -> dict[str, Any]:
@@ -377,6 +381,8 @@ def pack_to_target(
     from its inputs' second moments, and the allocator minimizes the activation-weighted
     MSE (``activation_policy``). None turns it off (per-tensor weighting only); a caller
     giving ``plan`` must have measured it with ``activation_policy``'s policy and weights.
+    ``activation``: what the summary's ``activation`` records when the caller brought the
+    multipliers itself (``policy.diagscale``) and measured ``plan`` accordingly (``repack``).
     """
     check_outside_source(Path(dst), source.path)  # before measuring anything
     check_output_file(Path(dst))
@@ -434,9 +440,11 @@ def pack_to_target(
     weights: dict[str, float] | None = None
     if sens is not None:
         weights = {n: float(sens[n]) for n in names}
-    note = {"activation": {"alpha": activation_alpha, "tensors": len(col_weights),
+    note = {"activation": {"alpha": activation_alpha, "clip": CLIP, "tensors": len(col_weights),
                            "distortion": "activation-weighted MSE (rd.activation)"}
             } if col_weights else {}
+    if activation is not None:
+        note = {"activation": dict(activation)}
     if weights is None:
         weights = {n: 1.0 if weighting == "mse" else c.numel / max(c.signal_energy, 1e-30)
                    for n, c in plan.curves.items()}
@@ -446,7 +454,8 @@ def pack_to_target(
         work_dir = temp_dir(dst, ".rd")
         try:
             return _passes(source, dst, target, policy, jobs, plan, qrange, weights, weighting,
-                           names, work_dir, progress, pack_kwargs, new, note, col_weights)
+                           names, work_dir, progress, pack_kwargs, new, note,
+                           {**col_weights, **plan.col_weights})
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
 
@@ -821,13 +830,29 @@ def _achieved(path: Path, names: set[str]) -> dict[str, Any]:
 
 def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Target, *,
            jobs: int | None = None, weighting: str = "nmse",
-           progress: Progress | None = None) -> dict[str, Any]:
+           progress: Progress | None = None, keep_multipliers: bool = True) -> dict[str, Any]:
     """Re-encode a lossy archive to a new target without the original model.
 
     The lossy tensors are decoded and encoded again (transcoded) at QPs chosen from the RD
     samples recorded in the archive, with each sample's MSE raised by the error the
     archive already carries; tensors without recorded samples are measured afresh.
     Lossless tensors and attachments are carried over unchanged.
+
+    Activation-aware tensors (stored through a ``diagscale`` stage, spec §7.9) keep their
+    multipliers: the same stage, bit for bit the same vectors, goes in front of their new
+    quantization (``Policy.diagscale``), so the new codec error lands where the model
+    feels it least, as in the input; one the allocation keeps exact stores the decoded
+    values and drops them (as a pack does). The allocation stays activation-aware: the
+    recorded samples hold the activation-weighted MSE measured on the original
+    (``weighted_mse``, the new coding error: see ``_shifted``), and a tensor measured
+    afresh gets the column weights recovered from its multipliers
+    (``rd.activation.weights_from_multipliers``, with the α and clip the input recorded;
+    plain MSE when it recorded none: multipliers not made by ``rd.activation``).
+    ``keep_multipliers=False`` drops them (a measurement baseline: repack did so before,
+    but allocated from the recorded samples, measured through the multipliers, which need
+    not describe a coding without them — a SmolLM2 repack that way missed its target,
+    docs/results/repack-actscale.md —, so here the samples are measured afresh, plain
+    MSE, for the coding without them).
     """
     from llmc_format.io.archive_source import ArchiveSource
 
@@ -836,7 +861,9 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
         entries = [e for e in source.reader.index.tensors if e.alias_of is None]
         lossy = [e for e in entries if not is_lossless(e.pipeline)]
         if not lossy:
-            raise TargetError(f"{src} holds no lossy tensor: nothing to re-target")
+            raise TargetError(f"{src} holds no lossy tensor: nothing to re-target; pack it "
+                              f"instead: llmc pack {src} -o {dst} --codec vvc "
+                              f"--{target.kind} {target.value:g}")
         # the archive's codec, scaling and transform (its RD samples were measured with
         # them), taken from configs the codecs themselves validate, never used raw
         where = f"tensor {lossy[0].name!r}"
@@ -851,42 +878,115 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
         if transform is None:
             raise TargetError(f"{src}: {where} is not quantized by a stage a target packs with "
                               f"({', '.join(QUANT_STAGES.values())}): nothing to re-target")
+        scales = _kept_multipliers(source, lossy, src) if keep_multipliers else {}
         dct = transform == "dct"
         policy = Policy(codec=video.codec_id, preset=video.params.get("preset"),
                         bits=int(affine.params.get("bits", 10)), min_lossy_numel=2**62,
                         affine={} if dct else
                         {"granularity": str(affine.params.get("granularity", "row"))},
                         transform="dct" if dct else "none",
-                        lossy_patterns=tuple(_glob_escape(e.name) for e in lossy))
+                        lossy_patterns=tuple(_glob_escape(e.name) for e in lossy),
+                        diagscale=scales)
         qrange = _qrange(video.codec_id)
         for e in lossy:  # NaN samples once made --bpw 3 write 0.887 bpw and exit 0
             check_rd(e.rd, (qrange[0], qrange[-1]), e.name)
         plan = None
         carried = {e.name: _carried(e.rd or {}) for e in lossy if (e.rd or {}).get("mse") is not None}
-        if all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy):
-            curves = {}
-            for e in lossy:
-                c = RDCurve.from_dict(e.rd, e.numel)
-                # transcoding adds to the error the input already carries (vs the original);
-                # the samples of an input that was itself repacked hold its prior already
-                shift = carried[e.name]["prior_mse"] - float(e.rd.get("prior_mse", 0.0))
-                c.mse = [m + shift for m in c.mse]
-                curves[e.name] = c
+        recorded = all(e.rd and "samples" in e.rd and "mse" in e.rd for e in lossy)
+        # samples measured through multipliers that are now dropped describe another coding
+        recorded = recorded and (keep_multipliers or not any(
+            c.get("id") == "diagscale" for e in lossy for c in e.pipeline))
+        made_by = _activation_transform(source.reader.metadata) if scales else None
+        derived: dict[str, np.ndarray] = {}
+        if recorded:
+            curves = {e.name: _shifted(e.rd, e.numel, carried[e.name]) for e in lossy}
             params = {e.name: sum(b.length for b in e.blobs if b.stage < len(e.pipeline) - 1)
                       for e in lossy}
             exact = sum(e.stored_bytes for e in entries if is_lossless(e.pipeline))
             att = sum(a.blob.length for a in source.reader.attachments())  # as stored
             plan = Plan(curves, params, exact, sum(e.numel for e in lossy), att,
                         sum(len(e.blobs) for e in entries) + 8, carried=carried)
-        if plan is None:
+        else:
+            if made_by is not None:
+                derived = {n: weights_from_multipliers(s.cols, *made_by)
+                           for n, s in scales.items() if s.cols is not None}
             plan = measure_source(source, with_target_scaling(policy), jobs or default_jobs(),
-                                  progress=progress)
+                                  progress=progress, col_weights=derived)
             plan.carried = carried
+        note = _repack_note(scales, plan, made_by, recorded, Path(src).name)
         summary = pack_to_target(source, dst, target, policy=policy, jobs=jobs,
-                                 weighting=weighting, progress=progress, plan=plan, new=new)
+                                 weighting=weighting, progress=progress, plan=plan, new=new,
+                                 activation=note)
     summary["repacked_from"] = Path(src).name
     summary["versus_original"] = _versus_original(Path(dst))
     return summary
+
+
+def _kept_multipliers(source: Any, lossy: list[Any], src: Any) -> dict[str, Any]:
+    """The ``diagscale`` multipliers of the lossy tensors (``ArchiveSource.diagscales``);
+    TargetError for a lossy tensor with a ``diagscale`` stage repack cannot re-create (one
+    not in front: the pipelines a target packs are ``[diagscale?, quant, codec]``)."""
+    scales = source.diagscales()
+    for e in lossy:
+        if e.name not in scales and any(c.get("id") == "diagscale" for c in e.pipeline):
+            raise TargetError(f"{src}: tensor {e.name!r} has a diagscale stage that is not its "
+                              "first; repack re-creates only [diagscale, quantization, codec]")
+    return {e.name: scales[e.name] for e in lossy if e.name in scales}
+
+
+def _activation_transform(metadata: Any) -> tuple[float, float] | None:
+    """(α, clip) of the multipliers, from the archive's ``rd.activation`` (a target pack's,
+    or a repack's that kept them); None when it recorded no usable pair — multipliers
+    chosen otherwise (``Policy.diagscale`` by code), whose statistics are unknown. The
+    values come from a file: only finite α in (0, 4] and clip in (1, 65504] are used
+    (clip absent: ``rd.activation.CLIP``, what every pack so far used)."""
+    rd = metadata.get("rd") if isinstance(metadata, dict) else None
+    act = rd.get("activation") if isinstance(rd, dict) else None
+    if not isinstance(act, dict):
+        return None
+    alpha, clip = act.get("alpha"), act.get("clip", CLIP)
+    ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+             for v in (alpha, clip))
+    if not (ok and 0 < alpha <= 4 and 1 < clip <= 65504):
+        return None
+    return float(alpha), float(clip)
+
+
+def _shifted(rd: dict[str, Any], numel: int, carried: dict[str, float]) -> RDCurve:
+    """A tensor's recorded RD curve with the error its input already carries added to the
+    MSE samples (what the records and an ``snr`` target count against the original; the
+    samples of an input that was itself repacked hold its prior already).
+
+    The activation-weighted samples (``weighted_mse``, what a rate target minimizes) are
+    left as recorded, the new coding error alone: the carried error is a constant per
+    tensor that no choice changes, and added to samples modelled log-linearly in QP it
+    would bend the model — extrapolated to finer QPs it then promises to remove error the
+    input carries."""
+    c = RDCurve.from_dict(rd, numel)
+    shift = carried["prior_mse"] - float(rd.get("prior_mse", 0.0))
+    c.mse = [m + shift for m in c.mse]
+    return c
+
+
+def _repack_note(scales: dict[str, Any], plan: Plan, made_by: tuple[float, float] | None,
+                 recorded: bool, src: str) -> dict[str, Any] | None:
+    """The summary's ``activation`` of a repack that kept multipliers (what ``inspect`` and
+    the CLI show, and what a further repack derives weights from); None without any."""
+    if not scales:
+        return None
+    weighted = sum(1 for n in scales if n in plan.curves and plan.curves[n].weighted is not None)
+    if not weighted:
+        how = ("MSE (the input recorded neither activation-weighted samples nor the alpha "
+               "its multipliers were made with)")
+    else:
+        how = ("activation-weighted MSE (" + ("the samples recorded in the input" if recorded
+               else "column weights recovered from the multipliers") + ")"
+               + ("" if weighted == len(scales) else f"; MSE for {len(scales) - weighted}"))
+    note: dict[str, Any] = {"tensors": len(scales), "multipliers": f"kept from {src}",
+                            "weighted_tensors": weighted, "distortion": how}
+    if made_by is not None:
+        note["alpha"], note["clip"] = made_by
+    return note
 
 
 def _carried(rd: dict[str, Any]) -> dict[str, float]:

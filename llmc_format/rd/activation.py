@@ -23,6 +23,15 @@ follow, both computed here from ``rd.calibration.Statistics.input_power`` (E[x_j
 
 Columns whose inputs are (nearly) silent get the largest multiplier; ``CLIP`` bounds the
 ratio so the multipliers stay normal binary16 values and no column's error explodes.
+
+The multipliers are the statistics up to a known transform, so ``weights_from_multipliers``
+recovers the column weights from them (``repack``, which has the archive but not the
+statistics): exactly up to binary16 rounding (relative error ≤ 2·2⁻¹¹/α, 0.28% at
+α = 0.35: the entry's rounding and the mean's it is scaled by) for every column the clip
+did not touch. A column clipped at the low end (u_j below CLIP^(−1/α) ≈ 7·10⁻⁶, an almost
+silent input) gets that bound instead of its true u_j; one clipped at the top would need
+u_j above CLIP^(1/α) ≈ 1.5·10⁵, more than the C of any layer with fewer input channels
+can reach (u_j ≤ C since the mean is 1).
 """
 
 from __future__ import annotations
@@ -54,6 +63,27 @@ def column_multipliers(power: np.ndarray, alpha: float = ALPHA, clip: float = CL
     """c_j = 1/s_j, the factors ``diagscale`` decoding multiplies column j by (float64)."""
     s = np.clip(column_weights(power) ** alpha, 1.0 / clip, clip)
     return 1.0 / s
+
+
+def weights_from_multipliers(cols: np.ndarray, alpha: float = ALPHA, clip: float = CLIP
+                             ) -> np.ndarray:
+    """The column weights u_j (float64, mean 1) that ``column_multipliers(power, alpha,
+    clip)`` came from, recovered from the multipliers c_j alone: u_j ∝ c_j^(−1/α).
+
+    Exact up to the multipliers' binary16 rounding where the clip did not act; a column
+    at the low clip bound gets the bound (see the module docstring). The vector is then
+    scaled to mean 1 as ``column_weights`` is: only the clipped columns move the mean, by
+    at most CLIP^(−1/α) each. ValueError for ``alpha`` ≤ 0 (the multipliers are then all 1
+    and say nothing about the inputs) or multipliers that are not finite and > 0.
+    """
+    if not alpha > 0:
+        raise ValueError(f"alpha {alpha!r}: multipliers made with alpha <= 0 carry no statistics")
+    c = np.asarray(cols, dtype=np.float64).reshape(-1)
+    if c.size == 0 or not np.all(np.isfinite(c)) or np.any(c <= 0):
+        raise ValueError("multipliers must be finite and > 0")
+    s = np.clip(1.0 / c, 1.0 / clip, clip)
+    u = s ** (1.0 / alpha)
+    return np.maximum(u / u.mean(), FLOOR)
 
 
 def plan_for(input_power: Mapping[str, np.ndarray], names: Iterable[str],
