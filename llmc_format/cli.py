@@ -292,6 +292,12 @@ def _view(what: str, *, hidden: bool = False) -> Any:
                             verbose=_chatter.verbose)
 
 
+def _check_jobs(jobs: int | None) -> None:
+    """-j 0 or below is bad usage (exit 2) for every command, as ``PackOptions`` says for pack."""
+    if jobs is not None and jobs < 1:
+        raise typer.BadParameter(f"must be at least 1, got {jobs}", param_hint="--jobs")
+
+
 def _parse_meta(items: list[str]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for item in items:
@@ -321,7 +327,8 @@ _OUT = "Output"
     "llmc pack model_dir -o m.llmc --codec vvc --qp 34   # one QP for every tensor"))
 def pack(
     src: Annotated[Path, typer.Argument(help="A .safetensors file, a Hugging Face model "
-                                        "directory, a torch state dict (.bin/.pt) or a .gguf file.")],
+                                        "directory, a torch state dict (.bin/.pt), a .gguf "
+                                        "file or a .llmc archive.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="The .llmc file to write.",
                                          rich_help_panel=_OUT)],
     codec: Annotated[str, typer.Option(metavar="[exact|vvc|hevc|av1|ffv1]",
@@ -430,20 +437,23 @@ def pack(
     check_paths(src, output, force=force)
     for w in options.warnings():
         _warn(w)
-    with open_source(src) as source, \
-            make_executor(executor, jobs=jobs, address=ray_address) as ex, \
-            _view("pack:", hidden=as_json) as view:
-        try:
-            rd = run_pack(options, source, output, executor=ex, warn=_warn,
-                          progress=lambda ev, name, d, t: view(
-                              "encoding" if ev in ("tensor", "start") else ev, name, d, t))
-        except (LlmcError, KeyboardInterrupt):
-            from llmc_format.container.journal import leftovers
+    # the clock and the progress line start before the source is opened: a GGUF's
+    # metadata, tokenizer and config take seconds to read, and they are part of the pack
+    with _view("pack:", hidden=as_json) as view:
+        view("opening source", str(src), 0, 0)
+        with open_source(src) as source, \
+                make_executor(executor, jobs=jobs, address=ray_address) as ex:
+            try:
+                rd = run_pack(options, source, output, executor=ex, warn=_warn,
+                              progress=lambda ev, name, d, t: view(
+                                  "encoding" if ev in ("tensor", "start") else ev, name, d, t))
+            except (LlmcError, KeyboardInterrupt):
+                from llmc_format.container.journal import leftovers
 
-            if not options.targeted and any(j.exists() for _, j in leftovers(output)):
-                err.print("note: finished tensors were kept; rerun the same command "
-                          "with --resume to continue")
-            raise
+                if not options.targeted and any(j.exists() for _, j in leftovers(output)):
+                    err.print("note: finished tensors were kept; rerun the same command "
+                              "with --resume to continue")
+                raise
     if as_json:
         from llmc_format.pipeline.inspect import summarize
 
@@ -481,11 +491,14 @@ def _warn_raised_qps(path: Path) -> None:
 def _print_target(kind: str, value: float, rd: dict[str, Any]) -> None:
     """What a target pack achieved, in the units the targets count (README "Targets")."""
     a = rd["achieved"]
-    out.print(f"RD target {kind}={value:g}: {rd['passes']} pass(es); "
+    shown = format_size(value) if kind == "size" else f"{value:g}"
+    snr = ("no tensor lossy" if a["min_snr_db"] is None
+           else f"min SNR {_fmt(a['min_snr_db'])} dB")
+    out.print(f"RD target {kind}={shown}: {rd['passes']} pass(es); "
               f"{a['rd_bpw_all_in']:.3f} bits/weight all-in over the {a['rd_weights']:,} "
               f"weights the allocation decides (what --bpw counts): {a['lossy_tensors']} "
               f"tensors lossy, {a['kept_exact_tensors']} kept exact "
-              f"({format_size(a['kept_exact_bytes'])}), min SNR {_fmt(a['min_snr_db'])} dB; "
+              f"({format_size(a['kept_exact_bytes'])}), {snr}; "
               f"other tensors {format_size(a['lossless_tensor_bytes'])}, attachments "
               f"{format_size(a['attachment_bytes'])}; whole file {a['model_bpw']:.3f} "
               f"bits/weight over all {a['model_weights']:,} weights",
@@ -600,9 +613,16 @@ def unpack(
         raise typer.BadParameter(f"must be one of {', '.join(up.TIED_MODES)}", param_hint="--tied")
     try:
         dtype = up.normalize_dtype(dtype)
+    except LlmcError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--dtype") from None
+    try:
         shard = parse_size(shard_size) if shard_size else None
     except LlmcError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--dtype/--shard-size") from None
+        raise typer.BadParameter(str(exc), param_hint="--shard-size") from None
+    if shard is not None and shard < 1:
+        raise typer.BadParameter(f"must be positive, got {shard_size!r}",
+                                 param_hint="--shard-size")
+    _check_jobs(jobs)
     if shard is not None and fmt == "gguf":
         raise typer.BadParameter("GGUF is written as one file", param_hint="--shard-size")
     quiet = _set_chatter(quiet, verbose)
@@ -815,6 +835,7 @@ def repack(
     from llmc_format.pipeline.target import repack as do_repack
 
     quiet = _set_chatter(quiet, verbose)
+    _check_jobs(jobs)
     if repair and any(v is not None for v in (bpw, size, snr)):
         raise typer.BadParameter("takes no --bpw/--size/--snr target", param_hint="--repair")
     if weighting not in ("nmse", "mse"):
@@ -954,8 +975,10 @@ def verify(
         bad = natural_sorted((t for t in report.tensors if not t.ok), key=lambda t: t.name)
         for t in bad:
             for problem in dict.fromkeys([t.problem, *t.bitstream_problems]):
+                # the reader's messages name the tensor already: say it once
+                text = str(problem).removeprefix(f"tensor {t.name!r}: ")
                 err.print(Text.assemble((f"tensor {printable(t.name)}:", "red"), " ",
-                                        printable(str(problem))), highlight=False, soft_wrap=True)
+                                        printable(text)), highlight=False, soft_wrap=True)
         if strict:
             used = "; ".join(f"{c}: {', '.join(d) or 'no second decoder installed'}"
                              for c, d in sorted(report.second_decoders.items()))

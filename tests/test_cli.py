@@ -106,6 +106,11 @@ def test_verify_detects_corruption(bf16_model: Path, tmp_path: Path) -> None:
     damaged = [t["name"] for t in report["tensors"] if not t["ok"]]
     assert len(damaged) == 1
     assert len([t for t in report["tensors"] if t["ok"]]) == len(report["tensors"]) - 1
+    # one line naming the tensor once (was "tensor x: tensor 'x': checksum mismatch ...")
+    r = run("verify", arc)
+    assert r.exit_code == 1
+    line = next(ln for ln in r.output.splitlines() if ln.startswith("tensor "))
+    assert line.count(damaged[0]) == 1 and "checksum mismatch" in line, line
 
 
 def test_version() -> None:
@@ -142,3 +147,27 @@ def test_strict_verify_and_repair_of_the_known_bad_vector(tmp_path: Path) -> Non
     assert r.exit_code == 0 and "104 bytes of console text removed" in r.output, r.output
     r = run("verify", tmp_path / "fixed.llmc", "--strict")
     assert r.exit_code == 0 and "1 of 1 video blobs" in r.output, r.output
+
+
+@pytest.mark.parametrize(("args", "names"), [
+    (["unpack", "-o", "out", "--shard-size", "0"], "--shard-size"),
+    (["unpack", "-o", "out", "--dtype", "int8"], "--dtype"),
+    (["unpack", "-o", "out", "-j", "0"], "--jobs"),
+    (["repack", "-o", "r.llmc", "--bpw", "3", "-j", "0"], "--jobs"),
+])
+def test_bad_option_values_of_unpack_and_repack_are_bad_usage(tmp_path: Path, args: list[str],
+                                                               names: str) -> None:
+    """Found by hand: `unpack --shard-size 0` was exit 3 'shard_size must be a positive int',
+    `--dtype int8` blamed '--dtype/--shard-size', and `-j 0` ran (pack refuses it, exit 2)."""
+    import numpy as np
+
+    import llmc_format
+
+    arc = llmc_format.save_file({"w": np.ones((4, 4), np.float32)}, tmp_path / "a.llmc")
+    command, *rest = args
+    rest = [str(tmp_path / a) if a in ("out", "r.llmc") else a for a in rest]
+    r = runner.invoke(app, [command, str(arc), *rest])
+    assert r.exit_code == 2, r.output
+    assert r.output.startswith("error: ") and r.output.count("\n") == 1, r.output
+    assert names in r.output and "/--shard-size" not in r.output.replace(names, ""), r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.llmc"]

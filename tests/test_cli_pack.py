@@ -230,6 +230,63 @@ def test_what_a_new_user_tripped_on(model: Path, tmp_path: Path) -> None:
                                                    prog_name="llmc").output
 
 
+def test_the_pack_clock_and_progress_include_opening_the_source(
+        model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by hand: SmolLM2's GGUF took 13 s to pack but the summary said 'in 2.2 s', and
+    the terminal showed nothing for the first 10 s: opening a GGUF (its metadata, tokenizer
+    and config through transformers) ran before the clock and the progress line started."""
+    import json
+    import re
+    import time
+
+    import llmc_format.io as io
+
+    real = io.open_source
+
+    def slow_open(*args: object, **kwargs: object) -> object:
+        time.sleep(1.5)  # a GGUF's metadata and tokenizer being read
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(io, "open_source", slow_open)
+    log = tmp_path / "events.jsonl"
+    monkeypatch.setenv("LLMC_PROGRESS_LOG", str(log))
+    r = runner.invoke(app, ["pack", str(model), "-o", str(tmp_path / "a.llmc")])
+    assert r.exit_code == 0, r.output
+    took = re.search(r"wrote \S+ in\s+([0-9.]+) s:", r.output)
+    assert took is not None and float(took.group(1)) >= 1.5, r.output
+    first = json.loads(log.read_text().splitlines()[0])
+    assert first[1] == "opening source" and first[2] == str(model), first
+
+
+def test_a_lossless_archive_packs_lossy_like_a_model(model: Path, tmp_path: Path) -> None:
+    """Found by hand: a lossless master copy could not be made lossy without unpacking it
+    first: `repack` refuses an archive with no lossy tensor and `pack` did not read one."""
+    master, lossy = tmp_path / "master.llmc", tmp_path / "q.llmc"
+    assert runner.invoke(app, ["pack", str(model), "-o", str(master), "-q"]).exit_code == 0
+    r = runner.invoke(app, ["repack", str(master), "-o", str(lossy), "--bpw", "4"])
+    assert r.exit_code == 3 and f"llmc pack {master} -o {lossy} --codec vvc" in \
+        " ".join(r.output.split()), r.output
+    r = runner.invoke(app, ["pack", str(master), "-o", str(lossy), "-q", "--codec", "vvc",
+                            "--qp", "30"])
+    assert r.exit_code == 0, r.output
+    assert llmc_format.inspect(lossy)["summary"]["lossy_tensors"] == 3
+    r = runner.invoke(app, ["verify", str(lossy), "--against", str(master)])
+    assert r.exit_code == 0 and "3 lossy within their recorded error" in r.output, r.output
+    r = runner.invoke(app, ["verify", str(lossy), "--against", str(model)])
+    assert r.exit_code == 0, r.output
+
+
+def test_the_target_line_shows_a_size_as_a_size(model: Path, tmp_path: Path) -> None:
+    """Found by hand: `--size 10GB` was echoed 'RD target size=1e+10', and a target every
+    tensor meets exact printed 'min SNR - dB'."""
+    r = runner.invoke(app, ["pack", str(model), "-o", str(tmp_path / "a.llmc"), "--codec", "vvc",
+                            "--size", "10GB"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    assert "RD target size=10.00 GB:" in text and "e+" not in text, text
+    assert "- dB" not in text and "no tensor lossy" in text, text
+
+
 def test_a_target_the_file_lands_well_under_warns(tmp_path: Path) -> None:
     """--size above the whole model kept exact: the exact file, ~90% under the target, and a
     warning saying so and why (not with -q); a target it lands in the window of: none."""

@@ -56,6 +56,13 @@ class Reader:
         try:
             self.file_size = os.fstat(self._fd).st_size
             self.header, self.footer, self.index = self._open()
+        except LlmcError as exc:
+            self.close()
+            # which file: a command may read two archives (verify --against, pack of one)
+            if exc.args and isinstance(exc.args[0], str) and \
+                    not exc.args[0].startswith(f"{self.path}:"):
+                exc.args = (f"{self.path}: {exc.args[0]}", *exc.args[1:])
+            raise
         except BaseException:
             self.close()
             raise

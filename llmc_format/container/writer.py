@@ -41,6 +41,7 @@ from llmc_format.outfiles import (
     fsync_dir,
     output_errors,
     temp_file,
+    umask,
 )
 
 #: seconds between journal commits: each costs two fsyncs, so not after every tiny tensor
@@ -241,6 +242,8 @@ class Writer:
                               data_end)
                 write_index_and_footer(self._f, index)
                 self._f.flush()
+                # private (0600) while written; published with the mode any new file gets
+                os.fchmod(self._f.fileno(), 0o666 & ~umask())
                 os.fsync(self._f.fileno())
                 self._f.close()
                 check_output_file(self.path)  # nothing swapped in meanwhile (we hold the lock)

@@ -71,11 +71,21 @@ def _is_torch_zip(head: bytes, path: Path) -> bool:
     return zipfile.is_zipfile(path)
 
 
+def _is_llmc(head: bytes, path: Path) -> bool:
+    from llmc_format.container.layout import MAGIC
+
+    return head[:len(MAGIC)] == MAGIC
+
+
 register_source(SourceFormat("gguf", "llmc_format.io.gguf_source:GgufFile", (".gguf",), _is_gguf))
 register_source(SourceFormat("safetensors", "llmc_format.io.safetensors_source:SafetensorsFile",
                              (".safetensors",), _is_safetensors))
 register_source(SourceFormat("torch", "llmc_format.io.torch_source:TorchFile",
                              (".pt", ".pth", ".bin", ".ckpt"), _is_torch_zip))
+# an archive (a lossless master copy, say) packs again like any model: decoded tensors,
+# its attachments, and the ggml blocks of a GGUF's tensors kept as they are
+register_source(SourceFormat("llmc", "llmc_format.io.archive_source:ArchiveSource", (".llmc",),
+                             _is_llmc))
 
 
 def open_source(path: str | os.PathLike[str]) -> Source:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llmc_format.errors import LlmcError, SignatureError
+from llmc_format.outfiles import umask
 
 #: installed by ``pip install 'llmc-format[sign]'``
 _INSTALL_HINT = "signing needs the 'model-signing' package: pip install 'llmc-format[sign]'"
@@ -63,6 +64,7 @@ def sign_archive(archive: str | os.PathLike[str], private_key: str | os.PathLike
         except (ValueError, TypeError, OSError) as exc:
             raise LlmcError(f"cannot sign {archive} with {key}: {exc}") from None
         with open(tmp, "rb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~umask())  # mkstemp's 0600: the bundle is public
             os.fsync(f.fileno())
         os.replace(tmp, out)
     except BaseException:

@@ -861,7 +861,9 @@ def repack(src: str | os.PathLike[str], dst: str | os.PathLike[str], target: Tar
         entries = [e for e in source.reader.index.tensors if e.alias_of is None]
         lossy = [e for e in entries if not is_lossless(e.pipeline)]
         if not lossy:
-            raise TargetError(f"{src} holds no lossy tensor: nothing to re-target")
+            raise TargetError(f"{src} holds no lossy tensor: nothing to re-target; pack it "
+                              f"instead: llmc pack {src} -o {dst} --codec vvc "
+                              f"--{target.kind} {target.value:g}")
         # the archive's codec, scaling and transform (its RD samples were measured with
         # them), taken from configs the codecs themselves validate, never used raw
         where = f"tensor {lossy[0].name!r}"

@@ -254,3 +254,19 @@ def test_salvage_mode_skips_checksums(small: Path) -> None:
 def test_truncated_error_is_format_error() -> None:
     assert issubclass(TruncatedError, FormatError)
     assert os.path.basename(__file__).startswith("test_")
+
+
+def test_errors_opening_an_archive_name_the_file(small: Path, tmp_path: Path) -> None:
+    # found by hand: `llmc verify a.llmc --against b.llmc` with b truncated said only "no
+    # footer magic at offset ...": which of the two files? Every open error names its file.
+    data = small.read_bytes()
+    cases = {"truncated.llmc": (data[: len(data) - 7], TruncatedError),
+             "text.llmc": (b"hello, not an archive" * 10, FormatError),
+             "flipped.llmc": (data[:-60] + bytes([data[-60] ^ 1]) + data[-59:], FormatError)}
+    for name, (content, kind) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(content)
+        with pytest.raises(kind) as info:
+            Reader(p)
+        assert str(info.value).startswith(f"{p}: "), info.value
+        assert str(info.value).count(str(p)) == 1, info.value

@@ -3,6 +3,7 @@ bytes and is made and checked offline with an EC key pair (OpenSSF model-signing
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,14 @@ def test_cli_sign_and_verify(tmp_path: Path, archive: Path) -> None:
     assert r.exit_code == 1, r.output
     r = runner.invoke(app, ["verify", str(archive), "--signature", str(sig)])
     assert r.exit_code == 2, r.output
+
+
+def test_the_signature_file_gets_the_umask_mode(tmp_path: Path, archive: Path) -> None:
+    # the bundle is public (it travels with the archive): not left at mkstemp's 0600
+    priv, _ = _key_pair(tmp_path, "alice")
+    old = os.umask(0o027)
+    try:
+        sig = sign_archive(archive, priv)
+    finally:
+        os.umask(old)
+    assert oct(sig.stat().st_mode & 0o777) == oct(0o640)

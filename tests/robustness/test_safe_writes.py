@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -344,3 +345,31 @@ def test_names_the_writer_refuses_are_refused_before_anything_is_written(tmp_pat
     with pytest.raises(FormatError, match="component"):
         pack_source(bad, out)
     assert _hidden(tmp_path) == [] and not out.exists()
+
+
+@pytest.fixture
+def umask_027() -> Any:
+    """A umask that neither 0600 nor 0644 satisfies, restored afterwards."""
+    old = os.umask(0o027)
+    yield 0o640
+    os.umask(old)
+
+
+def test_published_outputs_get_the_umask_mode_not_the_temp_files_0600(
+        tmp_path: Path, umask_027: int) -> None:
+    # found by hand: `llmc pack` left model.llmc at 0600 (the temp file's private mode), so
+    # another user or a web server could not read the archive an ordinary cp makes 0644
+    src = _model(tmp_path)
+    outs = {"pack": tmp_path / "p.llmc", "size": tmp_path / "s.llmc",
+            "save_file": tmp_path / "f.llmc", "extract": tmp_path / "a.npy"}
+    r = runner.invoke(app, ["pack", str(src), "-o", str(outs["pack"]), "-q"])
+    assert r.exit_code == 0, r.output
+    # a target the source meets exact: the exact pack is published from a private directory
+    r = runner.invoke(app, ["pack", str(src), "-o", str(outs["size"]), "-q", "--codec", "vvc",
+                            "--size", "1MB", "--lossy", "a", "--min-lossy-numel", "1"])
+    assert r.exit_code == 0, r.output
+    llmc_format.save_file({"w": np.ones((4, 4), np.float32)}, outs["save_file"])
+    r = runner.invoke(app, ["extract", str(outs["pack"]), "a", "-o", str(outs["extract"])])
+    assert r.exit_code == 0, r.output
+    modes = {k: oct(p.stat().st_mode & 0o777) for k, p in outs.items()}
+    assert modes == dict.fromkeys(outs, oct(umask_027))
