@@ -214,3 +214,62 @@ def test_stages_are_checked_in_order_id_before_config(tmp_path: Path, rewrite_in
     path = _copy(tmp_path, "v1-lossy-vvc")
     rewrite_index(path, lambda o: _entry(o, "mlp.weight")["pipeline"][1].update(id="vvc2"))
     assert _decode_kind(path, "mlp.weight") == "UnsupportedCodec"
+
+
+def _damage_blob(path: Path, name: str, stage: int, i: int = 0) -> None:
+    """Flip one byte of blob ``i`` of ``stage`` of tensor ``name``: its checksum fails."""
+    with Reader(path) as r:
+        ref = r.resolve(name).stage_blobs(stage)[i]
+    with open(path, "r+b") as f:
+        f.seek(ref.offset)
+        byte = f.read(1)
+        f.seek(ref.offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_an_empty_row_range_reads_no_row_blob_even_through_rowperm(tmp_path: Path) -> None:
+    """FORMAT.md §7 "What a row range reads" (revision 1.7): an empty range needs an
+    empty range of every next stage; ``rowperm``'s widening formula [⌊a/2D⌋·2D, ⌈b/2D⌉·2D)
+    is for a < b only (it read a whole head group, and so a damaged blob, for [1, 1))."""
+    from llmc_format.decode import read_tensor
+
+    path = _copy(tmp_path, "v1-gguf")
+    name = "blk.0.attn_q.weight"  # [rowperm, ggml], 4 rows, 2·D = 2
+    _damage_blob(path, name, stage=1)
+    with Reader(path) as r:
+        assert [s["id"] for s in r.resolve(name).pipeline] == ["rowperm", "ggml"]
+        for a in range(5):
+            assert read_tensor(r, name, (a, a)).shape == (0, 256)
+        with pytest.raises(errors.LlmcError) as info:
+            read_tensor(r, name, (1, 2))
+        assert info.value.kind == "Checksum"
+
+
+def test_parameter_blobs_are_read_for_every_range_the_empty_one_included(tmp_path: Path) -> None:
+    """§7 (revision 1.7): blobs a stage uses whole (``affine``'s parameters) are read and
+    checked for any range, also an empty one."""
+    from llmc_format.decode import read_tensor
+
+    path = _copy(tmp_path, "v1-lossy-vvc")
+    _damage_blob(path, "mlp.weight", stage=0)
+    with Reader(path) as r:
+        with pytest.raises(errors.LlmcError) as info:
+            read_tensor(r, "mlp.weight", (3, 3))
+        assert info.value.kind == "Checksum"
+
+
+def test_a_range_of_all_rows_is_a_whole_decode_and_checks_the_digest(
+        tmp_path: Path, rewrite_index) -> None:
+    """§7 "Order of checks" item 6 (revision 1.7): rows [0, shape[0]) is whole, so
+    ``digest.decoded`` is compared; a shorter range cannot be and is not."""
+    from llmc_format.decode import read_tensor
+
+    path = _copy(tmp_path, "v1-exact-basic")
+    rewrite_index(path, lambda o: _entry(o, "q.i8")["digest"].update(
+        decoded=_entry(o, "q.i8")["digest"]["decoded"] ^ 1))
+    with Reader(path) as r:
+        assert read_tensor(r, "q.i8", (0, 15)).shape == (15, 16)
+        for rows in ((0, 16), None):
+            with pytest.raises(errors.LlmcError) as info:
+                read_tensor(r, "q.i8", rows)
+            assert info.value.kind == "DigestMismatch"
