@@ -470,6 +470,25 @@ def pack(
     if rd is not None:
         _warn_low_snr(rd)
         _warn_under_target(options.target(), rd)
+    else:
+        _warn_raised_qps(output)
+
+
+def _warn_raised_qps(path: Path) -> None:
+    """One warning for the tensors coded at a coarser QP than --qp because the encoder
+    refused the asked one (``rd.qp_requested``, see ``pipeline.pack.encode_one``)."""
+    from llmc_format.container.reader import Reader
+
+    with Reader(path) as r:
+        raised = {e.name: e.rd["qp"] for e in r.index.tensors
+                  if e.rd and isinstance(e.rd.get("qp_requested"), int)}
+    if raised:
+        names = natural_sorted(raised)
+        qps = sorted(set(raised.values()))
+        _warn(f"the encoder refused the asked QP for {len(raised)} tensor(s) "
+              f"({names[0]!r}{', ...' if len(names) > 1 else ''}): coded at the finest QP it "
+              f"accepted ({qps[0]}{'-' + str(qps[-1]) if len(qps) > 1 else ''}); "
+              "inspect shows each tensor's QP")
 
 
 def _print_target(kind: str, value: float, rd: dict[str, Any]) -> None:

@@ -53,6 +53,14 @@ def check_expansion(reader: Reader, entry: TensorEntry) -> None:
                          f"{limit * entry.stored_bytes}")
 
 
+def check_shape_bound(entry: TensorEntry, name: str) -> None:
+    """FORMAT.md §8 rule 9: even an empty tensor may not declare non-zero dimensions whose
+    product (times the itemsize) exceeds 2**62 bytes (``LimitError``)."""
+    if math.prod(d for d in entry.shape if d) * dtypes.itemsize(entry.dtype) > MAX_ARRAY_BYTES:
+        raise LimitError(f"tensor {name!r}: shape {list(entry.shape)} has no in-memory array "
+                         "(its non-zero dimensions multiply beyond 2**62 bytes)")
+
+
 def read_tensor(reader: Reader, name: str, rows: Rows | None = None) -> np.ndarray:
     """Decode tensor ``name``; only the blobs covering ``rows`` are read and checked."""
     entry = reader.resolve(name)
@@ -65,9 +73,7 @@ def read_tensor(reader: Reader, name: str, rows: Rows | None = None) -> np.ndarr
             raise CodecError(f"tensor {name!r}: stage {stage} asked for blob {i} of {len(refs)}")
         return reader.read_blob(refs[i], f"tensor {name!r}")
 
-    if math.prod(d for d in entry.shape if d) * dtypes.itemsize(entry.dtype) > MAX_ARRAY_BYTES:
-        raise LimitError(f"tensor {name!r}: shape {list(entry.shape)} has no in-memory array "
-                         "(its non-zero dimensions multiply beyond 2**62 bytes)")
+    check_shape_bound(entry, name)
     check_expansion(reader, entry)
     try:
         array = decode_tensor(entry.pipeline, spec, [len(b) for b in by_stage], fetch, rows)
@@ -98,10 +104,12 @@ def read_native_blocks(reader: Reader, name: str) -> bytes:
     """The source bytes a natively stored tensor keeps (its final ``ggml`` stage's blocks,
     in the source's row order), without decoding them to values."""
     entry = reader.resolve(name)
-    # the same checks as read_tensor: closed stored configs, and no more declared bytes
-    # than the blobs can hold (decode_blocks allocates the whole tensor's blocks first)
-    stages = build(entry.pipeline, f"tensor {name!r}", stored=True)
+    # the same checks as read_tensor, in its order (FORMAT.md §7 "Order of checks", §7.8):
+    # the shape and expansion bounds (decode_blocks allocates the whole tensor's blocks
+    # first), then closed stored configs
+    check_shape_bound(entry, name)
     check_expansion(reader, entry)
+    stages = build(entry.pipeline, f"tensor {name!r}", stored=True)
     decode_blocks = getattr(stages[-1], "decode_blocks", None)
     if decode_blocks is None:
         raise CodecError(f"tensor {name!r} is not stored in its source encoding")

@@ -109,6 +109,13 @@ class BitstreamError(CodecError):
     """
 
 
+class EncoderRefusedError(CodecError):
+    """An external encoder ran and exited with an error on a frame (not a timeout, not a
+    missing encoder): e.g. libvvenc at the finest QPs on noise-like samples."""
+
+    kind = ""  # about this encoder and these samples, not about a file
+
+
 class EncoderMissingError(CodecError, RuntimeError):
     """An external encoder (FFmpeg binary or one of its encoders) is not available."""
 

@@ -179,3 +179,36 @@ def test_ggml_grids_file_is_the_one_format_md_pins() -> None:
 
     digest = hashlib.sha256(GRIDS.read_bytes()).hexdigest()
     assert digest in (VECTORS.parent / "FORMAT.md").read_text()
+
+
+def test_ggml_scales_vector_values_are_gguf_pys() -> None:
+    """v1-ggml-scales (FORMAT.md §7.6, revision 1.7): its NVFP4 (every scale byte 0x00..0xFF)
+    and Q8_K tensors decode to what gguf-py computes from the stored blocks, so the JSON's
+    xxh3 is pinned by an oracle outside llmc; 0xFF scales give 240 · E, 0x7F ones 0."""
+    gguf = pytest.importorskip("gguf")
+    from llmc_format.decode import read_native_blocks
+
+    path = VECTORS / "v1-ggml-scales.llmc"
+    expected = json.loads((VECTORS / "v1-ggml-scales.json").read_text())["tensors"]
+    with llmc_format.safe_open(path) as f:
+        reader = f._reader
+        nv = np.frombuffer(read_native_blocks(reader, "nvfp4.all_scales"), np.uint8)
+        k8 = np.frombuffer(read_native_blocks(reader, "q8_k"), np.uint8).reshape(-1, 292)
+        refs = {  # gguf-py has no Q8_K dequantizer: d (binary32) times the int8 quants
+            "nvfp4.all_scales": np.asarray(gguf.quants.dequantize(
+                nv.reshape(4, -1), gguf.GGMLQuantizationType.NVFP4), np.float32),
+            "q8_k": k8[:, :4].copy().view("<f4") * k8[:, 4:260].view(np.int8).astype(np.float32)}
+        for name, ref in refs.items():
+            assert tensor_digest(ref) == expected[name]["xxh3"], name
+            assert f.get_tensor(name).tobytes() == ref.tobytes()
+        scales = nv.reshape(-1, 36)[:, :4].reshape(-1)
+        values = f.get_tensor("nvfp4.all_scales").reshape(-1, 16)
+        assert sorted(scales.tolist()) == list(range(256))
+        assert not values[scales == 0x7F].any()
+        g = int(np.flatnonzero(scales == 0xFF)[0])  # group g % 4 of block g // 4
+        qs = nv.reshape(-1, 36)[g // 4, 4 + 8 * (g % 4): 12 + 8 * (g % 4)]
+        nib = np.concatenate([qs & 15, qs >> 4])
+        e = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)
+        assert np.array_equal(values[g], np.float32(240) * e[nib])
+        assert f.get_tensor("f32.rows_of_nothing").shape == (3, 0)
+        assert f.get_slice("f32.rows_of_nothing")[1:3].shape == (2, 0)

@@ -370,6 +370,33 @@ def write_ggml_nonfinite_vector(p: Path) -> dict[str, bool]:
     return two_nan
 
 
+def write_ggml_scales_vector(p: Path) -> None:
+    """v1-ggml-scales (spec §7.6, revision 1.7): NVFP4 blocks whose scale bytes take all
+    256 values (0x7F and 0xFF among them: the zero test is on the whole byte, so 0xFF is
+    240), a Q8_K tensor (in no other vector; its binary32 ``d`` written as finite values),
+    and an empty F32 tensor with rows, shape [3, 0] (``rows_per_blob`` 0, no blob)."""
+    from llmc_format.codecs.base import ArraySpec
+    from llmc_format.codecs.ggml_types import TYPES
+    from llmc_format.pipeline.pack import encode_native_one
+
+    rng = np.random.default_rng(1700)
+    nv = TYPES["NVFP4"]
+    blocks = rng.integers(0, 256, size=(64, nv.type_size), dtype=np.uint8)
+    blocks[:, :4] = np.arange(256, dtype=np.uint8).reshape(64, 4)  # every scale byte once
+    q8k = TYPES["Q8_K"]
+    kb = rng.integers(0, 256, size=(2, q8k.type_size), dtype=np.uint8)
+    kb[:, :4] = rng.uniform(-0.02, 0.02, (2, 1)).astype("<f4").view(np.uint8)
+    tensors = [("nvfp4.all_scales", "NVFP4", blocks.reshape(4, -1), (4, 16 * nv.block_size), 2),
+               ("q8_k", "Q8_K", kb, (2, q8k.block_size), 1),
+               ("f32.rows_of_nothing", "F32", np.zeros((3, 0), np.uint8), (3, 0), 1)]
+    with Writer(p, metadata={"purpose": "conformance", "vector": "v1-ggml-scales"}) as w:
+        for name, type_name, raw, shape, per_blob in tensors:
+            spec = ArraySpec(TYPES[type_name].dtype, shape, name)
+            ggml = {"id": "ggml", "type": type_name,
+                    "chunk_bytes": max(1, per_blob * raw.shape[1])}
+            write_packed(w, _untimed(encode_native_one(name, raw, spec, [ggml])))
+
+
 def nan_canonical(arr: np.ndarray) -> np.ndarray:
     """A copy of a float tensor with every NaN replaced by its dtype's ``CANONICAL_NAN``."""
     canon = np.ascontiguousarray(arr).copy()
@@ -799,7 +826,10 @@ def main() -> None:
             "ggml Q8_0 Q4_1 Q4_K IQ2_XXS F16 with infinite and NaN scales",
             "default NaN from inf*0 and inf-inf", "one-NaN operations (normative bits)",
             "two-NaN operations (Q4_1 d and m): no xxh3, NaN mask and canonical digest",
-            "digest rule: no digest.decoded for quantized values with a NaN"])}
+            "digest rule: no digest.decoded for quantized values with a NaN"]),
+        "v1-ggml-scales": (write_ggml_scales_vector, [
+            "ggml NVFP4 with every scale byte 0x00-0xFF (0x7F is 0, 0xFF is 240)",
+            "ggml Q8_K", "ggml empty tensor with rows ([3, 0]: rows_per_blob 0, no blob)"])}
     for name, (fn, features) in valid.items():
         if args.only not in (None, name):
             continue

@@ -81,6 +81,8 @@ class RowPermCodec(ArrayArrayCodec):
         if rows is None:
             return None
         g = self._group(spec)
+        if rows[0] >= rows[1]:  # an empty range needs nothing (FORMAT.md §7 "Rows")
+            return rows
         return rows[0] // g * g, -(-rows[1] // g) * g
 
     def decode(self, array: np.ndarray, fetch: BlobFetcher, n_blobs: int, spec: ArraySpec,

@@ -47,7 +47,7 @@ from llmc_format.container.names import check_names
 from llmc_format.container.reader import Reader
 from llmc_format.container.writer import Writer
 from llmc_format.dtypes import name_of
-from llmc_format.errors import CodecError, LlmcError, SourceError
+from llmc_format.errors import CodecError, EncoderRefusedError, LlmcError, SourceError
 from llmc_format.io.base import Source, SourceTensor
 from llmc_format.metrics import distortion
 from llmc_format.pipeline.executor import Executor, LocalExecutor, Ready, ahead_window
@@ -91,12 +91,29 @@ class PackedTensor:
     digest: dict[str, int]
 
 
-def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> PackedTensor:
-    """Encode one tensor and measure what it cost and what it lost."""
+#: how many QPs above one the encoder refuses ``encode_one`` tries before giving up
+QP_RETRIES = 16
+
+
+def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]], *,
+               coarser_on_failure: bool = False) -> PackedTensor:
+    """Encode one tensor and measure what it cost and what it lost.
+
+    With ``coarser_on_failure`` (a QP the user gave, not one an RD allocation chose: the
+    allocation handles refusals itself), a video stage whose encoder fails at its QP is
+    retried at the next QPs up: libvvenc refuses the finest QPs on noise-like codes (its
+    coefficient levels outgrow what it codes), so ``--qp 0`` then gets the finest QP the
+    encoder accepts instead of an error. The entry's ``rd`` records ``qp_requested``."""
     array = np.asarray(order="C", a=array)
     spec = ArraySpec(name_of(array.dtype), tuple(array.shape), name)
     t0 = time.perf_counter()
-    enc = encode_tensor(array, spec, pipeline)
+    asked = None
+    try:
+        enc = encode_tensor(array, spec, pipeline)
+    except EncoderRefusedError as exc:
+        if not coarser_on_failure:
+            raise
+        enc, asked = _encode_coarser(array, spec, pipeline, exc)
     t_enc = time.perf_counter() - t0
     src_digest = tensor_digest(array)
     stored = sum(len(b) for _, b in enc.blobs)
@@ -118,11 +135,29 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]]) -> 
         video = enc.pipeline[-1]
         if "qp" in video:
             rd["qp"] = video["qp"]
+            if asked is not None:
+                rd["qp_requested"] = asked
         rd["codec"] = video["id"]
         quant = quant_record(enc)
     elif dec_digest != src_digest:
         raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
     return PackedTensor(name, spec, enc, quant, rd, tensor_digests(src_digest, enc.pipeline, decoded))
+
+
+def _encode_coarser(array: np.ndarray, spec: ArraySpec, pipeline: list[dict[str, Any]],
+                    failure: EncoderRefusedError) -> tuple[EncodedTensor, int]:
+    """``pipeline`` encoded at the first QP above its video stage's that the encoder
+    accepts, and the QP asked for; ``failure`` again when there is none (or no QP)."""
+    video = pipeline[-1]
+    qp, qp_range = video.get("qp"), get_codec_class(video["id"]).qp_range
+    if not isinstance(qp, int) or isinstance(qp, bool) or qp_range is None:
+        raise failure
+    for q in range(qp + 1, min(qp + QP_RETRIES, qp_range[1]) + 1):
+        try:
+            return encode_tensor(array, spec, [*pipeline[:-1], {**video, "qp": q}]), qp
+        except EncoderRefusedError:
+            continue
+    raise failure
 
 
 def quant_record(enc: EncodedTensor) -> dict[str, Any] | None:
@@ -206,6 +241,8 @@ class EncodeJob:
     #: set when ``array``/``load`` give the source's own bytes (``NativeData``) for
     #: ``pipeline``, whose decoded values have this spec
     native_spec: ArraySpec | None = None
+    #: the QP is the user's (not an RD allocation's): see ``encode_one``
+    coarser_on_failure: bool = False
 
 
 def run_job(job: EncodeJob) -> PackedTensor:
@@ -218,7 +255,7 @@ def run_job(job: EncodeJob) -> PackedTensor:
         raise SourceError(f"tensor {job.name!r}: encode job has neither an array nor a loader")
     if job.native_spec is not None:
         return encode_native_one(job.name, array, job.native_spec, job.pipeline)
-    return encode_one(job.name, array, job.pipeline)
+    return encode_one(job.name, array, job.pipeline, coarser_on_failure=job.coarser_on_failure)
 
 
 def copy_packed(reader: Reader, name: str) -> PackedTensor:
@@ -412,9 +449,11 @@ def pack_source(
                 pipe, load, spec = native, entry.native.load, entry.spec
             # a remote worker cannot call the source (open files, memory maps): ship the data
             nbytes = specs[name].nbytes
+            users_qp = name not in qp_overrides  # an RD allocation's QPs are overrides
             yield EncodeJob(name, pipe, array=np.array(load()) if spec else load(), nbytes=nbytes,
-                            native_spec=spec) if ex.remote else \
-                EncodeJob(name, pipe, load=load, nbytes=nbytes, native_spec=spec)
+                            native_spec=spec, coarser_on_failure=users_qp) if ex.remote else \
+                EncodeJob(name, pipe, load=load, nbytes=nbytes, native_spec=spec,
+                          coarser_on_failure=users_qp)
 
     fingerprint = pack_fingerprint(
         metadata, policy, alignment, items, source.aliases(), qp_overrides=qp_overrides,

@@ -1505,7 +1505,10 @@ def ggml_decode(rd, cfg, spec, blobs, rows=None, want_blocks=False):
     R = cfg["rows_per_blob"]
     if numel == 0:
         _need(R == 0 and len(blobs) == 0, "ggml: empty")
-        return np.zeros(tuple(shape), _np_dtype(dtype))
+        # a row range of an empty tensor with rows ([3, 0]) has b - a rows (fixed after
+        # v1-ggml-scales, revision 1.7, found it; see README "Later fixes")
+        return np.zeros(tuple(shape) if rng is None else _row_shape(shape, *rng),
+                        _np_dtype(dtype))
     _need(1 <= R <= rows, "ggml: rows_per_blob")
     W = numel // rows
     _need(W % bs == 0, "ggml: a row is not a whole number of blocks (1-D blocked tensor?)")

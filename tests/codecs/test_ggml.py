@@ -265,3 +265,31 @@ def test_digest_portable_only_drops_quantized_values_with_nan() -> None:
     assert digest_portable([q41], fine)
     assert digest_portable([dict(q41, type="F32")], nan)
     assert digest_portable([{"id": "exact", "layout": 1, "chunk_elems": 8}], nan)
+
+
+def test_nvfp4_zero_scale_test_is_on_the_whole_byte() -> None:
+    """FORMAT.md §7.6 (revision 1.7): s ∈ {0, 0x7F} is tested before the top bit is
+    dropped, so 0xFF is 240 (not 0) and 0x80 is 0 through the formula; gguf-py agrees."""
+    t = TYPES["NVFP4"]
+    block = np.zeros((1, t.type_size), np.uint8)
+    block[0, :4] = [0x7F, 0xFF, 0x80, 0xB8]  # 0xB8: exp (0xB8 >> 3) & 15 = 7, man 0
+    block[0, 4:] = 0x11  # every nibble 1: E[1] = 1
+    ours = dequantize(block, t, (1, t.block_size)).reshape(4, 16)
+    assert ours[:, 0].tolist() == [0.0, 240.0, 0.0, 0.5]
+    ref = gguf.quants.dequantize(block, gguf.GGMLQuantizationType.NVFP4)
+    assert np.asarray(ref).reshape(-1).tobytes() == ours.reshape(-1).tobytes()
+
+
+@pytest.mark.parametrize("name", ["F32", "Q4_0"])
+def test_empty_tensor_with_rows_has_no_blobs(name: str) -> None:
+    """§7.6 (revision 1.7): "empty" is numel = 0, so a [3, 0] tensor (three rows of no
+    bytes) has rows_per_blob 0 and no blob; 1 or 3 rows per blob is Decode."""
+    t = TYPES[name]
+    spec = ArraySpec(t.dtype, (3, 0), "w")
+    enc = GgmlCodec(name).encode_blocks(np.zeros((3, 0), np.uint8), spec)
+    assert enc.config["rows_per_blob"] == 0 and enc.blobs == []
+    codec = get_codec(msgpack.unpackb(msgpack.packb(enc.config)))
+    assert codec.decode(enc.blobs.__getitem__, 0, spec).shape == (3, 0)
+    for r, n in ((1, 3), (3, 1), (0, 1)):
+        with pytest.raises(CodecError):
+            get_codec({**enc.config, "rows_per_blob": r}).decode(lambda i: b"", n, spec)

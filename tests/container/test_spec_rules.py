@@ -214,3 +214,117 @@ def test_stages_are_checked_in_order_id_before_config(tmp_path: Path, rewrite_in
     path = _copy(tmp_path, "v1-lossy-vvc")
     rewrite_index(path, lambda o: _entry(o, "mlp.weight")["pipeline"][1].update(id="vvc2"))
     assert _decode_kind(path, "mlp.weight") == "UnsupportedCodec"
+
+
+def _damage_blob(path: Path, name: str, stage: int, i: int = 0) -> None:
+    """Flip one byte of blob ``i`` of ``stage`` of tensor ``name``: its checksum fails."""
+    with Reader(path) as r:
+        ref = r.resolve(name).stage_blobs(stage)[i]
+    with open(path, "r+b") as f:
+        f.seek(ref.offset)
+        byte = f.read(1)
+        f.seek(ref.offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_an_empty_row_range_reads_no_row_blob_even_through_rowperm(tmp_path: Path) -> None:
+    """FORMAT.md §7 "What a row range reads" (revision 1.7): an empty range needs an
+    empty range of every next stage; ``rowperm``'s widening formula [⌊a/2D⌋·2D, ⌈b/2D⌉·2D)
+    is for a < b only (it read a whole head group, and so a damaged blob, for [1, 1))."""
+    from llmc_format.decode import read_tensor
+
+    path = _copy(tmp_path, "v1-gguf")
+    name = "blk.0.attn_q.weight"  # [rowperm, ggml], 4 rows, 2·D = 2
+    _damage_blob(path, name, stage=1)
+    with Reader(path) as r:
+        assert [s["id"] for s in r.resolve(name).pipeline] == ["rowperm", "ggml"]
+        for a in range(5):
+            assert read_tensor(r, name, (a, a)).shape == (0, 256)
+        with pytest.raises(errors.LlmcError) as info:
+            read_tensor(r, name, (1, 2))
+        assert info.value.kind == "Checksum"
+
+
+def test_parameter_blobs_are_read_for_every_range_the_empty_one_included(tmp_path: Path) -> None:
+    """§7 (revision 1.7): blobs a stage uses whole (``affine``'s parameters) are read and
+    checked for any range, also an empty one."""
+    from llmc_format.decode import read_tensor
+
+    path = _copy(tmp_path, "v1-lossy-vvc")
+    _damage_blob(path, "mlp.weight", stage=0)
+    with Reader(path) as r:
+        with pytest.raises(errors.LlmcError) as info:
+            read_tensor(r, "mlp.weight", (3, 3))
+        assert info.value.kind == "Checksum"
+
+
+def test_a_range_of_all_rows_is_a_whole_decode_and_checks_the_digest(
+        tmp_path: Path, rewrite_index) -> None:
+    """§7 "Order of checks" item 6 (revision 1.7): rows [0, shape[0]) is whole, so
+    ``digest.decoded`` is compared; a shorter range cannot be and is not."""
+    from llmc_format.decode import read_tensor
+
+    path = _copy(tmp_path, "v1-exact-basic")
+    rewrite_index(path, lambda o: _entry(o, "q.i8")["digest"].update(
+        decoded=_entry(o, "q.i8")["digest"]["decoded"] ^ 1))
+    with Reader(path) as r:
+        assert read_tensor(r, "q.i8", (0, 15)).shape == (15, 16)
+        for rows in ((0, 16), None):
+            with pytest.raises(errors.LlmcError) as info:
+                read_tensor(r, "q.i8", rows)
+            assert info.value.kind == "DigestMismatch"
+
+
+def test_an_unknown_dtype_is_malformed_at_open(tmp_path: Path, rewrite_index) -> None:
+    """§5.4 (revision 1.7): a schema error of §8 step 5, not a decode error."""
+    path = _copy(tmp_path, "v1-exact-basic")
+    rewrite_index(path, lambda o: _entry(o, "q.i8").update(dtype="int128"))
+    assert _open_kind(path) == "Malformed"
+
+
+def test_the_minor_version_is_not_checked(tmp_path: Path) -> None:
+    """§3 (revision 1.7): a reader of major version 1 reads every minor version."""
+    path = _copy(tmp_path, "v1-exact-basic")
+    data = bytearray(path.read_bytes())
+    data[10:12] = (7).to_bytes(2, "little")
+    data[56:64] = layout.checksum(bytes(data[:56])).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    with llmc_format.safe_open(path) as f:
+        assert f.get_tensor("q.i8").shape == (16, 16)
+
+
+def test_invalid_utf8_in_free_form_metadata_is_malformed(tmp_path: Path, rewrite_index) -> None:
+    """§8 step 4 (revision 1.7): every str of the index is valid UTF-8, also one that no
+    reader interprets (user metadata)."""
+    path = _copy(tmp_path, "v1-exact-basic")
+    rewrite_index(path, lambda o: o["metadata"].update(user={"note": "\u00e9\u00e9"}))
+    data = path.read_bytes()
+    f = layout.Footer.unpack(data[-48:], len(data) - 48)
+    raw = data[f.index_offset:f.index_offset + f.index_length]
+    assert raw.count("\u00e9\u00e9".encode()) == 1
+    raw = raw.replace("\u00e9\u00e9".encode(), b"\xe9\xe9\xe9\xe9")  # same length, not UTF-8
+    path.write_bytes(data[:f.index_offset] + raw
+                     + layout.Footer(f.index_offset, len(raw), layout.checksum(raw)).pack())
+    assert _open_kind(path) == "Malformed"
+
+
+def test_a_rebuilt_gguf_tensor_is_checked_in_the_decode_order(tmp_path: Path, rewrite_index) -> None:
+    """§7.8 (revision 1.7): a referenced tensor's blocks fail as its decode would, so the
+    expansion bound (§7 "Order of checks" item 1) comes before a bad stage config (item 2);
+    the reference reader checked the config first."""
+    from llmc_format.decode import read_native_blocks, read_tensor
+
+    path = _copy(tmp_path, "v1-gguf")
+    name = "blk.0.attn_q.weight"
+
+    def change(o: dict) -> None:
+        t = _entry(o, name)
+        t["shape"] = [4, 1 << 30]  # declares far more than its blobs can expand to
+        t["pipeline"][-1].pop("fields")
+
+    rewrite_index(path, change)
+    with Reader(path) as r:
+        for read in (read_tensor, read_native_blocks):
+            with pytest.raises(errors.LlmcError) as info:
+                read(r, name)
+            assert info.value.kind == "Limit"

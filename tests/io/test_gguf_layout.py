@@ -92,3 +92,46 @@ def test_wrong_sha256_is_a_digest_mismatch_and_leaves_nothing(tmp_path: Path) ->
         write_gguf_original(rec, {"archive.a": a}.__getitem__, out)
     assert info.value.kind == "DigestMismatch"
     assert list(out.iterdir()) == []
+
+
+def _record(**extra: object) -> dict:
+    return {"version": 1, "size": 0, "sha256": "0" * 64, "prefix": b"", "tensors": [],
+            "tail": b"", **extra}
+
+
+@pytest.mark.parametrize(("containers", "ok"), [(69_000, True), (72_000, False)])
+def test_container_budget_is_the_index_one_and_a_decode_error(containers: int, ok: bool) -> None:
+    """FORMAT.md §7.8 (revision 1.7): at most floor(length / 16) + 65,536 maps and arrays,
+    the top-level map included, as §8 step 4 (revision 1.6 said /8, which would accept
+    72,000); over it is ``Decode`` of the attachment, not ``Limit``."""
+    data = msgpack.packb(_record(unknown=[[] for _ in range(containers)]))
+    assert (containers + 2 <= len(data) // 16 + 65_536) is ok  # the test sits on the edge
+    assert (containers + 2 <= len(data) // 8 + 65_536)  # ... which /8 would not see
+    if ok:
+        assert parse_record(data)["version"] == 1
+    else:
+        with pytest.raises(CodecError) as info:
+            parse_record(data)
+        assert info.value.kind == "Decode"
+
+
+def test_invalid_utf8_anywhere_in_the_record_is_a_decode_error() -> None:
+    data = msgpack.packb(_record(unknown="\u00e9"))
+    bad = data.replace("\u00e9".encode(), b"\xe9\xff")
+    assert len(bad) == len(data) and bad != data  # same str length, bytes not UTF-8
+    with pytest.raises(CodecError):
+        parse_record(bad)
+
+
+def test_a_data_entry_may_name_any_ggml_type(tmp_path: Path) -> None:
+    """§7.8 (revision 1.7): a ``data`` entry's ``type`` is not interpreted, so a GGUF
+    tensor of a type newer than §7.6's table still rebuilds; only ``tensor`` entries
+    are compared with a stage config."""
+    blob = b"\x01\x02\x03"
+    rec = _record(size=3, sha256=hashlib.sha256(blob).hexdigest(),
+                  tensors=[{"name": "new", "type": "Q9_FUTURE", "size": 3, "data": blob}])
+    parsed = parse_record(msgpack.packb(rec, use_bin_type=True))
+    assert referenced(parsed) == {}
+    out: list[bytes] = []
+    assert rebuild(parsed, lambda name: b"", lambda b: out.append(bytes(b))) == rec["sha256"]
+    assert b"".join(out) == blob

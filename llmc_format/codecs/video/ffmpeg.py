@@ -29,7 +29,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from llmc_format.errors import CodecError, EncoderMissingError
+from llmc_format.errors import CodecError, EncoderMissingError, EncoderRefusedError
 
 log = logging.getLogger(__name__)
 
@@ -211,12 +211,22 @@ def encode_frame(
     if console.strip():  # what the encoder library printed: kept out of the bitstream
         log.debug("%s: %s printed: %s", what, encoder, console.decode("utf-8", "replace").strip())
     if proc.returncode != 0 or not out:
-        said = (console + err).decode("utf-8", "replace")[-STDERR_TAIL:].strip()
-        raise CodecError(
+        said = (console + err).decode("utf-8", "replace")[-STDERR_TAIL:]
+        raise EncoderRefusedError(
             f"{what}: {encoder} failed (exit {proc.returncode}, {len(out)} bytes out) "
-            f"on a {width}x{height} {pix_fmt} frame; FFmpeg said:\n{said}"
+            f"on a {width}x{height} {pix_fmt} frame; FFmpeg said: {_first_error(said)}"
         )
     return out
+
+
+def _first_error(said: str) -> str:
+    """FFmpeg's first line that reports an error, without its ``[component @ 0x…]``
+    prefixes (the rest repeats it: "Error flushing", "Task finished", "Terminating"); the
+    whole tail only goes to the debug log. One line, for the one-line error contract."""
+    log.debug("FFmpeg said: %s", said.strip())
+    lines = [re.sub(r"^(\[[^]]*\]\s*)+", "", ln).strip() for ln in said.splitlines()]
+    lines = [ln for ln in lines if ln]
+    return next((ln for ln in lines if "rror" in ln), lines[-1] if lines else "nothing")
 
 
 class _PipeDrain:
