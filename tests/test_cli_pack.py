@@ -43,6 +43,8 @@ def _left(out_dir: Path) -> list[str]:
     (["--codec", "vcc"], 2, "did you mean 'vvc'"),
     (["--codec", "vvc", "--lossless", "model.norm.weigth"], 2, "did you mean 'model.norm.weight'"),
     (["--codec", "vvc", "--bpw", "3", "--size", "1MB"], 2, "one target"),
+    (["--codec", "vvc", "--size", "0"], 2, "--size must be more than 0 bytes"),
+    (["--codec", "vvc", "--size", "12 parsecs"], 2, "is not a size"),
     (["--codec", "vvc", "--weighting", "nsme", "--bpw", "3"], 2, "did you mean 'nmse'"),
     (["--bpw", "3"], 2, "needs a lossy codec"),
     (["--codec", "vvc", "--size", "1KB"], 3, "smallest this model packs to with these options is about"),

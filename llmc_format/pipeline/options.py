@@ -193,11 +193,12 @@ class PackOptions:
             from llmc_format.units import parse_size
 
             try:
-                if parse_size(str(self.size)) <= 0:
-                    raise LlmcError("not positive")
+                size = parse_size(str(self.size))
             except LlmcError:
                 raise UsageError(f"--size: {self.size!r} is not a size (e.g. 60MB, 1.5GiB, "
                                  "40000000)") from None
+            if size <= 0:
+                raise UsageError(f"--size must be more than 0 bytes, got {self.size!r}")
         if self.jobs is not None and (not isinstance(self.jobs, int) or self.jobs < 1):
             raise UsageError(f"--jobs must be at least 1, got {self.jobs!r}")
         if not isinstance(self.min_lossy_numel, int) or self.min_lossy_numel < 0:

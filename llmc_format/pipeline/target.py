@@ -734,8 +734,10 @@ def _passes(source: Source, dst: Path, target: Target, policy: Policy, jobs: int
             previous, summary = best_under, best_summary
             summary["within_tolerance"] = False
         else:
+            got = (f"{_achieved_value(previous, target, names):.3f} bits per weight, "
+                   if target.kind == "bpw" and previous is not None else "")
             raise TargetError(f"could not meet the {target.kind} target {target.value:g} in "
-                              f"{npass} passes (last file {file_bytes:,} bytes)")
+                              f"{npass} passes (last file {got}{file_bytes:,} bytes)")
     assert previous is not None
     check_output_file(dst)
     check_still_new(dst, new)  # (we hold dst's lock: pack_to_target)
