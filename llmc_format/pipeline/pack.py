@@ -70,13 +70,16 @@ def tensor_digest(array: np.ndarray) -> int:
     return layout.checksum(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
 
 
-def tensor_digests(source: int, pipeline: list[dict[str, Any]], decoded: np.ndarray) -> dict[str, int]:
-    """The entry's ``digest``: ``source`` always; ``decoded`` unless the spec forbids it
-    because a conforming reader may decode other bits (FORMAT.md §7.6, digest rule: a
-    quantized ``ggml`` tensor whose values hold a NaN)."""
+def tensor_digests(source: int, pipeline: list[dict[str, Any]], decoded: np.ndarray,
+                   decoded_digest: int | None = None) -> dict[str, int]:
+    """The entry's ``digest``: ``source`` always; ``decoded`` (``decoded_digest`` when the
+    caller hashed ``decoded`` already) unless the spec forbids it because a conforming
+    reader may decode other bits (FORMAT.md §7.6, digest rule: a quantized ``ggml``
+    tensor whose values hold a NaN)."""
     if not digest_portable(pipeline, decoded):
         return {"source": source}
-    return {"source": source, "decoded": tensor_digest(decoded)}
+    return {"source": source,
+            "decoded": tensor_digest(decoded) if decoded_digest is None else decoded_digest}
 
 
 @dataclass
@@ -141,7 +144,8 @@ def encode_one(name: str, array: np.ndarray, pipeline: list[dict[str, Any]], *,
         quant = quant_record(enc)
     elif dec_digest != src_digest:
         raise CodecError(f"tensor {name!r}: lossless round trip is not bit-exact (codec bug)")
-    return PackedTensor(name, spec, enc, quant, rd, tensor_digests(src_digest, enc.pipeline, decoded))
+    return PackedTensor(name, spec, enc, quant, rd,
+                        tensor_digests(src_digest, enc.pipeline, decoded, dec_digest))
 
 
 def _encode_coarser(array: np.ndarray, spec: ArraySpec, pipeline: list[dict[str, Any]],
@@ -449,11 +453,11 @@ def pack_source(
                 pipe, load, spec = native, entry.native.load, entry.spec
             # a remote worker cannot call the source (open files, memory maps): ship the data
             nbytes = specs[name].nbytes
-            users_qp = name not in qp_overrides  # an RD allocation's QPs are overrides
-            yield EncodeJob(name, pipe, array=np.array(load()) if spec else load(), nbytes=nbytes,
-                            native_spec=spec, coarser_on_failure=users_qp) if ex.remote else \
-                EncodeJob(name, pipe, load=load, nbytes=nbytes, native_spec=spec,
-                          coarser_on_failure=users_qp)
+            # an RD allocation's QPs are overrides; only a user's QP may be raised
+            facts = {"nbytes": nbytes, "native_spec": spec,
+                     "coarser_on_failure": name not in qp_overrides}
+            yield EncodeJob(name, pipe, array=np.array(load()) if spec else load(), **facts) \
+                if ex.remote else EncodeJob(name, pipe, load=load, **facts)
 
     fingerprint = pack_fingerprint(
         metadata, policy, alignment, items, source.aliases(), qp_overrides=qp_overrides,
